@@ -1,0 +1,59 @@
+# The project's commands. Each target does all of its own set-up and is idempotent:
+# a second run skips finished steps in seconds.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SETTING ?= c
+DATA ?= $(CURDIR)/data
+export METAGUARD_DATA := $(DATA)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+STAMP := $(VENV)/.installed
+FIG := outputs/figure1
+
+.PHONY: setup data test figure1 lab sync check-pairs
+
+# Fail at once, before any set-up, on a setting that is not a panel of Figure 1.
+ifneq ($(filter figure1,$(MAKECMDGOALS)),)
+ifneq ($(words $(SETTING))$(filter $(SETTING),a b c d),1$(SETTING))
+$(error SETTING='$(SETTING)' is not a Figure 1 panel: use one of a, b, c, d (for example: make figure1 SETTING=c))
+endif
+endif
+
+$(STAMP): requirements.txt setup.py settings.ini
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+setup: $(STAMP)
+
+$(DATA)/.prepared: | $(STAMP)
+	$(PY) -c "from metaguard_nb.data import prepare; print('data ready in', prepare())"
+	@touch $@
+
+data: $(DATA)/.prepared
+
+test: setup data
+	nbdev_test --n_workers 1 --timing
+	$(PY) -m pytest -q tests
+
+figure1: setup data
+	@mkdir -p $(FIG)
+	papermill nbs/04_figure1.ipynb $(FIG)/$(SETTING).ipynb -p setting $(SETTING) -k python3
+
+lab: setup data
+	jupyter lab nbs
+
+# After editing a notebook or its text copy: pair, clean, export.
+sync: setup
+	jupytext --quiet --sync nbs/*.ipynb nbs/py/*.py
+	nbdev_clean
+	touch nbs/*.ipynb && jupytext --quiet --sync nbs/*.ipynb
+	nbdev_export
+
+# The jupytext text copies in nbs/py must equal what the notebooks give.
+check-pairs: setup
+	@status=0; for nb in nbs/*.ipynb; do py=nbs/py/$$(basename $${nb%.ipynb}).py; \
+	  jupytext --quiet --to py:percent -o - $$nb | diff -q - $$py >/dev/null || { echo "out of sync: $$nb vs $$py (run make sync)"; status=1; }; \
+	done; for py in nbs/py/*.py; do nb=nbs/$$(basename $${py%.py}).ipynb; \
+	  test -f $$nb || { echo "$$py has no notebook $$nb (run make sync)"; status=1; }; done; exit $$status
