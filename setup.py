@@ -8,4 +8,5 @@ c = cfg['DEFAULT']
 setup(name=c['lib_name'], version=c['version'], description=c['description'],
       author=c['author'], license=c['license'], python_requires='>=' + c['min_python'],
       packages=find_packages(include=[c['lib_name'], c['lib_name'] + '.*']),
-      install_requires=c['requirements'].split(), zip_safe=False)
+      install_requires=c['requirements'].split(), zip_safe=False,
+      entry_points={'console_scripts': ['metaguard-metatrain=metaguard_nb.metatrain:metatrain_cli']})
