@@ -9,6 +9,9 @@
 # %% [markdown]
 # # Optimizees: any model as a pure function of a flat parameter vector
 #
+# > The optimizee interface: flat parameters with a leading seed dimension, pure losses and gradients.
+
+# %% [markdown]
 # > "Let eta in R^m represent the optimizee parameters, for example, the parameters of a
 # > convolutional neural network (CNN) that classifies handwritten digit images. Given a loss
 # > function l: R^m -> R ..." (paper, section 2)

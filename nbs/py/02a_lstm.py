@@ -9,6 +9,9 @@
 # %% [markdown]
 # # The learned optimizer g_theta (Eq. 1) and its unroll g^T
 #
+# > The coordinate-wise LSTM optimizer, its preprocessing, and the T-step unroll.
+
+# %% [markdown]
 # > "eta_t, h_t <- g_theta(eta_{t-1}, h_{t-1}, sigma(eta_{t-1}))  (1)
 # > ... sigma(eta_{t-1}) = (l(eta_{t-1}), grad_eta l(eta)|eta=eta_{t-1})." (paper, section 2)
 

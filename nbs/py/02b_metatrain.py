@@ -9,6 +9,9 @@
 # %% [markdown]
 # # Meta-training (Eq. 2) and the shipped checkpoints
 #
+# > Truncated-BPTT meta-training of theta, resumable, and the checkpoints Figure 1 loads.
+
+# %% [markdown]
 # > "L(theta) = E_{l ~ p(l), eta_0 ~ p(eta_0)} [ (1/T) sum_{t=1}^T l(eta_t) ]  (2)"
 # > (paper, section 2). "The learned optimizers are meta-trained using Adam with its default
 # > parameters in PyTorch 2.0.0, e.g., learning rate equal to 0.001." (Appendix A.1)
