@@ -207,7 +207,7 @@ class Unrolled(NamedTuple):
     eta: torch.Tensor # eta_T [S, m]
     theta: Theta # theta_T: W unchanged, memory = coordinate mean of the state [S, 4, H]
     state: tuple # per-coordinate state after step T, each [S, m, H]
-    losses: torch.Tensor|None # l(eta_t; B_t) for t = 1..T [S, T] (only with meta_loss=True)
+    losses: torch.Tensor|None # l(eta_t; B_t) (or on meta_batches) for t = 1..T [S, T] (only with meta_loss=True)
 
 def unroll(cfg:LSTMConfig, problem:Optimizee,
            eta:torch.Tensor, # eta_0 [S, m]
@@ -215,7 +215,8 @@ def unroll(cfg:LSTMConfig, problem:Optimizee,
            xs:torch.Tensor, ys:torch.Tensor, # the T inner batches per seed: [S, T, B, ...], [S, T, B]
            state:tuple|None=None, # per-coordinate state to continue from; None starts from theta.h
            second_order:bool=False, # keep the Hessian terms (differentiate through the gradients)
-           meta_loss:bool=False, # also return l(eta_t; B_t) for every t (Eq. 2's terms)
+           meta_loss:bool=False, # also return l(eta_t; .) for every t (Eq. 2's terms)
+           meta_batches:tuple|None=None, # (x, y) [S, T, B, ...] to measure those terms on; None: the step's own batch B_t
           ) -> Unrolled:
     "g^T(eta, theta): T steps of the learned optimizer on the batches xs, ys."
     S, m = eta.shape
@@ -226,7 +227,9 @@ def unroll(cfg:LSTMConfig, problem:Optimizee,
         g, l = batched_grad(problem, seen, xs[:, t], ys[:, t])
         u, state = lstm_step(cfg, theta.W, g, l, state)
         eta = eta + u
-        if meta_loss: terms.append(batched_loss(problem, eta, xs[:, t], ys[:, t]))
+        if meta_loss:
+            xm, ym = (xs, ys) if meta_batches is None else meta_batches
+            terms.append(batched_loss(problem, eta, xm[:, t], ym[:, t]))
     memory = torch.stack([s.mean(1) for s in state], 1)
     return Unrolled(eta, Theta(theta.W, memory), state, torch.stack(terms, 1) if terms else None)
 

@@ -9,8 +9,20 @@
 # %% [markdown]
 # # Figure 1
 #
-# > `papermill nbs/04_figure1.ipynb out.ipynb -p setting c` regenerates one panel of the paper's
-# > Figure 1 (`make figure1 SETTING=c`).
+# > Regenerate one panel of the paper's Figure 1: six methods, S seeds, mean and 95% CI, by papermill.
+
+# %% [markdown]
+# ```bash
+# make figure1 SETTING=c     # = papermill nbs/04_figure1.ipynb outputs/figure1/c.ipynb -p setting c
+# make figure1-all           # the four panels and one combined 2x2 figure
+# ```
+#
+# > "Figure 1: Our adapting learned optimizers (SMG & AMG) generalize to various problem settings.
+# > We observe that the baselines L2O and two versions of LGL2O either worsen or improve very slowly
+# > after 1000 optimization steps. SGD keeps improving, however, initially significantly slower than
+# > the learned optimizer. SMG does not prematurely converge, but is usually slower than SGD. AMG
+# > outperforms the baselines in most cases. Each loss is averaged over 25 seeds with 95% confidence
+# > intervals."
 #
 # The four panels (METHOD.md section 7):
 #
@@ -21,29 +33,203 @@
 # | c | CNN & FashionMNIST | CNN & MNIST |
 # | d | MLP & MNIST | CNN & FashionMNIST |
 #
-# **Status: not drawn yet.** The guards (issue 4) and the figure itself (issue 5) have not landed.
-# This notebook checks its parameters and the data, then stops and says what is missing. It does
-# not draw a figure.
+# Each method runs through `runner.run` on the same seeds (same initialisations, same batches), and
+# the y-axis is the loss on each seed's fixed monitor set of 2,048 training examples, every
+# `eval_every` steps. Beside the paper's x-axis (steps) we draw the same curves against optimizee
+# gradient evaluations, because SMG and AMG spend 20-30 of them per step where SGD spends one.
+
+# %%
+#| default_exp figure
+
+# %%
+#| export
+import math, os, tempfile
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from metaguard_nb.data import checkout
+from metaguard_nb.runner import FIGURE_METHODS, FIGURE_SETTINGS, check_device, figure_setting, run
+
+# %% [markdown]
+# ## Protocols
+#
+# `quick` fits in minutes on a 2-core CPU; `paper` is the paper's protocol (25 seeds, 2,000 steps);
+# `tiny` is what the test suite runs. Explicit `seeds` or `steps` override the preset.
+
+# %%
+#| export
+PRESETS = {'tiny': dict(seeds=2, steps=20), 'quick': dict(seeds=3, steps=300), 'paper': dict(seeds=25, steps=2000)}
+LABELS = {'sgd': 'SGD', 'l2o': 'L2O', 'lgl2o': 'LGL2O (w/ Update)', 'lgl2o_no_update': 'LGL2O (w/o Update)',
+          'smg': 'SMG', 'amg': 'AMG', 'safe_amg': 'safe AMG'}
+COLORS = {'sgd': 'tab:blue', 'l2o': 'tab:orange', 'lgl2o': 'tab:green', 'lgl2o_no_update': 'tab:red',
+          'smg': 'tab:purple', 'amg': 'tab:brown', 'safe_amg': 'tab:pink'}
+
+def protocol(setting:str, preset:str='quick', seeds=None, steps=None, methods=None, device:str='cpu', eval_every:int=10) -> dict:
+    "Check every parameter (one-line errors, before any compute) and resolve the preset."
+    figure_setting(setting)
+    if preset not in PRESETS: raise ValueError(f"preset={preset!r} is unknown: use one of {', '.join(PRESETS)}")
+    n = PRESETS[preset]['seeds'] if seeds is None else seeds
+    seeds = list(range(n)) if isinstance(n, int) else [int(s) for s in n]
+    steps = PRESETS[preset]['steps'] if steps is None else steps
+    if not isinstance(steps, int) or steps <= 0: raise ValueError(f'steps={steps!r}: use a positive integer')
+    if not seeds: raise ValueError(f'seeds={n!r}: use a positive number of seeds or a list of seeds')
+    methods = list(FIGURE_METHODS) if methods is None else list(methods)
+    bad = [m for m in methods if m not in LABELS]
+    if bad: raise ValueError(f"unknown method(s) {bad}: use any of {', '.join(LABELS)}")
+    if not isinstance(eval_every, int) or eval_every <= 0: raise ValueError(f'eval_every={eval_every!r}: use a positive integer')
+    check_device(device)
+    return dict(setting=setting, preset=preset, seeds=seeds, steps=steps, methods=methods, device=device, eval_every=eval_every)
+
+
+# %% [markdown]
+# ## Mean and 95% confidence interval over seeds
+#
+# Student t over seeds: mean +- t_{0.975, n-1} s / sqrt(n). With one seed the interval is the point.
+
+# %%
+#| export
+def mean_ci(x:np.ndarray, # [n_seeds, ...]
+           ) -> tuple:
+    "(mean, ci_low, ci_high) over the first axis, Student t 95%."
+    n, m = x.shape[0], x.mean(0)
+    if n < 2: return m, m.copy(), m.copy()
+    h = stats.t.ppf(0.975, n - 1)*x.std(0, ddof=1)/math.sqrt(n)
+    return m, m - h, m + h
+
+def summarize(results:dict, # method -> runner.run result
+              setting:str) -> pd.DataFrame:
+    "One row per method and evaluation step: monitor-loss mean and CI, test loss and accuracy means, counters."
+    rows = []
+    for method, r in results.items():
+        ev = r['evals'].double().numpy()  # [S, K, 6]: monitor, test loss, test acc, grads, forwards, lstm
+        mean, lo, hi = mean_ci(ev[..., 0])
+        for k, step in enumerate(r['eval_steps'].tolist()):
+            rows.append(dict(setting=setting, method=method, step=step, grad_evals=ev[:, k, 3].mean(),
+                             mean=mean[k], ci_low=lo[k], ci_high=hi[k], n_seeds=ev.shape[0],
+                             test_loss=ev[:, k, 1].mean(), test_acc=ev[:, k, 2].mean()))
+    return pd.DataFrame(rows)
+
+
+# %%
+from fastcore.test import test_close, test_eq, test_fail
+m, lo, hi = mean_ci(np.array([[1.], [2.], [3.]]))
+test_close(m, [2.]); test_close(hi - m, [stats.t.ppf(0.975, 2)*1/math.sqrt(3)])
+test_fail(lambda: protocol('e'), contains='use one of a, b, c, d')
+test_fail(lambda: protocol('c', preset='huge'), contains='use one of tiny, quick, paper')
+test_fail(lambda: protocol('c', steps=0), contains='positive integer')
+
+
+# %% [markdown]
+# ## Drawing a panel
+#
+# Left: the paper's view (loss against steps). Right: the compute-fair view (loss against optimizee
+# gradient evaluations). Log-scale y, mean line and 95% band per method.
+
+# %%
+#| export
+def plot_panel(df:pd.DataFrame, axs=None, title:str|None=None, legend:bool=True, views=('step', 'grad_evals')):
+    "Draw one setting's curves, one axis per view: against steps, against optimizee gradient evaluations."
+    if axs is None: _, axs = plt.subplots(1, len(views), figsize=(5.5*len(views), 3.8), squeeze=False)
+    axs = list(np.ravel(axs))
+    for method, d in df.groupby('method', sort=False):
+        for ax, x in zip(axs, views):
+            ax.plot(d[x], d['mean'], color=COLORS.get(method), lw=1.4, label=LABELS.get(method, method))
+            ax.fill_between(d[x], d['ci_low'].clip(lower=1e-6), d['ci_high'], color=COLORS.get(method), alpha=0.2, lw=0)
+    for ax, x in zip(axs, views):
+        ax.set(yscale='log', xlabel='step' if x == 'step' else 'optimizee gradient evaluations')
+        if x == 'grad_evals': ax.set_xscale('log')
+    axs[0].set_ylabel('monitor-set loss')
+    if title: axs[0].set_title(title, fontsize=9, loc='left')
+    if legend: axs[-1].legend(fontsize=7, loc='best')
+    return axs
+
+def table(df:pd.DataFrame, steps=(200, 1000)) -> pd.DataFrame:
+    "Mean [CI] at the given steps (where reached) and at the last step."
+    last = df['step'].max()
+    want = [s for s in steps if s < last] + [last]
+    d = df[df['step'].isin(want)]
+    cell = d.apply(lambda r: f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]", axis=1)
+    return d.assign(cell=cell).pivot(index='method', columns='step', values='cell').reindex(df['method'].unique())
+
+def combined_figure(csv_dir:Path, out:Path):
+    "The 2x2 figure (loss against steps) from the four panels' CSVs."
+    fig, axs = plt.subplots(2, 2, figsize=(11, 7.5))
+    for ax, s in zip(axs.flat, 'abcd'):
+        f = Path(csv_dir)/f'{s}.csv'
+        if not f.exists(): ax.set_title(f'({s}): not run'); continue
+        df = pd.read_csv(f)
+        name, net, data = FIGURE_SETTINGS[s]
+        plot_panel(df, axs=[ax], legend=s == 'a', views=('step',))
+        ax.set_title(f"({s}) train: {name.replace('_', ' & ')}, test: {net} & {data}; "
+                     f"{int(df['n_seeds'].max())} seeds", fontsize=8)
+    fig.tight_layout(); fig.savefig(out, dpi=120)
+    return fig
+
+
+# %% [markdown]
+# ## Parameters (papermill)
 
 # %% tags=["parameters"]
 setting = 'c'  # the panel: a, b, c or d
+preset = 'quick'  # 'quick' (3 seeds, 300 steps), 'paper' (25 seeds, 2,000 steps), 'tiny' (2 seeds, 20 steps)
+seeds = None  # number of seeds or a list; None: the preset's
+steps = None  # None: the preset's
+methods = None  # None: the six methods of Figure 1
+device = 'cpu'  # 'cpu' or 'cuda'
+eval_every = 10  # steps between monitor-set evaluations
+out_dir = None  # None: outputs/figure1 in the checkout
+
+# %% [markdown]
+# Under the test suite (`nbdev_test` sets `IN_TEST`) the notebook runs the `tiny` protocol into a
+# temporary folder, so tests never overwrite the shipped results.
 
 # %%
-SETTINGS = {'a': ('cnn', 'fashionmnist', 'cnn', 'fashionmnist'),
-            'b': ('cnn', 'fashionmnist', 'mlp', 'fashionmnist'),
-            'c': ('cnn', 'fashionmnist', 'cnn', 'mnist'),
-            'd': ('mlp', 'mnist', 'cnn', 'fashionmnist')}
-if setting not in SETTINGS:
-    raise ValueError(f"setting={setting!r} is not a Figure 1 panel: use one of a, b, c, d")
+in_test = bool(os.environ.get('IN_TEST'))
+if in_test: preset, out_dir = 'tiny', tempfile.mkdtemp()
+P = protocol(setting, preset, seeds, steps, methods, device, eval_every)
+out = Path(out_dir) if out_dir else (checkout() or Path.cwd())/'outputs'/'figure1'
+cache = (Path(out_dir)/'cache') if in_test else None
+out.mkdir(parents=True, exist_ok=True)
+name, net, data = figure_setting(setting)
+title = (f"({setting}) train: {name.replace('_', ' & ')}, test: {net} & {data}; "
+         f"{len(P['seeds'])} seeds x {P['steps']} steps ({P['preset']}), mean and 95% CI")
+print(title)
+
+# %% [markdown]
+# ## Run the six methods
+#
+# One bar for the panel, one nested bar per method (with time estimates). Finished seeds come from
+# the cache in `outputs/cache`, so a second identical run takes seconds, and an interrupted run
+# resumes where it stopped.
 
 # %%
-from metaguard_nb.data import load
-train_net, train_data, test_net, test_data = SETTINGS[setting]
-split = load(test_data)
-print(f'panel ({setting}): meta-train {train_net} & {train_data}, meta-test {test_net} & {test_data}; '
-      f'test data ready ({len(split.y)} training examples)')
+from fastprogress.fastprogress import master_bar
+mb = master_bar(P['methods'])
+results = {}
+for method in mb:
+    mb.main_bar.comment = LABELS[method]
+    results[method] = run(method, setting, steps=P['steps'], seeds=P['seeds'], device=P['device'],
+                          eval_every=P['eval_every'], cache=cache, bar_parent=mb)
+df = summarize(results, setting)
+
+# %% [markdown]
+# ## The panel
 
 # %%
-missing = ['metaguard_nb.guards (issue 4: SGD, L2O, LGL2O, SMG, AMG and the runner)',
-           'the figure code (issue 5)']
-print('Figure 1 is not drawn yet. Missing:\n- ' + '\n- '.join(missing))
+plot_panel(df, title=title)
+plt.tight_layout()
+plt.savefig(out/f'{setting}.png', dpi=120); plt.savefig(out/f'{setting}.pdf')
+df.to_csv(out/f'{setting}.csv', index=False)
+print('wrote', *(out/f'{setting}.{x}' for x in ('png', 'pdf', 'csv')))
+
+# %% [markdown]
+# Monitor-set loss, mean and 95% CI, at steps 200 and 1,000 (where reached) and at the last step:
+
+# %%
+table(df)
