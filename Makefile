@@ -4,13 +4,14 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 SETTING ?= c
+PRESET ?= quick
 DATA ?= $(CURDIR)/data
 export METAGUARD_DATA := $(DATA)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed
 FIG := outputs/figure1
 
-.PHONY: setup data test figure1 lab sync check-pairs checkpoints
+.PHONY: setup data test figure1 figure1-all lab sync check-pairs checkpoints
 
 # Fail at once, before any set-up, on a setting that is not a panel of Figure 1.
 ifneq ($(filter figure1,$(MAKECMDGOALS)),)
@@ -39,7 +40,13 @@ test: setup data
 
 figure1: setup data
 	@mkdir -p $(FIG)
-	papermill nbs/04_figure1.ipynb $(FIG)/$(SETTING).ipynb -p setting $(SETTING) -k python3
+	papermill nbs/04_figure1.ipynb $(FIG)/$(SETTING).ipynb -p setting $(SETTING) -p preset $(PRESET) -k python3
+
+# All four panels, then the combined 2x2 figure from their CSVs.
+figure1-all: setup data
+	@mkdir -p $(FIG)
+	for s in a b c d; do papermill nbs/04_figure1.ipynb $(FIG)/$$s.ipynb -p setting $$s -p preset $(PRESET) -k python3 || exit 1; done
+	$(PY) -c "from metaguard_nb.figure import combined_figure; combined_figure('$(FIG)', '$(FIG)/figure1.png')"
 
 lab: setup data
 	jupyter lab nbs

@@ -194,7 +194,7 @@ in_test = bool(os.environ.get('IN_TEST'))
 if in_test: preset, out_dir = 'tiny', tempfile.mkdtemp()
 P = protocol(setting, preset, seeds, steps, methods, device, eval_every)
 out = Path(out_dir) if out_dir else (checkout() or Path.cwd())/'outputs'/'figure1'
-cache = (Path(out_dir)/'cache') if in_test else None
+cache = Path(out_dir)/'cache' if out_dir else None  # a given out_dir keeps its own cache
 out.mkdir(parents=True, exist_ok=True)
 name, net, data = figure_setting(setting)
 title = (f"({setting}) train: {name.replace('_', ' & ')}, test: {net} & {data}; "

@@ -1,0 +1,61 @@
+"Figure 1 by papermill on the tiny protocol: outputs, CSV invariants, bad parameters, the cache."
+import time
+from pathlib import Path
+
+import pandas as pd
+import papermill as pm
+import pytest
+
+NB = Path(__file__).resolve().parent.parent / 'nbs' / '04_figure1.ipynb'
+
+
+def run_nb(tmp_path, **params):
+    out = tmp_path / 'executed.ipynb'
+    pm.execute_notebook(str(NB), str(out), parameters=params, kernel_name='python3', progress_bar=False,
+                        cwd=str(NB.parent))
+    return out
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp('fig')
+    t0 = time.time()
+    run_nb(d, setting='b', preset='tiny', out_dir=str(d))
+    first = time.time() - t0
+    return d, first
+
+
+def test_writes_png_pdf_csv_and_the_csv_is_consistent(tiny):
+    d, _ = tiny
+    for ext in ('png', 'pdf', 'csv'):
+        assert (d / f'b.{ext}').stat().st_size > 0
+    df = pd.read_csv(d / 'b.csv')
+    assert list(df.columns) == ['setting', 'method', 'step', 'grad_evals', 'mean', 'ci_low', 'ci_high', 'n_seeds',
+                                'test_loss', 'test_acc']
+    assert set(df['method']) == {'sgd', 'l2o', 'lgl2o', 'lgl2o_no_update', 'smg', 'amg'}
+    assert (df['ci_low'] <= df['mean'] + 1e-12).all() and (df['mean'] <= df['ci_high'] + 1e-12).all()
+    assert (df['n_seeds'] == 2).all() and df['step'].max() == 20
+    assert (df['ci_high'] > df['ci_low']).any()  # two seeds differ somewhere
+    # compute-fair axis: AMG spends 2T + 2 = 22 gradient evaluations per step, SGD one
+    last = df[df['step'] == 20].set_index('method')['grad_evals']
+    assert last['sgd'] == 20 and last['amg'] == 22 * 20 and last['smg'] == 31 * 20
+
+
+def test_second_identical_run_reuses_the_cache(tiny, tmp_path):
+    d, first = tiny
+    t0 = time.time()
+    run_nb(tmp_path, setting='b', preset='tiny', out_dir=str(d))
+    second = time.time() - t0
+    assert second < first / 2, f'second run {second:.1f}s vs first {first:.1f}s'
+
+
+@pytest.mark.parametrize('params,msg', [
+    (dict(setting='e'), 'use one of a, b, c, d'),
+    (dict(preset='huge'), 'use one of tiny, quick, paper'),
+    (dict(steps=0), 'steps=0: use a positive integer'),
+])
+def test_bad_parameters_fail_with_one_line_before_compute(tmp_path, params, msg):
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        run_nb(tmp_path, out_dir=str(tmp_path), **params)
+    assert msg in str(e.value.evalue) and '\n' not in e.value.evalue
+    assert not list(tmp_path.rglob('*.csv')) and not list(tmp_path.rglob('*.pt'))
