@@ -100,7 +100,7 @@ def test_lgl2o_chooses_argmin_on_the_evaluation_batch(setup):
     g, l = batched_grad(net, st.eta, b.xs[:, 0], b.ys[:, 0])
     u, _ = lstm_step(LCFG, theta.W, g, l, start_state(theta.h, *st.eta.shape))
     ll, ls = batched_loss(net, st.eta + u, b.xe, b.ye), batched_loss(net, st.eta - 3 * g, b.xe, b.ye)
-    want = torch.where(ll <= ls, st.eta + u, st.eta - 3 * g)
+    want = torch.where((ll <= ls)[:, None], st.eta + u, st.eta - 3 * g)
     torch.testing.assert_close(new.eta, want)
     assert torch.equal(rec.branch, (ll > ls).long())
 
