@@ -49,7 +49,7 @@ figure1-all: setup data
 	$(PY) -c "from metaguard_nb.figure import combined_figure, fidelity_table as t; combined_figure('$(FIG)', '$(FIG)/figure1.png'); open('$(FIG)/fidelity.md', 'w').write(t('$(FIG)'))"
 
 lab: setup data
-	jupyter lab nbs
+	jupyter lab nbs $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # After editing a notebook or its text copy: pair, clean, export.
 sync: setup

@@ -245,8 +245,10 @@ out = Path(out_dir) if out_dir else (checkout() or Path.cwd())/'outputs'/'figure
 cache = Path(out_dir)/'cache' if out_dir else None  # a given out_dir keeps its own cache
 out.mkdir(parents=True, exist_ok=True)
 name, net, data = figure_setting(setting)
+as_preset = PRESETS[P['preset']] == dict(seeds=len(P['seeds']), steps=P['steps'])
+protocol_name = f" ({P['preset']})" if as_preset else ''
 title = (f"({setting}) train: {name.replace('_', ' & ')}, test: {net} & {data}; "
-         f"{len(P['seeds'])} seeds x {P['steps']} steps ({P['preset']}), mean and 95% CI")
+         f"{len(P['seeds'])} seeds x {P['steps']} steps{protocol_name}, mean and 95% CI")
 print(title)
 
 # %% [markdown]
