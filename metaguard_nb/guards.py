@@ -151,12 +151,12 @@ def _cat_theta(thetas:list) -> Theta:
     return Theta({k: torch.cat([t.W[k] for t in thetas]) for k in thetas[0].W}, torch.cat([t.h for t in thetas]))
 
 @torch.no_grad()
-def _evaluate(cfg, lcfg, problem, b:Batches, pairs:list) -> list:
+def _evaluate(lcfg, problem, b:Batches, pairs:list) -> list:
     "L^Adapt of several (eta, theta) candidates: one unroll over all of them side by side, then l(.; B_e)."
     S, n = b.xs.shape[0], len(pairs)
     rep = lambda t: t.repeat(n, *[1]*(t.dim() - 1))
     r = unroll(lcfg, problem, torch.cat([e for e, _ in pairs]), _cat_theta([t for _, t in pairs]), rep(b.xs), rep(b.ys))
-    return list(batched_loss(problem, r.eta, rep(b.xe), rep(b.ye)).split(S)), list(r.eta.split(S)), r
+    return list(batched_loss(problem, r.eta, rep(b.xe), rep(b.ye)).split(S))
 
 # %% ../nbs/03_guards.ipynb #2c5eb3c0
 def _learned_candidate(learned, theta:Theta) -> tuple:
@@ -168,7 +168,7 @@ def smg_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:St
     learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order)
     eta_f, theta_f = _descend(cfg, batched_loss(problem, learned.eta, b.xe, b.ye), eta, theta)
     eta_l, theta_l = _learned_candidate(learned, theta)
-    adapt, _, _ = _evaluate(cfg, lcfg, problem, b, [(eta_l, theta_l), (eta_f, theta_f)])
+    adapt = _evaluate(lcfg, problem, b, [(eta_l, theta_l), (eta_f, theta_f)])
     T = b.xs.shape[1]
     return Candidates([eta_l, eta_f], [theta_l, theta_f], adapt, [3*T + 1, 2, 3*T])
 

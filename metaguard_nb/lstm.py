@@ -8,7 +8,7 @@ __all__ = ['preprocess', 'LSTMConfig', 'Theta', 'init_theta', 'theta_to', 'per_s
 
 # %% ../nbs/02a_lstm.ipynb #b13ff1c1
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch

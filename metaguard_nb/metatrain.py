@@ -7,7 +7,7 @@ __all__ = ['SETTINGS', 'MetaTrainConfig', 'setting', 'checkpoint_dir', 'save_che
            'meta_train', 'metatrain_cli', 'sgd_run', 'monitor_set']
 
 # %% ../nbs/02b_metatrain.ipynb #da816d06
-import json, math, time
+import math, time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 

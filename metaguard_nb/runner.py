@@ -7,16 +7,15 @@ __all__ = ['FIGURE_SETTINGS', 'FIGURE_METHODS', 'RUN_SEED_OFFSET', 'figure_setti
            'evaluate', 'cache_dir', 'run']
 
 # %% ../nbs/03b_runner.ipynb #70cd6150
-import hashlib, json, math, time
-from dataclasses import asdict, dataclass, replace
+import hashlib, json, time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from fastprogress.fastprogress import progress_bar
 
 from .data import Sampler, checkout, load
-from .guards import (BRANCHES, COUNTER_NAMES, Batches, GuardConfig, State, init_state, method_step)
+from .guards import Batches, GuardConfig, init_state, method_step
 from .lstm import Theta
 from .metatrain import _save, load_checkpoint, monitor_set
 from .optimizees import Optimizee, batched_loss, optimizee

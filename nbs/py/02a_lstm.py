@@ -28,7 +28,7 @@
 # %%
 #| export
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch

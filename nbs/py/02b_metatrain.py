@@ -38,7 +38,7 @@
 
 # %%
 #| export
-import json, math, time
+import math, time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 

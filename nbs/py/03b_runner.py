@@ -24,16 +24,15 @@
 
 # %%
 #| export
-import hashlib, json, math, time
-from dataclasses import asdict, dataclass, replace
+import hashlib, json, time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from fastprogress.fastprogress import progress_bar
 
 from metaguard_nb.data import Sampler, checkout, load
-from metaguard_nb.guards import (BRANCHES, COUNTER_NAMES, Batches, GuardConfig, State, init_state, method_step)
+from metaguard_nb.guards import Batches, GuardConfig, init_state, method_step
 from metaguard_nb.lstm import Theta
 from metaguard_nb.metatrain import _save, load_checkpoint, monitor_set
 from metaguard_nb.optimizees import Optimizee, batched_loss, optimizee
