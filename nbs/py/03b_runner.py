@@ -99,12 +99,17 @@ class Problem:
     test: tuple
     eta0: torch.Tensor
 
-def make_problem(setting:str, seeds:list, device:str='cpu', checkpoint:str|Path|None=None) -> Problem:
+def setting_checkpoint(setting:str, checkpoint:str|Path|None=None) -> tuple:
+    "(MetaTrainConfig, Theta, checkpoint dict) of a panel: its shipped optimizer, or `checkpoint` if it was trained on the same setting."
+    name = figure_setting(setting)[0]
+    train_net, train_data = name.split('_')
+    return load_checkpoint(checkpoint if checkpoint is not None else name, expect={'net': train_net, 'dataset': train_data})
+
+def make_problem(setting:str, seeds:list, device:str='cpu', ck:tuple|None=None) -> Problem:
+    "A run's problem; `ck` is `setting_checkpoint(setting, ...)`, loaded here when not given."
     name, net, data = figure_setting(setting)
     dev = check_device(device)
-    train_net, train_data = name.split('_')
-    ckpt = checkpoint if checkpoint is not None else name
-    cfg, theta, _ = load_checkpoint(ckpt, expect={'net': train_net, 'dataset': train_data})
+    cfg, theta, _ = ck if ck is not None else setting_checkpoint(setting)
     problem = optimizee(net, act=cfg.act, **({'padding': cfg.padding} if net == 'cnn' else {}))
     train, test = load(data), load(data, train=False)
     mx, my = monitor_set(data, seeds, device=dev)
@@ -159,6 +164,10 @@ def _check_run_args(method, steps, seeds, eval_every):
     if len(seeds) == 0: raise ValueError('seeds is empty: give at least one seed, e.g. seeds=range(3)')
     if not isinstance(eval_every, int) or eval_every <= 0: raise ValueError(f'eval_every={eval_every!r}: use a positive integer')
 
+def _rows(records:list) -> list:
+    "Step records -> CPU rows [S, 5]: branch, l(eta; B_e), the step's three counters."
+    return [torch.stack([q.branch.float(), q.loss, *q.counters.float().T], 1).cpu() for q in records]
+
 def _run_batch(method, p:Problem, steps, eval_every, gcfg, partial:Path, save_every, bar_parent=None, progress=True):
     "Run the seeds of `p` from scratch or from `partial`; return per-step and per-evaluation tensors."
     step = method_step(method)
@@ -182,13 +191,13 @@ def _run_batch(method, p:Problem, steps, eval_every, gcfg, partial:Path, save_ev
             pending.append(r)
             wall.append(time.perf_counter() - t0)
             if (k + 1) % eval_every == 0 or k + 1 == steps:
-                rec += [torch.stack([q.branch.float(), q.loss, *q.counters.float().T], 1).cpu() for q in pending]
+                rec += _rows(pending)
                 pending = []
                 evals.append(torch.cat([evaluate(p, st.eta), st.counters.float()], 1).cpu())
                 if progress: bar.comment = f'{method}: monitor loss {evals[-1][:, 0].mean():.3f}'
                 if (k + 1) % save_every == 0: save(k + 1, (p.inner.state(), p.evals.state()))
     except KeyboardInterrupt:
-        rec += [torch.stack([q.branch.float(), q.loss, *q.counters.float().T], 1).cpu() for q in pending]
+        rec += _rows(pending)
         save(k, samplers); print(f'interrupted at step {k}: state saved to {partial}; run again to resume'); raise
     return torch.stack(rec, 1), torch.stack(evals, 1), wall
 
@@ -218,11 +227,9 @@ def run(method:str, # one of guards.METHODS
     "Run `method` on Figure 1 setting `setting` for `seeds`, reusing cached seeds and resuming interrupted runs."
     seeds = [int(s) for s in seeds]
     _check_run_args(method, steps, seeds, eval_every)
-    name = figure_setting(setting)[0]
     check_device(device)
-    ck_cfg = load_checkpoint(checkpoint if checkpoint is not None else name,
-                             expect={'net': name.split('_')[0], 'dataset': name.split('_')[1]})[2]['config']
-    folder = Path(cache if cache else cache_dir())/setting/method/_cache_key(method, setting, eval_every, guard, ck_cfg)
+    ck = setting_checkpoint(setting, checkpoint)
+    folder = Path(cache if cache else cache_dir())/setting/method/_cache_key(method, setting, eval_every, guard, ck[2]['config'])
     done = {}
     for s in seeds:
         f = folder/f'seed{s}.pt'
@@ -231,7 +238,7 @@ def run(method:str, # one of guards.METHODS
             if r['record'].shape[0] >= steps: done[s] = r
     todo = [s for s in seeds if s not in done]
     if todo:
-        p = make_problem(setting, [RUN_SEED_OFFSET + s for s in todo], device, checkpoint)
+        p = make_problem(setting, [RUN_SEED_OFFSET + s for s in todo], device, ck)
         partial = folder/f"partial_{'-'.join(map(str, todo))}_{steps}.pt"
         folder.mkdir(parents=True, exist_ok=True)
         rec, evals, wall = _run_batch(method, p, steps, eval_every, guard, partial, save_every, bar_parent, progress)
