@@ -5,13 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SETTING ?= c
 PRESET ?= quick
+DEVICE ?= cpu
 DATA ?= $(CURDIR)/data
 export METAGUARD_DATA := $(DATA)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed
 FIG := outputs/figure1
 
-.PHONY: setup data test figure1 figure1-all figure1-long lab sync check-pairs checkpoints
+.PHONY: setup data test figure1 figure1-all figure1-long lab sync check-pairs checkpoints bench
 
 # Fail at once, before any set-up, on a setting that is not a panel of Figure 1.
 ifneq ($(filter figure1,$(MAKECMDGOALS)),)
@@ -34,18 +35,20 @@ $(DATA)/.prepared: | $(STAMP)
 
 data: $(DATA)/.prepared
 
+# The suite runs the LSTM step eagerly (compiling every small shape would cost minutes); the tests
+# that compare the compiled step with the eager one ask for compile=True themselves.
 test: setup data
-	nbdev_test --n_workers 1 --timing
+	METAGUARD_COMPILE=0 nbdev_test --n_workers 1 --timing
 	$(PY) -m pytest -q tests
 
 figure1: setup data
 	@mkdir -p $(FIG)
-	papermill nbs/04_figure1.ipynb $(FIG)/$(SETTING).ipynb -p setting $(SETTING) -p preset $(PRESET) -k python3
+	papermill nbs/04_figure1.ipynb $(FIG)/$(SETTING).ipynb -p setting $(SETTING) -p preset $(PRESET) -p device $(DEVICE) -k python3
 
 # All four panels, then the combined 2x2 figure from their CSVs.
 figure1-all: setup data
 	@mkdir -p $(FIG)
-	for s in a b c d; do papermill nbs/04_figure1.ipynb $(FIG)/$$s.ipynb -p setting $$s -p preset $(PRESET) -k python3 || exit 1; done
+	for s in a b c d; do papermill nbs/04_figure1.ipynb $(FIG)/$$s.ipynb -p setting $$s -p preset $(PRESET) -p device $(DEVICE) -k python3 || exit 1; done
 	$(PY) -c "from metaguard_nb.figure import combined_figure, fidelity_table as t; combined_figure('$(FIG)', '$(FIG)/figure1.png'); open('$(FIG)/fidelity.md', 'w').write(t('$(FIG)'))"
 
 lab: setup data
@@ -76,3 +79,7 @@ figure1-long: setup data
 # Regenerate the shipped meta-trained optimizers (Eq. 2), one setting per process, resumable.
 checkpoints: setup data
 	metaguard-metatrain cnn_fashionmnist --threads 1 & metaguard-metatrain mlp_mnist --threads 1 & wait
+
+# Seed-steps per second of every method, ours against the plain eager reference (nbs/05_bench).
+bench: setup data
+	$(PY) -m metaguard_nb.bench --device $(DEVICE) --out outputs/bench$(if $(filter-out cpu,$(DEVICE)),_$(DEVICE)).json

@@ -3,3 +3,4 @@ from pathlib import Path
 
 # Tests use the project's data directory unless one is set (make sets METAGUARD_DATA).
 os.environ.setdefault('METAGUARD_DATA', str(Path(__file__).resolve().parent.parent/'data'))
+os.environ.setdefault('METAGUARD_COMPILE', '0')  # eager unless a test asks for compile=True (see the Makefile's test)

@@ -44,6 +44,24 @@ def run_steps(name, net, theta, split, seeds, k=2, cfg=GCFG):
     return st, recs
 
 
+@pytest.mark.parametrize('name', ['l2o', 'lgl2o', 'smg', 'amg'])
+def test_compiled_lstm_step_gives_the_eager_numbers(setup, name):
+    "torch.compile'd LSTM step (forward, backward, no-grad unrolls of 2S seeds) = eager, on two steps."
+    from dataclasses import replace
+    net, theta, split = setup
+    eager, _ = run_steps(name, net, theta, split, [0, 1], cfg=replace(GCFG, compile=False))
+    comp, recs = run_steps(name, net, theta, split, [0, 1], cfg=replace(GCFG, compile=True))
+    torch.testing.assert_close(comp.eta, eager.eta, atol=1e-4, rtol=0)
+    assert torch.isfinite(comp.eta).all() and (comp.eta != net.init([0, 1])).any()
+
+
+def test_compile_switch_reads_the_environment(monkeypatch):
+    monkeypatch.setenv('METAGUARD_COMPILE', '0')
+    assert GuardConfig().compile is False
+    monkeypatch.setenv('METAGUARD_COMPILE', '1')
+    assert GuardConfig().compile is True
+
+
 def test_choose_first_finite_minimum_and_none_finite():
     nan, inf = math.nan, math.inf
     losses = [torch.tensor([1., 2., nan, nan, 0.5]), torch.tensor([1., 1., 3., inf, 0.5])]

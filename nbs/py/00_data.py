@@ -344,6 +344,7 @@ class Sampler:
     def __call__(self, *lead:int) -> tuple:
         "Batches `(x [S, *lead, B, 1, 28, 28], y [S, *lead, B])`."
         idx = torch.stack([torch.randint(len(self.y), (*lead, self.batch_size), generator=g) for g in self.gens])
+        if self.device.type == 'cuda': idx = idx.pin_memory()  # an asynchronous copy: no wait for the GPU
         idx = idx.to(self.device, non_blocking=True)
         return self.x[idx].unsqueeze(-3).float().div_(255), self.y[idx]
 

@@ -27,7 +27,7 @@
 
 # %%
 #| export
-import math
+import functools, math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -133,12 +133,16 @@ test_eq(per_seed(th, 3).W['w_hh2'].shape, (3, 80, 20))
 # `u_i = out_scale * (w_out . h2_i + b_out)` and eta_i <- eta_i + u_i. All m coordinates of all S
 # seeds go through one batched matmul per gate block: the state is `[S, m, hidden]`, and `W` is
 # either shared or `[S, ...]` (the `.mT` and broadcasting handle both).
+#
+# The loss is the same for every coordinate of a seed, so its share of the first cell's gates,
+# `preprocess(l) @ w_ih1[:, 2:].T`, is a per-seed bias: computed once per seed instead of m times
+# (the same sum, in another order; measured: a fifth of the LSTM's time, nbs/05_bench).
 
 # %%
 #| export
-def _cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
-    "torch.nn.LSTMCell's equations (gate order i, f, g, o) on [..., m, features] with shared or per-seed weights."
-    gates = x @ w_ih.mT + b_ih.unsqueeze(-2) + h @ w_hh.mT + b_hh.unsqueeze(-2)
+def _cell(x_part, h, c, w_hh):
+    "torch.nn.LSTMCell's equations (gate order i, f, g, o), given the input's share of the gates, biases included."
+    gates = x_part + h @ w_hh.mT
     i, f, g, o = gates.chunk(4, -1)
     c = torch.sigmoid(f)*c + torch.sigmoid(i)*torch.tanh(g)
     return torch.sigmoid(o)*torch.tanh(c), c
@@ -155,10 +159,10 @@ def lstm_step(cfg:LSTMConfig, W:dict, # theta's weights, shared or per seed
               state:tuple, # (h1, c1, h2, c2), each [S, m, H]
              ) -> tuple:
     "One application of g: (update [S, m], new state)."
-    x = preprocess(grad, cfg.p)
-    if cfg.use_loss_input: x = torch.cat([x, preprocess(loss, cfg.p)[:, None, :].expand_as(x)], -1)
-    h1, c1 = _cell(x, *state[:2], W['w_ih1'], W['w_hh1'], W['b_ih1'], W['b_hh1'])
-    h2, c2 = _cell(h1, *state[2:], W['w_ih2'], W['w_hh2'], W['b_ih2'], W['b_hh2'])
+    w_ih1, bias = W['w_ih1'], (W['b_ih1'] + W['b_hh1']).unsqueeze(-2)  # [(S,) 1, 4H]
+    if cfg.use_loss_input: bias = bias + preprocess(loss, cfg.p).unsqueeze(-2) @ w_ih1[..., 2:].mT  # [S, 1, 4H]
+    h1, c1 = _cell(preprocess(grad, cfg.p) @ w_ih1[..., :2].mT + bias, *state[:2], W['w_hh1'])
+    h2, c2 = _cell(h1 @ W['w_ih2'].mT + (W['b_ih2'] + W['b_hh2']).unsqueeze(-2), *state[2:], W['w_hh2'])
     u = (h2 @ W['w_out'].mT + W['b_out'].unsqueeze(-2)).squeeze(-1)*cfg.out_scale
     return u, (h1, c1, h2, c2)
 
@@ -178,6 +182,37 @@ with torch.no_grad():
     h1, _ = c1(x); h2, _ = c2(h1)
     test_close(u.reshape(-1), 0.1*(h2 @ th.W['w_out'].T + th.W['b_out']).squeeze(-1), eps=1e-6)
 test_eq(u.shape, (S, m)); test_eq(len(st), 4)
+
+
+# %% [markdown]
+# **A fused step.** On S seeds the cell works on gate tensors of S x m x 4H numbers (58 MB for the
+# CNN at S = 25), and each of its dozen elementwise operations reads and writes them once: in eager
+# mode the step is bound by memory traffic, not arithmetic. `torch.compile` fuses the
+# preprocessing and the gate arithmetic into a few loops around the matrix products, forward and
+# backward; nbs/05_bench measures what that buys. The compiled step computes the same function (to
+# float rounding), so `lstm_step` above stays the readable definition; callers choose with
+# `compile=`. The first call per shape compiles for 10-30 s; a failure of the compiler (no C++
+# compiler, an unsupported platform) gets one line naming the switch.
+
+# %%
+#| export
+@functools.cache
+def _compiled_step(): return torch.compile(lstm_step, dynamic=False)  # dynamic shapes: measured 2x slower kernels
+
+def _run_compiled(*args):
+    try:
+        with torch._dynamo.config.patch(recompile_limit=64):  # one static-shape kernel per (S, m, grad mode, dtype)
+            return _compiled_step()(*args)
+    except Exception as e:
+        from torch._dynamo.exc import TorchDynamoException
+        from torch._inductor.exc import InductorError
+        if not isinstance(e, (TorchDynamoException, InductorError)): raise
+        raise RuntimeError(f'torch.compile of the LSTM step failed ({type(e).__name__}): pass compile=False '
+                           '(GuardConfig(compile=False), or METAGUARD_COMPILE=0 in the environment)') from e
+
+def step_function(compile:bool) -> callable:
+    "`lstm_step`, or its torch.compile'd twin when `compile` (same numbers up to float rounding)."
+    return _run_compiled if compile else lstm_step
 
 
 # %% [markdown]
@@ -217,15 +252,16 @@ def unroll(cfg:LSTMConfig, problem:Optimizee,
            second_order:bool=False, # keep the Hessian terms (differentiate through the gradients)
            meta_loss:bool=False, # also return l(eta_t; .) for every t (Eq. 2's terms)
            meta_batches:tuple|None=None, # (x, y) [S, T, B, ...] to measure those terms on; None: the step's own batch B_t
+           compile:bool=False, # use the torch.compile'd LSTM step (see `step_function`)
           ) -> Unrolled:
     "g^T(eta, theta): T steps of the learned optimizer on the batches xs, ys."
     S, m = eta.shape
     if state is None: state = start_state(theta.h, S, m)
-    terms = []
+    terms, step = [], step_function(compile)
     for t in range(xs.shape[1]):
         seen = eta if second_order else eta.detach()
         g, l = batched_grad(problem, seen, xs[:, t], ys[:, t])
-        u, state = lstm_step(cfg, theta.W, g, l, state)
+        u, state = step(cfg, theta.W, g, l, state)
         eta = eta + u
         if meta_loss:
             xm, ym = (xs, ys) if meta_batches is None else meta_batches
@@ -298,6 +334,18 @@ assert torch.autograd.gradcheck(meta_objective(grad_only, lin[0], lin[2], lin[3]
 g1 = torch.autograd.grad(meta_objective(grad_only, problem, x, y, False)(*args), args[0])[0]
 g2 = torch.autograd.grad(meta_objective(grad_only, problem, x, y, True)(*args), args[0])[0]
 assert (g1 - g2).abs().max() > 1e-5  # the Hessian terms are what second_order adds
+
+# %% [markdown]
+# **The compiled step computes the same numbers** (to float rounding), forward and backward. Shown on
+# a small problem, which compiles in seconds:
+
+# %%
+with torch.enable_grad():
+    W = {k: v.clone().requires_grad_() for k, v in th.W.items()}
+    outs = [unroll(cfg, mlp(), mlp().init([0, 1]), Theta(W, th.h), *Sampler(load('fashionmnist'), seeds=[0, 1])(3), compile=c)
+            for c in (False, True)]
+    grads = [torch.autograd.grad(o.eta.square().sum(), W['w_hh1'])[0] for o in outs]
+test_close(outs[0].eta, outs[1].eta, eps=1e-5); test_close(grads[0], grads[1], eps=1e-4)
 
 # %% [markdown]
 # **Determinism.** The same seed gives bit-identical eta_T on the CPU.

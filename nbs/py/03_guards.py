@@ -32,13 +32,13 @@
 
 # %%
 #| export
-import math
-from dataclasses import dataclass, replace
+import math, os
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import torch
 
-from metaguard_nb.lstm import LSTMConfig, Theta, lstm_step, per_seed, start_state, unroll
+from metaguard_nb.lstm import LSTMConfig, Theta, per_seed, start_state, step_function, unroll
 from metaguard_nb.optimizees import Optimizee, batched_grad, batched_loss
 
 # %%
@@ -118,6 +118,8 @@ test_eq(gather(torch.tensor([1, 0, 2]), [torch.zeros(3, 2), torch.ones(3, 2), 2*
 
 # %%
 #| export
+def _compile_default() -> bool: return os.environ.get('METAGUARD_COMPILE', '1') != '0'
+
 @dataclass(frozen=True)
 class GuardConfig:
     "Hyper-parameters shared by the methods (METHOD.md section 6; paper Appendix A.1)."
@@ -126,9 +128,11 @@ class GuardConfig:
     T:int=10 # unroll length of g^T
     second_order:bool=False # keep Hessian terms when differentiating through g^T
     sgd_candidate:bool=False # AMG only: add the SGD point to the candidates ("safe AMG")
+    compile:bool=field(default_factory=_compile_default) # torch.compile the LSTM step (METAGUARD_COMPILE=0 turns it off)
 
 def _count(S:int, grads:int, fwds:int, lstm:int, device) -> torch.Tensor:
-    return torch.tensor([grads, fwds, lstm], device=device).expand(S, 3)
+    "This step's counters [S, 3], made on the device (no host-to-device copy, so no sync on a GPU)."
+    return torch.stack([torch.full((S,), v, dtype=torch.long, device=device) for v in (grads, fwds, lstm)], 1)
 
 def _next(state:State, eta, theta, lstm, branch, loss, step_counts, candidates=None) -> tuple:
     return State(eta, theta, lstm, state.counters + step_counts), Record(branch, loss.detach(), step_counts, candidates)
@@ -175,16 +179,16 @@ def sgd_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b
 
 # %%
 #| export
-def _learned(lcfg, problem, state:State, b:Batches):
+def _learned(cfg:GuardConfig, lcfg, problem, state:State, b:Batches):
     "One step of g from the carried (or freshly broadcast) LSTM state, on B_1: (eta_L, new LSTM state, grad, loss)."
     S, m = state.eta.shape
     g, l = batched_grad(problem, state.eta, b.xs[:, 0], b.ys[:, 0])
     lstm = state.lstm if state.lstm is not None else start_state(state.theta.h, S, m)
-    u, lstm = lstm_step(lcfg, state.theta.W, g, l, lstm)
+    u, lstm = step_function(cfg.compile)(lcfg, state.theta.W, g, l, lstm)
     return state.eta + u, lstm, g
 
 def l2o_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
-    eta, lstm, _ = _learned(lcfg, problem, state, b)
+    eta, lstm, _ = _learned(cfg, lcfg, problem, state, b)
     S = eta.shape[0]
     return _next(state, eta, state.theta, lstm, torch.zeros(S, dtype=torch.long, device=eta.device),
                  batched_loss(problem, eta, b.xe, b.ye), _count(S, 1, 0, 1, eta.device))
@@ -205,7 +209,7 @@ def l2o_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b
 #| export
 def lgl2o_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches, update:bool=True) -> tuple:
     "(Candidates [learned, sgd], the learned candidate's LSTM state)."
-    eta_l, lstm, g = _learned(lcfg, problem, state if update else state._replace(lstm=None), b)
+    eta_l, lstm, g = _learned(cfg, lcfg, problem, state if update else state._replace(lstm=None), b)
     eta_s = state.eta - cfg.lr_eta*g
     losses = [batched_loss(problem, e, b.xe, b.ye) for e in (eta_l, eta_s)]
     return Candidates([eta_l, eta_s], [state.theta]*2, losses, [1, 2, 1]), lstm
@@ -249,11 +253,12 @@ def _cat_theta(thetas:list) -> Theta:
     return Theta({k: torch.cat([t.W[k] for t in thetas]) for k in thetas[0].W}, torch.cat([t.h for t in thetas]))
 
 @torch.no_grad()
-def _evaluate(lcfg, problem, b:Batches, pairs:list) -> list:
+def _evaluate(cfg:GuardConfig, lcfg, problem, b:Batches, pairs:list) -> list:
     "L^Adapt of several (eta, theta) candidates: one unroll over all of them side by side, then l(.; B_e)."
     S, n = b.xs.shape[0], len(pairs)
     rep = lambda t: t.repeat(n, *[1]*(t.dim() - 1))
-    r = unroll(lcfg, problem, torch.cat([e for e, _ in pairs]), _cat_theta([t for _, t in pairs]), rep(b.xs), rep(b.ys))
+    r = unroll(lcfg, problem, torch.cat([e for e, _ in pairs]), _cat_theta([t for _, t in pairs]), rep(b.xs), rep(b.ys),
+               compile=cfg.compile)
     return list(batched_loss(problem, r.eta, rep(b.xe), rep(b.ye)).split(S))
 
 
@@ -279,10 +284,10 @@ def _learned_candidate(learned, theta:Theta) -> tuple:
 def smg_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> Candidates:
     "Algorithm 1's candidates [learned, fallback], each scored by L^Adapt on B_e."
     eta, theta = _leaf(state)
-    learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order)
+    learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, compile=cfg.compile)
     eta_f, theta_f = _descend(cfg, batched_loss(problem, learned.eta, b.xe, b.ye), eta, theta)
     eta_l, theta_l = _learned_candidate(learned, theta)
-    adapt = _evaluate(lcfg, problem, b, [(eta_l, theta_l), (eta_f, theta_f)])
+    adapt = _evaluate(cfg, lcfg, problem, b, [(eta_l, theta_l), (eta_f, theta_f)])
     T = b.xs.shape[1]
     return Candidates([eta_l, eta_f], [theta_l, theta_f], adapt, [3*T + 1, 2, 3*T])
 
@@ -328,12 +333,12 @@ BRANCHES = {'sgd': ('sgd',), 'l2o': ('learned',), 'lgl2o': ('learned', 'sgd'),
 def amg_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
     "(Algorithm 2's Candidates, (l(eta; B_e), l(eta_L; B_e)) that decided the fallback's branch)."
     eta, theta = _leaf(state)
-    learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order)
+    learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, compile=cfg.compile)
     l_now, l_learned = batched_loss(problem, eta, b.xe, b.ye), batched_loss(problem, learned.eta, b.xe, b.ye)
     eta_f, theta_f = _descend(cfg, torch.where(l_now <= l_learned, l_now, l_learned), eta, theta)
     eta_l, theta_l = _learned_candidate(learned, theta)
     with torch.no_grad():
-        ft = unroll(lcfg, problem, eta_f, theta_f, b.xs, b.ys)
+        ft = unroll(lcfg, problem, eta_f, theta_f, b.xs, b.ys, compile=cfg.compile)
         l_f, l_ft = batched_loss(problem, eta_f, b.xe, b.ye), batched_loss(problem, ft.eta, b.xe, b.ye)
     T = b.xs.shape[1]
     c = Candidates([eta_l, eta_f, ft.eta], [theta_l, theta_f, Theta(theta_f.W, ft.theta.h)],
@@ -487,7 +492,7 @@ def full_batch(S:int, T:int=10) -> Batches:
 def convergence_trace(method:str, theta:Theta, lcfg:LSTMConfig, steps:int=150, seeds=range(4), lr:float=0.5) -> dict:
     "Run `method` on the quadratic: per step l(eta_k), l(eta^GD_k) and l(eta_{k+1}) [S, steps], and the branches."
     problem, c = quadratic()
-    cfg, seeds = GuardConfig(lr_eta=lr), list(seeds)
+    cfg, seeds = GuardConfig(lr_eta=lr, compile=False), list(seeds)  # m = 20: nothing for a compiler to win
     st, b = init_state(method, problem.init(seeds), theta), full_batch(len(seeds))
     now, gd, nxt, branch = [], [], [], []
     for k in range(steps):

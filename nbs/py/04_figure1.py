@@ -231,6 +231,7 @@ steps = None  # None: the preset's
 methods = None  # None: the six methods of Figure 1
 device = 'cpu'  # 'cpu' or 'cuda'
 eval_every = 10  # steps between monitor-set evaluations
+compile = None  # torch.compile the LSTM step: True or False; None reads METAGUARD_COMPILE (default on)
 out_dir = None  # None: outputs/figure1 in the checkout
 
 # %% [markdown]
@@ -260,12 +261,14 @@ print(title)
 
 # %%
 from fastprogress.fastprogress import master_bar
+from metaguard_nb.guards import GuardConfig
+guard = GuardConfig() if compile is None else GuardConfig(compile=bool(compile))
 mb = master_bar(P['methods'])
 results = {}
 for method in mb:
     mb.main_bar.comment = LABELS[method]
     results[method] = run(method, setting, steps=P['steps'], seeds=P['seeds'], device=P['device'],
-                          eval_every=P['eval_every'], cache=cache, bar_parent=mb)
+                          eval_every=P['eval_every'], cache=cache, bar_parent=mb, guard=guard)
 df = summarize(results, setting)
 
 # %% [markdown]
