@@ -468,7 +468,8 @@ Markdown(ratio_table(shipped['rows']))
 # ## What the numbers say
 #
 # **The library is as fast as the plain reference on this CPU, not 3x faster.** At S = 25 on the CNN,
-# AMG runs at about 8 seed-steps per second and SMG at about 6, both programs alike (ratios 0.9-1.1);
+# AMG runs at about 8 seed-steps per second and SMG at about 6, both programs alike (ratios 0.9-1.2
+# over two runs);
 # the cheap methods are at parity too, except SGD, where one vmapped call beats 25 small ones. The
 # library's own speed-ups were real: the eager seed-batched AMG step took 6.6 s at S = 25 (3.8
 # seed-steps/s) before this chapter, and the compiled step with the loss folded into a bias takes
