@@ -183,17 +183,27 @@ def draw_batches(p, n:int, T:int) -> list:
         out.append(Batches(xs, ys, xe[:, 0], ye[:, 0]))
     return out
 
+def _clock(advance, batches:list, warmup:int, device) -> tuple:
+    "Call advance(b) -> branches [S] on every batch; (best seconds of the timed calls, peak memory, branches [S, n])."
+    if not 0 <= warmup < len(batches): raise ValueError(f'warmup={warmup} with {len(batches)} batches: time at least one step')
+    times, branches = [], []
+    def timed(b):
+        _sync(device); t0 = time.perf_counter()
+        branches.append(advance(b))
+        _sync(device); times.append(time.perf_counter() - t0)
+    for b in batches[:warmup]: timed(b)
+    with PeakMemory(device) as peak:
+        for b in batches[warmup:]: timed(b)
+    return min(times[warmup:]), peak.peak, torch.stack(branches, 1)
+
 def time_ours(method:str, p, batches:list, warmup:int, gcfg:GuardConfig) -> dict:
     "Seed-batched library: seconds per step (best of the timed steps), peak memory, final eta and branches."
-    step, st, dev = method_step(method), init_state(method, p.eta0, p.theta), p.eta0.device
-    times, branches = [], []
-    for i, b in enumerate(batches):
-        if i == warmup: peak = PeakMemory(dev).__enter__()
-        _sync(dev); t0 = time.perf_counter()
-        st, rec = step(gcfg, p.lstm_cfg, p.problem, st, b)
-        _sync(dev); times.append(time.perf_counter() - t0); branches.append(rec.branch)
-    peak.__exit__()
-    return dict(seconds=min(times[warmup:]), peak=peak.peak, eta=st.eta, branch=torch.stack(branches, 1))
+    step, st = method_step(method), [init_state(method, p.eta0, p.theta)]
+    def advance(b):
+        st[0], rec = step(gcfg, p.lstm_cfg, p.problem, st[0], b)
+        return rec.branch
+    seconds, peak, branch = _clock(advance, batches, warmup, p.eta0.device)
+    return dict(seconds=seconds, peak=peak, eta=st[0].eta, branch=branch)
 
 def time_reference(method:str, p, batches:list, warmup:int, gcfg:GuardConfig) -> dict:
     "The eager reference, seed after seed, on the same batches: the same fields as `time_ours`."
@@ -201,18 +211,14 @@ def time_reference(method:str, p, batches:list, warmup:int, gcfg:GuardConfig) ->
     net = RefNet(p.problem.module, p.problem.loss_fn, dev, p.eta0.dtype)
     W, h = {k: v.to(dev) for k, v in p.theta.W.items()}, p.theta.h.to(dev)
     seeds = [dict(eta=p.eta0[i], opt=RefOptimizer(p.lstm_cfg, W), h=h, lstm=None) for i in range(S)]
-    times, branches = [], []
-    for i, b in enumerate(batches):
-        if i == warmup: peak = PeakMemory(dev).__enter__()
-        _sync(dev); t0 = time.perf_counter()
+    def advance(b):
         chosen = []
         for j in range(S):
             seeds[j], k, _ = ref_step(method, gcfg, net, seeds[j], b.xs[j], b.ys[j], b.xe[j], b.ye[j])
             chosen.append(k)
-        _sync(dev); times.append(time.perf_counter() - t0); branches.append(torch.tensor(chosen))
-    peak.__exit__()
-    return dict(seconds=min(times[warmup:]), peak=peak.peak, eta=torch.stack([s['eta'] for s in seeds]),
-                branch=torch.stack(branches, 1))
+        return torch.tensor(chosen)
+    seconds, peak, branch = _clock(advance, batches, warmup, dev)
+    return dict(seconds=seconds, peak=peak, eta=torch.stack([s['eta'] for s in seeds]), branch=branch)
 
 # %% ../nbs/05_bench.ipynb #e37c2448
 def compare(ours:dict, ref:dict, tol:float=1e-4) -> dict:
