@@ -8,11 +8,10 @@ __all__ = ['BENCH_SETTINGS', 'ref_features', 'RefOptimizer', 'RefNet', 'ref_unro
            'profile_step', 'projected_hours', 'machine', 'bench', 'main']
 
 # %% ../nbs/05_bench.ipynb #906ba500
-import argparse, builtins, copy, ctypes, json, math, os, platform, resource, sys, threading, time
+import argparse, builtins, copy, ctypes, json, math, os, platform, sys, threading, time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 

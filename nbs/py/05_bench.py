@@ -35,11 +35,10 @@
 
 # %%
 #| export
-import argparse, builtins, copy, ctypes, json, math, os, platform, resource, sys, threading, time
+import argparse, builtins, copy, ctypes, json, math, os, platform, sys, threading, time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
