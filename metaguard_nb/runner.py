@@ -15,7 +15,7 @@ import torch
 from fastprogress.fastprogress import progress_bar
 
 from .data import Sampler, checkout, load
-from .guards import Batches, GuardConfig, init_state, method_step
+from .guards import GuardConfig, init_state, method_step, step_batches
 from .lstm import Theta
 from .metatrain import _save, load_checkpoint, monitor_set
 from .optimizees import Optimizee, batched_loss, optimizee
@@ -125,9 +125,7 @@ def _run_batch(method, p:Problem, steps, eval_every, gcfg, partial:Path, save_ev
         for k in bar:
             samplers = (p.inner.state(), p.evals.state())  # as they were before step k drew its batches
             t0 = time.perf_counter()
-            xs, ys = p.inner(gcfg.T)
-            xe, ye = p.evals(1)
-            st, r = step(gcfg, p.lstm_cfg, p.problem, st, Batches(xs, ys, xe[:, 0], ye[:, 0]))
+            st, r = step(gcfg, p.lstm_cfg, p.problem, st, step_batches(p.inner, p.evals, gcfg.T))
             pending.append(r)
             wall.append(time.perf_counter() - t0)
             if (k + 1) % eval_every == 0 or k + 1 == steps:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from metaguard_nb.guards import Batches, GuardConfig, METHODS, init_state, method_step
+from metaguard_nb.guards import GuardConfig, METHODS, init_state, method_step, step_batches
 from metaguard_nb.runner import FIGURE_METHODS, make_problem, run, setting_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +28,7 @@ def no_sync_check(method, S=25, steps=3):
     step, cfg, st = method_step(method), GuardConfig(), init_state(method, p.eta0, p.theta)
 
     def one(st):
-        xs, ys = p.inner(cfg.T); xe, ye = p.evals(1)
-        return step(cfg, p.lstm_cfg, p.problem, st, Batches(xs, ys, xe[:, 0], ye[:, 0]))[0]
+        return step(cfg, p.lstm_cfg, p.problem, st, step_batches(p.inner, p.evals, cfg.T))[0]
     for _ in range(2): st = one(st)  # compilation happens here, outside the check
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode('error')

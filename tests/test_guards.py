@@ -6,7 +6,7 @@ import torch
 
 from metaguard_nb import guards
 from metaguard_nb.data import Sampler, load
-from metaguard_nb.guards import (BRANCHES, METHODS, Batches, GuardConfig, Theta, amg_candidates, choose,
+from metaguard_nb.guards import (BRANCHES, METHODS, GuardConfig, Theta, amg_candidates, choose,
                                  convergence_trace, init_state, lgl2o_candidates, method_step)
 from metaguard_nb.lstm import LSTMConfig, init_theta, lstm_step, start_state, unroll
 from metaguard_nb.optimizees import batched_grad, batched_loss, mlp
@@ -27,12 +27,7 @@ def setup():
 
 def batches(split, seeds, k=1):
     sin, se = Sampler(split, seeds), Sampler(split, seeds, stream='eval')
-    out = []
-    for _ in range(k):
-        xs, ys = sin(T)
-        xe, ye = se(1)
-        out.append(Batches(xs, ys, xe[:, 0], ye[:, 0]))
-    return out
+    return [guards.step_batches(sin, se, T) for _ in range(k)]
 
 
 def run_steps(name, net, theta, split, seeds, k=2, cfg=GCFG):

@@ -57,6 +57,12 @@ class Batches(NamedTuple):
     xe: torch.Tensor
     ye: torch.Tensor
 
+def step_batches(inner, evals, T:int=10) -> Batches:
+    "One step's Batches from two samplers (`data.Sampler`): T inner batches per seed, then B_e."
+    xs, ys = inner(T)
+    xe, ye = evals(1)
+    return Batches(xs, ys, xe[:, 0], ye[:, 0])
+
 class State(NamedTuple):
     "A method's seed-batched state between steps."
     eta: torch.Tensor # optimizee parameters [S, m]
@@ -397,11 +403,6 @@ from metaguard_nb.data import Sampler, load
 from metaguard_nb.lstm import init_theta
 from metaguard_nb.optimizees import cnn
 
-def batches(sampler_in, sampler_e, T=10):
-    xs, ys = sampler_in(T)
-    xe, ye = sampler_e(1)
-    return Batches(xs, ys, xe[:, 0], ye[:, 0])
-
 net, lcfg, gcfg = cnn(), LSTMConfig(), GuardConfig()
 theta0 = init_theta(lcfg, seed=0)
 split = load('fashionmnist')
@@ -412,11 +413,11 @@ for name, step in METHODS.items():
     seeds = [0, 1, 2]
     sin, se = Sampler(split, seeds), Sampler(split, seeds, stream='eval')
     st = init_state(name, net.init(seeds), theta0)
-    for k in range(2): st, rec = step(gcfg, lcfg, net, st, batches(sin, se))
+    for k in range(2): st, rec = step(gcfg, lcfg, net, st, step_batches(sin, se))
     test_eq(rec.counters[0].tolist(), expected[name]); test_eq(st.counters[0].tolist(), [2*c for c in expected[name]])
     s1 = init_state(name, net.init([1]), theta0)
     sin1, se1 = Sampler(split, [1]), Sampler(split, [1], stream='eval')
-    for k in range(2): s1, r1 = step(gcfg, lcfg, net, s1, batches(sin1, se1))
+    for k in range(2): s1, r1 = step(gcfg, lcfg, net, s1, step_batches(sin1, se1))
     test_close(s1.eta[0], st.eta[1], eps=1e-5)
     print(f'{name:16s} branches {rec.branch.tolist()}  l(eta; B_e) {[round(v, 3) for v in rec.loss.tolist()]}')
 

@@ -32,7 +32,7 @@ import torch
 from fastprogress.fastprogress import progress_bar
 
 from metaguard_nb.data import Sampler, checkout, load
-from metaguard_nb.guards import Batches, GuardConfig, init_state, method_step
+from metaguard_nb.guards import GuardConfig, init_state, method_step, step_batches
 from metaguard_nb.lstm import Theta
 from metaguard_nb.metatrain import _save, load_checkpoint, monitor_set
 from metaguard_nb.optimizees import Optimizee, batched_loss, optimizee
@@ -188,9 +188,7 @@ def _run_batch(method, p:Problem, steps, eval_every, gcfg, partial:Path, save_ev
         for k in bar:
             samplers = (p.inner.state(), p.evals.state())  # as they were before step k drew its batches
             t0 = time.perf_counter()
-            xs, ys = p.inner(gcfg.T)
-            xe, ye = p.evals(1)
-            st, r = step(gcfg, p.lstm_cfg, p.problem, st, Batches(xs, ys, xe[:, 0], ye[:, 0]))
+            st, r = step(gcfg, p.lstm_cfg, p.problem, st, step_batches(p.inner, p.evals, gcfg.T))
             pending.append(r)
             wall.append(time.perf_counter() - t0)
             if (k + 1) % eval_every == 0 or k + 1 == steps:

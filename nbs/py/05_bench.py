@@ -43,7 +43,7 @@ from torch import nn
 from torch.func import functional_call
 
 from metaguard_nb.data import checkout
-from metaguard_nb.guards import Batches, GuardConfig, METHODS, init_state, method_step
+from metaguard_nb.guards import GuardConfig, METHODS, init_state, method_step, step_batches
 from metaguard_nb.lstm import LSTMConfig, theta_to
 from metaguard_nb.runner import FIGURE_METHODS, check_device, make_problem, setting_checkpoint
 
@@ -245,14 +245,6 @@ def _sync(device):
 
 # %%
 #| export
-def draw_batches(p, n:int, T:int) -> list:
-    "n steps' Batches for all seeds of problem p, drawn from the run's samplers."
-    out = []
-    for _ in range(n):
-        xs, ys = p.inner(T); xe, ye = p.evals(1)
-        out.append(Batches(xs, ys, xe[:, 0], ye[:, 0]))
-    return out
-
 def _clock(advance, batches:list, warmup:int, device) -> tuple:
     "Call advance(b) -> branches [S] on every batch; (best seconds of the timed calls, peak memory, branches [S, n])."
     if not 0 <= warmup < len(batches): raise ValueError(f'warmup={warmup} with {len(batches)} batches: time at least one step')
@@ -315,7 +307,9 @@ def _problem(net:str, S:int, device:str, dtype=torch.float32):
     return p
 
 def _batches(p, n:int, dtype=torch.float32) -> list:
-    return [Batches(b.xs.to(dtype), b.ys, b.xe.to(dtype), b.ye) for b in draw_batches(p, n, GuardConfig().T)]
+    "n steps' Batches for all seeds of problem p, drawn from the run's samplers, images in `dtype`."
+    steps = [step_batches(p.inner, p.evals, GuardConfig().T) for _ in range(n)]
+    return [b._replace(xs=b.xs.to(dtype), xe=b.xe.to(dtype)) for b in steps]
 
 def check(method:str, net:str, steps:int=2, device:str='cpu', compile:bool=True) -> dict:
     "`compare` of the library and the reference on seed 0 over `steps` steps, in float64."
