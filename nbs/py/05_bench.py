@@ -45,6 +45,7 @@ from torch.func import functional_call
 from metaguard_nb.data import checkout
 from metaguard_nb.guards import GuardConfig, METHODS, init_state, method_step, step_batches
 from metaguard_nb.lstm import LSTMConfig, theta_to
+from metaguard_nb.optimizees import batched_grad
 from metaguard_nb.runner import FIGURE_METHODS, check_device, make_problem, setting_checkpoint
 
 # %%
@@ -398,13 +399,16 @@ def machine() -> dict:
                 cores=os.cpu_count(), python=platform.python_version(),
                 gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 
-def bench(methods=tuple(METHODS), nets=('cnn', 'mlp'), seeds=(1, 25), steps:int=2, warmup:int=1, device:str='cpu',
-          compile:bool=True, reference:bool=True, out:str|Path|None=None, log=print) -> list:
-    "Run every (net, S, method) row; write them to `out` as they finish (an interrupted run keeps what it measured)."
+def _known(methods, nets):
     bad = [m for m in methods if m not in METHODS]
     if bad: raise ValueError(f"unknown method(s) {bad}: use any of {', '.join(METHODS)}")
     bad = [n for n in nets if n not in BENCH_SETTINGS]
     if bad: raise ValueError(f"unknown net(s) {bad}: use any of {', '.join(BENCH_SETTINGS)}")
+
+def bench(methods=tuple(METHODS), nets=('cnn', 'mlp'), seeds=(1, 25), steps:int=2, warmup:int=1, device:str='cpu',
+          compile:bool=True, reference:bool=True, out:str|Path|None=None, log=print) -> list:
+    "Run every (net, S, method) row; write them to `out` as they finish (an interrupted run keeps what it measured)."
+    _known(methods, nets)
     if steps < 1 or warmup < 0: raise ValueError(f'steps={steps}, warmup={warmup}: use steps >= 1 and warmup >= 0')
     check_device(device)
     rows = []
@@ -440,7 +444,18 @@ def main(argv=None):
     ap.add_argument('--no-reference', dest='reference', action='store_false', help='time the library only')
     ap.add_argument('--out', default=str((checkout() or Path.cwd())/'outputs'/'bench.json'))
     ap.add_argument('--profile', action='store_true', help="print the profile of one step per method, net and S instead")
+    ap.add_argument('--ceiling', action='store_true', help="print speed_ceiling per method, net and S instead (CPU), "
+                    "against the reference's rate in --out's rows")
     a = ap.parse_args(argv)
+    if a.ceiling:
+        try: _known(a.methods, a.nets)
+        except ValueError as e: sys.exit(f'error: {e}')
+        rows = json.loads(Path(a.out).read_text())['rows'] if Path(a.out).exists() else []
+        ref = {(r['method'], r['net'], r['seeds']): r.get('ref_seed_steps_per_s') for r in rows}
+        for net in a.nets:
+            for S in a.seeds:
+                for m in a.methods: print(json.dumps(speed_ceiling(m, net, S, ref.get((m, net, S)))))
+        return
     if a.profile:
         for net in a.nets:
             for S in a.seeds:
@@ -451,7 +466,6 @@ def main(argv=None):
     print(ratio_table(rows)); print('wrote', a.out)
     if any(not r.get('ok', True) for r in rows): sys.exit('error: the reference disagrees with the library (see "check" above)')
 
-if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()  # not when a notebook runs this cell
 
 # %% [markdown]
 # The shipped numbers, from `make bench` on the machine named in the file:
@@ -505,11 +519,130 @@ for S in (1, 25):
 # | seeds in cache-sized chunks of 1 or 5 inside the step | 3.0-3.2 (slower: the chunks' concatenation) |
 # | `mode='max-autotune-no-cudagraphs'` (fused GEMM epilogues) | LSTM alone 10-20% faster, not adopted: within this machine's noise, and minutes of autotuning on a GPU |
 #
-# Timings on this shared 2-core machine vary by 10-20% from run to run. To be 3x faster than the
-# reference the step would need a hand-fused LSTM kernel (forward and backward, gates kept in
-# registers) and a faster small-channel convolution: at one seed the profile of an AMG step
-# (`python -m metaguard_nb.bench --profile --methods amg --nets cnn --seeds 1`) is 21% matrix
+# Timings on this shared 2-core machine vary by 10-20% from run to run. At one seed the profile of an
+# AMG step (`python -m metaguard_nb.bench --profile --methods amg --nets cnn --seeds 1`) is 21% matrix
 # products, about 40% convolutions (forward and backward) and about 25% fused LSTM arithmetic.
+#
+# ## A ceiling for PyTorch's kernels
+#
+# How much faster could a step be, on this machine, with any arrangement of PyTorch's own kernels?
+# Count the step's work, and time it at the best rate those kernels reach on the step's shapes.
+# `step_flops` counts one step's floating-point operations with torch's `FlopCounterMode`, per
+# operator family: the matrix products (the LSTM's gates and their backward, the optimizee's linear
+# layer) and the convolutions (forward and backward). `speed_ceiling` times, for all S seeds in one
+# kernel and for one seed per kernel (the reference's arrangement, whose tensors stay in cache),
+# - the three products an LSTM step is made of (gates, weight gradient, input gradient), each as one
+#   2-D `torch.mm` into a preallocated output (the most favourable form: no per-seed weights, no
+#   allocation), keeping the fastest;
+# - the convolutions inside one gradient of the optimizee (their own time in torch.profiler,
+#   activations and loss left out),
+#
+# and divides, with the better of the two arrangements for each family: the step can take no less
+# than (product flops / best product rate + convolution flops / best convolution rate), with every
+# other operation (sigmoids, tanhs, preprocessing, sums, the guard, Python) free. The reference's
+# measured time over that floor is the largest ratio any arrangement of these kernels could show,
+# and the reference's time / 3 minus the floor is what a 3x step would have left for everything else.
+
+# %%
+#| export
+MATMUL_OPS, CONV_OPS = ('mm', 'bmm', 'addmm', 'baddbmm'), ('convolution', 'convolution_backward')
+
+def _flops(f) -> dict:
+    "Floating-point operations of f() by family, counted by torch's FlopCounterMode: {'matmul', 'conv', 'other'}."
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as fc: f()
+    out = dict(matmul=0, conv=0, other=0)
+    for op, n in fc.get_flop_counts()['Global'].items():
+        name = str(op).split('.')[-1]
+        out['matmul' if name in MATMUL_OPS else 'conv' if name in CONV_OPS else 'other'] += n
+    return out
+
+def step_flops(method:str, p, b) -> dict:
+    "Floating-point operations of one (eager) library step of `method` on problem p and Batches b, by family."
+    st = init_state(method, p.eta0, p.theta)
+    return _flops(lambda: method_step(method)(GuardConfig(compile=False), p.lstm_cfg, p.problem, st, b))
+
+def _best_seconds(f, n:int=10) -> float:
+    for _ in range(2): f()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter(); f(); times.append(time.perf_counter() - t0)
+    return min(times)
+
+def _rates(p, S:int) -> tuple:
+    "(best matrix-product rate, convolution rate) in flop/s on the shapes of S seeds of problem p, on the CPU."
+    from torch.profiler import profile
+    m, H = p.eta0.shape[1], p.lstm_cfg.hidden
+    mm = 0
+    for (r, k), n in [((S*m, H), 4*H), ((H, S*m), 4*H), ((S*m, 4*H), H)]:  # gates, weight gradient, input gradient
+        a, w, o = torch.randn(r, k), torch.randn(k, n), torch.empty(r, n)
+        mm = max(mm, 2*r*k*n/_best_seconds(lambda: torch.mm(a, w, out=o)))
+    eta, (b,) = p.eta0[:1].expand(S, -1).contiguous(), _batches(p, 1)
+    xs, ys = b.xs[:1, 0].expand(S, *b.xs.shape[2:]), b.ys[:1, 0].expand(S, -1)
+    grad = lambda: batched_grad(p.problem, eta, xs, ys)
+    work = _flops(lambda: batched_grad(p.problem, eta[:1], xs[:1], ys[:1]))['conv']*S
+    if not work: return mm, math.nan
+    for _ in range(2): grad()
+    with profile() as prof: grad()
+    return mm, work/(sum(e.self_cpu_time_total for e in prof.key_averages() if 'conv' in e.key)/1e6)
+
+def speed_ceiling(method:str='amg', net:str='cnn', S:int=25, ref_seed_steps_per_s:float|None=None, target:float=3.0) -> dict:
+    "The least time an S-seed step of PyTorch's CPU kernels could take: its products and convolutions, each at the best rate measured on the step's batched or one-seed shapes; all other work free."
+    p = _problem(net, 1, 'cpu')
+    b, = _batches(p, 1)
+    f = step_flops(method, p, b)  # one seed's work; every seed does the same
+    (mm_b, conv_b), (mm_1, conv_1) = _rates(p, S), _rates(p, 1)  # all S seeds per kernel, one seed per kernel
+    mm, conv = max(mm_b, mm_1), max(conv_b, conv_1)
+    floor = S*(f['matmul']/mm + (f['conv']/conv if f['conv'] else 0))
+    out = dict(method=method, net=net, seeds=S, matmul_gflop=S*f['matmul']/1e9, conv_gflop=S*f['conv']/1e9,
+               matmul_gflop_per_s=dict(batched=mm_b/1e9, one_seed=mm_1/1e9), conv_gflop_per_s=dict(batched=conv_b/1e9, one_seed=conv_1/1e9),
+               floor_seconds=floor)
+    if ref_seed_steps_per_s:
+        ref = S/ref_seed_steps_per_s
+        out.update(ref_seconds=ref, ceiling=ref/floor, left_for_the_rest_at_target=ref/target - floor)
+    return out
+
+
+# %% [markdown]
+# The count is the arithmetic of the method, not an estimate: an LSTM step costs 2 x (3 x H x 4H + 2 x 4H
+# + H) = 9,960 flops of matrix products per coordinate (H = 20), and an AMG step makes 20 LSTM steps
+# forward (the learned unroll, the unrolled fallback) and differentiates 10 of them once (twice the
+# forward's products), 40 x 9,960 per coordinate; the optimizee's linear layer adds a little:
+
+# %%
+p_cnn = _problem('cnn', 1, 'cpu')
+b_cnn, = _batches(p_cnn, 1)
+flops_amg = step_flops('amg', p_cnn, b_cnn)
+lstm_step_flops = p_cnn.eta0.shape[1]*2*(3*20*80 + 2*80 + 20)
+print({k: f'{v/1e9:.3f} GFLOP' for k, v in flops_amg.items()}, f'40 LSTM steps: {40*lstm_step_flops/1e9:.3f} GFLOP')
+test_close(flops_amg['matmul'], 40*lstm_step_flops, eps=0.01*flops_amg['matmul'])
+assert flops_amg['conv'] > 0 and step_flops('sgd', p_cnn, b_cnn)['matmul'] < lstm_step_flops  # SGD: no LSTM
+
+# %% [markdown]
+# The ceiling of AMG and SMG at S = 25 on the CNN, against the reference's shipped rates:
+
+# %%
+ref_rate = {(r['method'], r['seeds']): r['ref_seed_steps_per_s'] for r in shipped['rows'] if r['net'] == 'cnn'}
+ceilings = [speed_ceiling(m, 'cnn', 25, ref_rate[m, 25]) for m in ('amg', 'smg')]
+for c in ceilings: print({k: round(v, 2) if isinstance(v, float) else v for k, v in c.items()})
+
+# %% [markdown]
+# Measured when this section was written (2 cores, 2 threads; three runs of `python -m metaguard_nb.bench
+# --ceiling --methods amg smg --nets cnn --seeds 25`, against the shipped reference rates): AMG does 72.7
+# GFLOP of matrix products and 29.0 GFLOP of convolutions per step at S = 25. The best product rate was
+# 163-197 GFLOP/s at one seed's shapes (103-116 at 25 seeds'), the convolutions ran at 34-57 GFLOP/s.
+# So an AMG step cannot take less than 0.95-1.08 s against the reference's 3.49 s: **a ceiling of
+# 3.2-3.7x**, and a 3x step would have 0.08-0.22 s left for all the rest, where the compiled LSTM's
+# fused elementwise graphs alone take about 1.2 s now (`python -m metaguard_nb.bench --profile --methods
+# amg --nets cnn --seeds 25`: 1.19 s of a 3.06 s profiled step). SMG (91.2 and 50.7 GFLOP): floor
+# 1.47-1.66 s against 4.74 s, **a ceiling of 2.9-3.2x**, with -0.08 to 0.11 s left.
+#
+# So **the 3x target is out of reach of PyTorch's CPU kernels on this machine**: for SMG the products
+# and convolutions alone take about a third of the reference's time, and for AMG the LSTM's
+# elementwise work of 30 steps (forward and backward, 182,650 coordinates) would have to become 5-15
+# times cheaper, that is, run inside the products on tiles that stay in cache: a hand-written fused
+# LSTM kernel (C++ or Triton), outside this project's pure-PyTorch functional core, plus convolutions
+# faster than oneDNN's on these small channels.
 #
 # On a GPU the balance is different: the per-seed loop launches hundreds of small kernels per step
 # and the batched step a few large ones. `scripts/gpu_check.py` times both there (and checks that no
@@ -520,3 +653,7 @@ for S in (1, 25):
 
 # %%
 {net: {k: round(v, 1) for k, v in projected_hours(shipped['rows'], net).items()} for net in ('cnn', 'mlp')}
+
+# %%
+#| export
+if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()  # not when a notebook runs this cell; last, after every definition
