@@ -518,6 +518,7 @@ for S in (1, 25):
 # | + loss features folded into a per-seed bias | 2.5-3.1 (LSTM alone: 1.9 -> 1.55 s per forward/backward/no-grad unroll) |
 # | seeds in cache-sized chunks of 1 or 5 inside the step | 3.0-3.2 (slower: the chunks' concatenation) |
 # | `mode='max-autotune-no-cudagraphs'` (fused GEMM epilogues) | LSTM alone 10-20% faster, not adopted: within this machine's noise, and minutes of autotuning on a GPU |
+# | `torch._functorch.config.activation_memory_budget = 0.1` (the compiled backward recomputes the LSTM's activations) | 2.96 -> 3.73, peak 3.4 -> 2.4 GB (MLP: 4.95 -> 7.1 s, 5.4 -> 3.5 GB); not adopted: slower, but a user short of memory can set it before the first step |
 #
 # Timings on this shared 2-core machine vary by 10-20% from run to run. At one seed the profile of an
 # AMG step (`python -m metaguard_nb.bench --profile --methods amg --nets cnn --seeds 1`) is 21% matrix
