@@ -631,7 +631,7 @@ for c in ceilings: print({k: round(v, 2) if isinstance(v, float) else v for k, v
 # Measured when this section was written (2 cores, 2 threads; three runs of `python -m metaguard_nb.bench
 # --ceiling --methods amg smg --nets cnn --seeds 25`, against the shipped reference rates): AMG does 72.7
 # GFLOP of matrix products and 29.0 GFLOP of convolutions per step at S = 25. The best product rate was
-# 163-197 GFLOP/s at one seed's shapes (103-116 at 25 seeds'), the convolutions ran at 34-57 GFLOP/s.
+# 163-197 GFLOP/s at one seed's shapes (103-116 at 25 seeds'), the convolutions ran at 34-56 GFLOP/s.
 # So an AMG step cannot take less than 0.95-1.08 s against the reference's 3.49 s: **a ceiling of
 # 3.2-3.7x**, and a 3x step would have 0.08-0.22 s left for all the rest, where the compiled LSTM's
 # fused elementwise graphs alone take about 1.2 s now (`python -m metaguard_nb.bench --profile --methods
