@@ -378,15 +378,15 @@ def _best_seconds(f, n:int=10) -> float:
         t0 = time.perf_counter(); f(); times.append(time.perf_counter() - t0)
     return min(times)
 
-def _rates(p, S:int) -> tuple:
-    "(best matrix-product rate, convolution rate) in flop/s on the shapes of S seeds of problem p, on the CPU."
+def _rates(p, b, S:int) -> tuple:
+    "(best matrix-product rate, convolution rate) in flop/s on the shapes of S seeds of problem p (seed 0's Batches b), on the CPU."
     from torch.profiler import profile
     m, H = p.eta0.shape[1], p.lstm_cfg.hidden
     mm = 0
     for (r, k), n in [((S*m, H), 4*H), ((H, S*m), 4*H), ((S*m, 4*H), H)]:  # gates, weight gradient, input gradient
         a, w, o = torch.randn(r, k), torch.randn(k, n), torch.empty(r, n)
         mm = max(mm, 2*r*k*n/_best_seconds(lambda: torch.mm(a, w, out=o)))
-    eta, (b,) = p.eta0[:1].expand(S, -1).contiguous(), _batches(p, 1)
+    eta = p.eta0[:1].expand(S, -1).contiguous()
     xs, ys = b.xs[:1, 0].expand(S, *b.xs.shape[2:]), b.ys[:1, 0].expand(S, -1)
     grad = lambda: batched_grad(p.problem, eta, xs, ys)
     work = _flops(lambda: batched_grad(p.problem, eta[:1], xs[:1], ys[:1]))['conv']*S
@@ -400,7 +400,7 @@ def speed_ceiling(method:str='amg', net:str='cnn', S:int=25, ref_seed_steps_per_
     p = _problem(net, 1, 'cpu')
     b, = _batches(p, 1)
     f = step_flops(method, p, b)  # one seed's work; every seed does the same
-    (mm_b, conv_b), (mm_1, conv_1) = _rates(p, S), _rates(p, 1)  # all S seeds per kernel, one seed per kernel
+    (mm_b, conv_b), (mm_1, conv_1) = _rates(p, b, S), _rates(p, b, 1)  # all S seeds per kernel, one seed per kernel
     mm, conv = max(mm_b, mm_1), max(conv_b, conv_1)
     floor = S*(f['matmul']/mm + (f['conv']/conv if f['conv'] else 0))
     out = dict(method=method, net=net, seeds=S, matmul_gflop=S*f['matmul']/1e9, conv_gflop=S*f['conv']/1e9,
