@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed
 FIG := outputs/figure1
 
-.PHONY: setup data test figure1 figure1-all figure1-long lab sync check-pairs checkpoints bench
+.PHONY: setup data test figure1 figure1-all figure1-long lab sync check-pairs checkpoints bench ablation
 
 # Fail at once, before any set-up, on a setting that is not a panel of Figure 1.
 ifneq ($(filter figure1,$(MAKECMDGOALS)),)
@@ -83,3 +83,8 @@ checkpoints: setup data
 # Seed-steps per second of every method, ours against the plain eager reference (nbs/05_bench).
 bench: setup data
 	$(PY) -m metaguard_nb.bench --device $(DEVICE) --out outputs/bench$(if $(filter-out cpu,$(DEVICE)),_$(DEVICE)).json
+
+# The fit/judge ablation of the adapting guards (nbs/03c_ablation): AMG and SMG on panels a and c, 8 seeds x 300
+# steps, three variants -> outputs/ablation/*.csv (finished combinations are kept; about 80 minutes here).
+ablation: setup data
+	$(PY) -m metaguard_nb.ablation

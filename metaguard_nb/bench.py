@@ -5,10 +5,12 @@
 # %% auto #0
 __all__ = ['BENCH_SETTINGS', 'MATMUL_OPS', 'CONV_OPS', 'ref_features', 'RefOptimizer', 'RefNet', 'ref_unroll', 'ref_choice',
            'ref_descend', 'ref_step', 'PeakMemory', 'time_ours', 'time_reference', 'compare', 'check', 'bench_one',
-           'ratio_table', 'profile_step', 'projected_hours', 'machine', 'bench', 'main', 'step_flops', 'speed_ceiling']
+           'ratio_table', 'profile_step', 'projected_hours', 'machine', 'bench', 'main', 'step_flops', 'speed_ceiling',
+           'layout_rates', 'protocol_shares']
 
 # %% ../nbs/05_bench.ipynb #906ba500
 import argparse, builtins, copy, ctypes, json, math, os, platform, sys, threading, time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -80,11 +82,13 @@ def ref_unroll(net:RefNet, opt:RefOptimizer, eta, h, xs, ys, state=None) -> tupl
         eta = eta + u
     return eta, torch.stack([s.mean(0) for s in state]), state
 
-def ref_choice(losses:list, etas:list) -> int:
-    "Index of the first finite minimum; len(losses) when none is finite."
+def ref_choice(losses:list, etas:list, thetas:list|None=None) -> int:
+    "Index of the first finite minimum; len(losses) when none is finite. `thetas`: each candidate's (opt, h), where theta adapts."
+    finite = lambda ts: all(bool(torch.isfinite(t).all()) for t in ts)
     best = None
     for i, (l, e) in enumerate(zip(losses, etas)):
-        if math.isfinite(l) and bool(torch.isfinite(e).all()) and (best is None or l < losses[best]): best = i
+        ok = math.isfinite(l) and finite([e]) and (thetas is None or finite([*thetas[i][0].parameters(), thetas[i][1]]))
+        if ok and (best is None or l < losses[best]): best = i
     return len(losses) if best is None else best
 
 def ref_descend(cfg:GuardConfig, objective, eta, opt:RefOptimizer, h) -> tuple:
@@ -98,10 +102,10 @@ def ref_descend(cfg:GuardConfig, objective, eta, opt:RefOptimizer, h) -> tuple:
     return (eta - cfg.lr_eta*grads[0]).detach(), opt_f, (h - cfg.lr_theta*grads[1]).detach()
 
 # %% ../nbs/05_bench.ipynb #b6f15306
-def _ref_guard(s:dict, cands:list, losses:list, lstm=None) -> tuple:
+def _ref_guard(s:dict, cands:list, losses:list, lstm=None, adapting:bool=False) -> tuple:
     "cands: (eta, opt, h) in tie order; keep the seed's state where no candidate is finite."
     losses = [float(l.detach()) for l in losses]
-    k = ref_choice(losses, [c[0] for c in cands])
+    k = ref_choice(losses, [c[0] for c in cands], [c[1:] for c in cands] if adapting else None)
     if k == len(cands): return dict(s, lstm=lstm), k, math.nan
     eta, opt, h = cands[k]
     return dict(eta=eta.detach(), opt=opt, h=h.detach(), lstm=lstm), k, losses[k]
@@ -124,25 +128,27 @@ def ref_step(method:str, cfg:GuardConfig, net:RefNet, s:dict, xs, ys, xe, ye) ->
         return _ref_guard(s, cands, losses, lstm if method == 'lgl2o' else None)
     eta, h = s['eta'].clone().requires_grad_(), s['h'].clone().requires_grad_()
     eta_l, mem_l, _ = ref_unroll(net, s['opt'], eta, h, xs, ys)
+    xa, ya = (xs[-1], ys[-1]) if cfg.adapt_batch == 'inner' else (xe, ye)  # where the fallback is fitted
     if method == 'smg':  # Algorithm 1
-        eta_f, opt_f, h_f = ref_descend(cfg, net.loss(eta_l, xe, ye), eta, s['opt'], h)
+        eta_f, opt_f, h_f = ref_descend(cfg, net.loss(eta_l, xa, ya), eta, s['opt'], h)
         cands = [(eta_l.detach(), s['opt'], mem_l.detach()), (eta_f, opt_f, h_f)]
         with torch.no_grad():
             losses = [net.loss(ref_unroll(net, o, e, m, xs, ys)[0], xe, ye) for e, o, m in cands]
-        s, k, _ = _ref_guard(s, cands, losses)  # SMG scores by L^Adapt; the record is l(eta; B_e)
+        s, k, _ = _ref_guard(s, cands, losses, adapting=True)  # SMG scores by L^Adapt; the record is l(eta; B_e)
         return s, k, record(s['eta'])
     # Algorithm 2 (AMG; with the SGD point as well for safe AMG)
-    l_now, l_learned = net.loss(eta, xe, ye), net.loss(eta_l, xe, ye)
-    eta_f, opt_f, h_f = ref_descend(cfg, l_now if l_now <= l_learned else l_learned, eta, s['opt'], h)
+    l_now, l_learned = net.loss(eta, xa, ya), net.loss(eta_l, xa, ya)
+    plain = bool(l_now <= l_learned) or not math.isfinite(float(l_learned))  # min(l, NaN) = l
+    eta_f, opt_f, h_f = ref_descend(cfg, l_now if plain else l_learned, eta, s['opt'], h)
     with torch.no_grad():
         eta_ft, mem_ft, _ = ref_unroll(net, opt_f, eta_f, h_f, xs, ys)
         cands = [(eta_l.detach(), s['opt'], mem_l.detach()), (eta_f, opt_f, h_f), (eta_ft, opt_f, mem_ft)]
-        losses = [l_learned, net.loss(eta_f, xe, ye), net.loss(eta_ft, xe, ye)]
+        losses = [net.loss(e, xe, ye) for e, _, _ in cands]
         if method == 'safe_amg':
             g, _ = net.grad(s['eta'], xs[0], ys[0])
             cands.append((s['eta'] - cfg.lr_eta*g, s['opt'], s['h'])); losses.append(net.loss(cands[-1][0], xe, ye))
-        cands.append((s['eta'], s['opt'], s['h'])); losses.append(l_now)
-    return _ref_guard(s, cands, losses)
+        cands.append((s['eta'], s['opt'], s['h'])); losses.append(net.loss(s['eta'], xe, ye))
+    return _ref_guard(s, cands, losses, adapting=True)
 
 # %% ../nbs/05_bench.ipynb #9327ff64
 BENCH_SETTINGS = {'cnn': 'a', 'mlp': 'b'}  # (CNN, FashionMNIST) and (MLP, FashionMNIST), the CNN-trained theta
@@ -230,12 +236,12 @@ def _batches(p, n:int, dtype=torch.float32) -> list:
     steps = [step_batches(p.inner, p.evals, GuardConfig().T) for _ in range(n)]
     return [b._replace(xs=b.xs.to(dtype), xe=b.xe.to(dtype)) for b in steps]
 
-def check(method:str, net:str, steps:int=2, device:str='cpu', compile:bool=True) -> dict:
+def check(method:str, net:str, steps:int=2, device:str='cpu', compile:bool=True, gcfg:GuardConfig|None=None) -> dict:
     "`compare` of the library and the reference on seed 0 over `steps` steps, in float64."
     p = _problem(net, 1, device, torch.float64)
     batches = _batches(p, steps, torch.float64)
-    return compare(time_ours(method, p, batches, 0, GuardConfig(compile=compile)),
-                   time_reference(method, p, batches, 0, GuardConfig()))
+    gcfg = replace(gcfg or GuardConfig(), compile=compile)
+    return compare(time_ours(method, p, batches, 0, gcfg), time_reference(method, p, batches, 0, gcfg))
 
 def bench_one(method:str, net:str, S:int, steps:int=2, warmup:int=1, device:str='cpu', compile:bool=True,
               reference:bool=True) -> dict:
@@ -247,7 +253,7 @@ def bench_one(method:str, net:str, S:int, steps:int=2, warmup:int=1, device:str=
     ours = time_ours(method, p, batches, warmup, GuardConfig(compile=compile))
     row.update(ours_seed_steps_per_s=S/ours['seconds'], ours_peak_mb=ours['peak']/2**20)
     if reference:
-        ref = time_reference(method, p, batches, warmup, GuardConfig())
+        ref = time_reference(method, p, batches, warmup, GuardConfig(compile=compile))
         row.update(ref_seed_steps_per_s=S/ref['seconds'], ref_peak_mb=ref['peak']/2**20, ratio=ref['seconds']/ours['seconds'],
                    float32_max_abs_diff=compare(ours, ref)['max_abs_diff'])
     return row
@@ -331,6 +337,8 @@ def main(argv=None):
     ap.add_argument('--no-reference', dest='reference', action='store_false', help='time the library only')
     ap.add_argument('--out', default=str((checkout() or Path.cwd())/'outputs'/'bench.json'))
     ap.add_argument('--profile', action='store_true', help="print the profile of one step per method, net and S instead")
+    ap.add_argument('--layout', action='store_true', help="print layout_rates per method, net and S instead (CPU)")
+    ap.add_argument('--shares', action='store_true', help="print protocol_shares per method, net and S instead")
     ap.add_argument('--ceiling', action='store_true', help="print speed_ceiling per method, net and S instead (CPU), "
                     "against the reference's rate in --out's rows")
     a = ap.parse_args(argv)
@@ -342,6 +350,14 @@ def main(argv=None):
         for net in a.nets:
             for S in a.seeds:
                 for m in a.methods: print(json.dumps(speed_ceiling(m, net, S, ref.get((m, net, S)))))
+        return
+    if a.layout or a.shares:
+        try: _known(a.methods, a.nets)
+        except ValueError as e: sys.exit(f'error: {e}')
+        for net in a.nets:
+            for S in a.seeds:
+                for m in a.methods:
+                    print(json.dumps(layout_rates(m, net, S, a.steps) if a.layout else protocol_shares(m, net, S, a.steps)), flush=True)
         return
     if a.profile:
         for net in a.nets:
@@ -410,6 +426,56 @@ def speed_ceiling(method:str='amg', net:str='cnn', S:int=25, ref_seed_steps_per_
         ref = S/ref_seed_steps_per_s
         out.update(ref_seconds=ref, ceiling=ref/floor, left_for_the_rest_at_target=ref/target - floor)
     return out
+
+# %% ../nbs/05_bench.ipynb #c59f2b2f
+def _layout_worker(method, net, seeds, steps, threads, barrier, out):
+    "One process of a layout measurement: `threads` torch threads, `seeds` of problem `net`, `steps` timed steps."
+    torch.set_num_threads(threads)
+    p = make_problem(BENCH_SETTINGS[net], list(seeds), 'cpu', setting_checkpoint(BENCH_SETTINGS[net]))
+    batches = _batches(p, steps + 1)
+    step, st, cfg = method_step(method), init_state(method, p.eta0, p.theta), GuardConfig()
+    st, _ = step(cfg, p.lstm_cfg, p.problem, st, batches[0])  # compiles
+    barrier.wait()
+    t0 = time.perf_counter()
+    for b in batches[1:]: st, _ = step(cfg, p.lstm_cfg, p.problem, st, b)
+    out.put((len(seeds)*steps, time.perf_counter() - t0))
+
+def layout_rates(method:str='amg', net:str='cnn', S:int=25, steps:int=3, cores:int=2) -> dict:
+    "Seed-steps per second of one process with `cores` threads, and of `cores` processes of one thread over seed shares."
+    import multiprocessing as mp
+    from metaguard_nb.bench import _layout_worker as worker  # importable by the spawned processes
+    ctx, out = mp.get_context('spawn'), {}
+    for name, parts in (('1 process x %d threads' % cores, 1), ('%d processes x 1 thread' % cores, cores)):
+        q, barrier = ctx.Queue(), ctx.Barrier(parts)
+        shares = [range(S)[i::parts] for i in range(parts)]
+        procs = [ctx.Process(target=worker, args=(method, net, sh, steps, cores//parts, barrier, q)) for sh in shares]
+        for pr in procs: pr.start()
+        res = [q.get() for _ in procs]
+        for pr in procs: pr.join()
+        out[name] = sum(n for n, _ in res)/max(t for _, t in res)
+    return dict(method=method, net=net, seeds=S, steps=steps, seed_steps_per_s={k: round(v, 2) for k, v in out.items()})
+
+# %% ../nbs/05_bench.ipynb #a5411b82
+def protocol_shares(method:str='amg', net:str='cnn', S:int=25, steps:int=3, eval_every:int=10) -> dict:
+    "Seconds per protocol step of: drawing batches, the method's step, the records' bookkeeping, and the evaluation (per step, 1/eval_every of one)."
+    from metaguard_nb.runner import _rows, evaluate
+    p, cfg = _problem(net, S, 'cpu'), GuardConfig()
+    step, st = method_step(method), init_state(method, p.eta0, p.theta)
+    st, _ = step(cfg, p.lstm_cfg, p.problem, st, step_batches(p.inner, p.evals, cfg.T))  # compiles
+    parts = dict(batches=0.0, step=0.0, records=0.0)
+    for _ in range(steps):
+        t0 = time.perf_counter(); b = step_batches(p.inner, p.evals, cfg.T)
+        t1 = time.perf_counter(); st, r = step(cfg, p.lstm_cfg, p.problem, st, b)
+        t2 = time.perf_counter(); _rows([r])
+        t3 = time.perf_counter()
+        parts['batches'] += t1 - t0; parts['step'] += t2 - t1; parts['records'] += t3 - t2
+    parts = {k: v/steps for k, v in parts.items()}
+    evaluate(p, st.eta)
+    t0 = time.perf_counter(); evaluate(p, st.eta); ev = time.perf_counter() - t0
+    parts['evaluation'] = ev/eval_every
+    total = sum(parts.values())
+    return dict(method=method, net=net, seeds=S, seconds=round(total, 4),
+                share={k: f'{v/total:.1%}' for k, v in parts.items()}, evaluation_seconds=round(ev, 3))
 
 # %% ../nbs/05_bench.ipynb #3fcdc6aa
 if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()  # not when a notebook runs this cell; last, after every definition

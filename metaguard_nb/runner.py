@@ -4,20 +4,22 @@
 
 # %% auto #0
 __all__ = ['FIGURE_SETTINGS', 'FIGURE_METHODS', 'RUN_SEED_OFFSET', 'figure_setting', 'check_device', 'Problem',
-           'setting_checkpoint', 'make_problem', 'evaluate', 'cache_dir', 'run']
+           'setting_checkpoint', 'make_problem', 'evaluate', 'weights_hash', 'run_key', 'key_hash', 'store_dir',
+           'save_seed', 'load_seed', 'serves', 'cut', 'run']
 
 # %% ../nbs/03b_runner.ipynb #70cd6150
 import hashlib, json, time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from fastprogress.fastprogress import progress_bar
 
 from .data import Sampler, checkout, load
-from .guards import GuardConfig, init_state, method_step, step_batches
+from .guards import NUMERICS, GuardConfig, init_state, method_step, step_batches
 from .lstm import Theta
-from .metatrain import _save, load_checkpoint, monitor_set
+from .metatrain import deferred_interrupt, load_checkpoint, monitor_set, save_atomic
 from .optimizees import Optimizee, batched_loss, optimizee
 
 # %% ../nbs/03b_runner.ipynb #7efdd1f9
@@ -59,15 +61,15 @@ def setting_checkpoint(setting:str, checkpoint:str|Path|None=None) -> tuple:
     train_net, train_data = name.split('_')
     return load_checkpoint(checkpoint if checkpoint is not None else name, expect={'net': train_net, 'dataset': train_data})
 
-def make_problem(setting:str, seeds:list, device:str='cpu', ck:tuple|None=None) -> Problem:
-    "A run's problem; `ck` is `setting_checkpoint(setting, ...)`, loaded here when not given."
+def make_problem(setting:str, seeds:list, device:str='cpu', ck:tuple|None=None, eval_batch_size:int=128) -> Problem:
+    "A run's problem; `ck` is `setting_checkpoint(setting, ...)`, loaded here when not given; B_e has `eval_batch_size` examples."
     name, net, data = figure_setting(setting)
     dev = check_device(device)
     cfg, theta, _ = ck if ck is not None else setting_checkpoint(setting)
     problem = optimizee(net, act=cfg.act, **({'padding': cfg.padding} if net == 'cnn' else {}))
     train, test = load(data), load(data, train=False)
     mx, my = monitor_set(data, seeds, device=dev)
-    return Problem(problem, cfg.lstm, theta, Sampler(train, seeds, device=dev), Sampler(train, seeds, device=dev, stream='eval'),
+    return Problem(problem, cfg.lstm, theta, Sampler(train, seeds, device=dev), Sampler(train, seeds, eval_batch_size, dev, stream='eval'),
                    (mx, my), (test.x.to(dev), test.y.to(dev)), problem.init(seeds, device=dev))
 
 # %% ../nbs/03b_runner.ipynb #759a9ce5
@@ -89,15 +91,58 @@ def evaluate(p:Problem, eta:torch.Tensor, chunk:int=2500) -> torch.Tensor:
 # %% ../nbs/03b_runner.ipynb #b4a81d67
 RUN_SEED_OFFSET = 10_000  # run seed s uses generator streams of 10_000 + s: disjoint from meta-training's
 
-def _cache_key(method, setting, eval_every, gcfg:GuardConfig, ckpt_cfg:dict) -> str:
-    # `compile` is part of the key: compiled and eager steps round differently, and over hundreds of
-    # steps a learned optimizer's trajectory amplifies rounding (a change of summation order in the
-    # LSTM step alone moved panel b's 3-seed SMG mean at step 300 from 1.19 to 1.76)
-    blob = json.dumps([method, setting, eval_every, asdict(gcfg), ckpt_cfg], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+def weights_hash(ck:dict) -> str:
+    "A short sha256 of a checkpoint's learned weights and memory."
+    h = hashlib.sha256()
+    for k in sorted(ck['W']): h.update(k.encode()); h.update(ck['W'][k].float().contiguous().numpy().tobytes())
+    h.update(ck['h'].float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
 
-def cache_dir() -> Path: return (checkout() or Path.cwd())/'outputs'/'cache'
+def run_key(method:str, setting:str, eval_every:int, gcfg:GuardConfig, ck:dict, device) -> dict:
+    "Everything that changes a run's numbers (see above)."
+    return dict(method=method, setting=setting, eval_every=eval_every, guard=asdict(gcfg), checkpoint=ck['config'],
+                checkpoint_weights=weights_hash(ck), device=torch.device(device).type, numerics=NUMERICS)
 
+def key_hash(key:dict) -> str: return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+def store_dir() -> Path: return (checkout() or Path.cwd())/'outputs'/'results'
+
+def _seed_file(folder:Path, seed:int) -> Path: return folder/f'seed{seed}.npz'
+
+def save_seed(folder:Path, seed:int, r:dict):
+    "One finished seed, atomically: step records, evaluations, wall time, and how it was computed (`r['info']`)."
+    f = _seed_file(folder, seed); f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_name(f.name + '.tmp')
+    rec = r['record'].numpy()
+    with open(tmp, 'wb') as out:
+        np.savez_compressed(out, branch=rec[:, 0].astype(np.int8), loss=rec[:, 1].astype(np.float32),
+                            counters=rec[:, 2:].astype(np.int32), evals=r['evals'].numpy(), eval_steps=r['eval_steps'].numpy(),
+                            wall=r['wall'].numpy().astype(np.float32), info=np.array(json.dumps(r.get('info', {}))))
+    tmp.replace(f)
+
+def load_seed(folder:Path, seed:int) -> dict|None:
+    "A stored seed as tensors (record [steps, 5], evals [K, 6], eval_steps [K], wall [steps]), or None."
+    f = _seed_file(folder, seed)
+    if not f.exists(): return None
+    with np.load(f) as z:
+        record = np.concatenate([z['branch'][:, None], z['loss'][:, None], z['counters']], 1).astype(np.float32)
+        return dict(record=torch.from_numpy(record), evals=torch.from_numpy(z['evals']), eval_steps=torch.from_numpy(z['eval_steps']),
+                    wall=torch.from_numpy(z['wall']), info=json.loads(str(z['info'])))
+
+def _eval_steps(steps:int, eval_every:int) -> list: return sorted({*range(0, steps, eval_every), steps})
+
+def serves(r:dict, steps:int, eval_every:int) -> bool:
+    "Does stored seed `r` hold a `steps`-step run's records and every one of its evaluations?"
+    n = r['record'].shape[0]
+    return n == steps or (n > steps and steps % eval_every == 0)
+
+def cut(r:dict, steps:int, eval_every:int) -> dict:
+    "The first `steps` steps of stored seed `r` (see `serves`)."
+    k = len(_eval_steps(steps, eval_every))
+    assert r['eval_steps'][:k].tolist() == _eval_steps(steps, eval_every)
+    return dict(record=r['record'][:steps], evals=r['evals'][:k], eval_steps=r['eval_steps'][:k], wall=r['wall'][:steps], info=r['info'])
+
+# %% ../nbs/03b_runner.ipynb #b5507fc5
 def _check_run_args(method, steps, seeds, eval_every):
     method_step(method)
     if not isinstance(steps, int) or steps <= 0: raise ValueError(f'steps={steps!r}: use a positive integer')
@@ -108,38 +153,42 @@ def _rows(records:list) -> list:
     "Step records -> CPU rows [S, 5]: branch, l(eta; B_e), the step's three counters."
     return [torch.stack([q.branch.float(), q.loss, *q.counters.float().T], 1).cpu() for q in records]
 
-def _run_batch(method, p:Problem, steps, eval_every, gcfg, partial:Path, save_every, bar_parent=None, progress=True):
-    "Run the seeds of `p` from scratch or from `partial`; return per-step and per-evaluation tensors."
-    step = method_step(method)
-    st, k, rec, evals, wall = init_state(method, p.eta0, p.theta), 0, [], [], []
-    if partial.exists():
+def _run_batch(method, p:Problem, steps, eval_every, gcfg, partial:Path|None, save_every, bar_parent=None, progress=True):
+    "Run the seeds of `p` from scratch or from `partial` (None: no resume state); return records, evaluations, wall times."
+    step, due = method_step(method), lambda k: k % eval_every == 0 or k == steps
+    st, done, rec, evals, wall = init_state(method, p.eta0, p.theta), 0, [], [], []
+    if partial is not None and partial.exists():
         rs = torch.load(partial, map_location=p.eta0.device, weights_only=False)
-        st, k, rec, evals, wall = rs['state'], rs['k'], rs['rec'], rs['evals'], rs['wall']
+        st, done, rec, evals, wall = rs['state'], rs['k'], rs['rec'], rs['evals'], rs['wall']
         p.inner.set_state(rs['inner']); p.evals.set_state(rs['evals_sampler'])
-    if k == 0 and not evals: evals.append(torch.cat([evaluate(p, st.eta), st.counters.float()], 1).cpu())
-    def save(kk, samplers):
-        _save({'state': st, 'k': kk, 'rec': rec, 'evals': evals, 'wall': wall, 'inner': samplers[0],
-               'evals_sampler': samplers[1]}, partial)
-    pending, bar = [], progress_bar(range(k, steps), parent=bar_parent, display=progress)
+    samplers, pending = (p.inner.state(), p.evals.state()), []
+    def evaluate_now():
+        evals.append(torch.cat([evaluate(p, st.eta), st.counters.float()], 1).cpu())
+    def save(k):
+        if partial is not None:
+            save_atomic({'state': st, 'k': k, 'rec': rec, 'evals': evals, 'wall': wall, 'inner': samplers[0],
+                         'evals_sampler': samplers[1]}, partial)
+    bar = progress_bar(range(done, steps), parent=bar_parent, display=progress)
     try:
+        if len(evals) < sum(k <= done for k in _eval_steps(steps, eval_every)): evaluate_now()  # step 0, or an interrupted evaluation
         for k in bar:
-            samplers = (p.inner.state(), p.evals.state())  # as they were before step k drew its batches
             t0 = time.perf_counter()
-            st, r = step(gcfg, p.lstm_cfg, p.problem, st, step_batches(p.inner, p.evals, gcfg.T))
-            pending.append(r)
-            wall.append(time.perf_counter() - t0)
-            if (k + 1) % eval_every == 0 or k + 1 == steps:
-                rec += _rows(pending)
-                pending = []
-                evals.append(torch.cat([evaluate(p, st.eta), st.counters.float()], 1).cpu())
+            new, r = step(gcfg, p.lstm_cfg, p.problem, st, step_batches(p.inner, p.evals, gcfg.T))
+            with deferred_interrupt():  # the step is committed whole or not at all
+                st, done, samplers = new, k + 1, (p.inner.state(), p.evals.state())
+                pending.append(r); wall.append(time.perf_counter() - t0)
+                if due(done): rec, pending = rec + _rows(pending), []
+            if due(done):
+                evaluate_now()
                 if progress: bar.comment = f'{method}: monitor loss {evals[-1][:, 0].mean():.3f}'
-                if (k + 1) % save_every == 0: save(k + 1, (p.inner.state(), p.evals.state()))
+                if done % save_every == 0: save(done)
     except KeyboardInterrupt:
         rec += _rows(pending)
-        save(k, samplers); print(f'interrupted at step {k}: state saved to {partial}; run again to resume'); raise
+        save(done)
+        print(f'interrupted after step {done}' + (f': state saved to {partial}; run again to resume' if partial else '')); raise
     return torch.stack(rec, 1), torch.stack(evals, 1), wall
 
-# %% ../nbs/03b_runner.ipynb #b5507fc5
+# %% ../nbs/03b_runner.ipynb #d8439d15
 def run(method:str, # one of guards.METHODS
         setting:str, # Figure 1 panel: a, b, c, d
         steps:int=300, # steps of the method
@@ -148,34 +197,38 @@ def run(method:str, # one of guards.METHODS
         eval_every:int=10, # steps between monitor/test evaluations
         checkpoint:str|Path|None=None, # meta-trained optimizer (default: the setting's shipped checkpoint)
         guard:GuardConfig|None=None, # the guards' hyper-parameters (default GuardConfig())
-        cache:str|Path|None=None, # per-seed result cache (default outputs/cache); False disables it
+        store:str|Path|bool|None=None, # results store (default outputs/results); False: read and write no file
         save_every:int=50, # steps between resume saves of an unfinished run
         progress:bool=True, bar_parent=None) -> dict:
-    "Run `method` on Figure 1 setting `setting` for `seeds`, reusing cached seeds and resuming interrupted runs."
+    "Run `method` on Figure 1 setting `setting` for `seeds`: stored seeds are read, the others computed (resuming an interrupted run) and stored."
     seeds, guard = [int(s) for s in seeds], guard or GuardConfig()
     _check_run_args(method, steps, seeds, eval_every)
-    check_device(device)
+    dev = check_device(device)
     ck = setting_checkpoint(setting, checkpoint)
-    folder = Path(cache if cache else cache_dir())/setting/method/_cache_key(method, setting, eval_every, guard, ck[2]['config'])
+    key = run_key(method, setting, eval_every, guard, ck[2], dev)
+    keep = store is not False
+    root = Path(store if store not in (None, True, False) else store_dir())
+    folder = root/setting/method/key_hash(key)
     done = {}
     for s in seeds:
-        f = folder/f'seed{s}.pt'
-        if cache is not False and f.exists():
-            r = torch.load(f, weights_only=False)
-            if r['record'].shape[0] >= steps: done[s] = r
+        r = load_seed(folder, s) if keep else None
+        if r is not None and serves(r, steps, eval_every): done[s] = cut(r, steps, eval_every)
     todo = [s for s in seeds if s not in done]
     if todo:
-        p = make_problem(setting, [RUN_SEED_OFFSET + s for s in todo], device, ck)
-        partial = folder/f"partial_{'-'.join(map(str, todo))}_{steps}.pt"
-        folder.mkdir(parents=True, exist_ok=True)
+        p = make_problem(setting, [RUN_SEED_OFFSET + s for s in todo], device, ck, guard.eval_batch_size)
+        partial = root/'partial'/setting/method/key_hash(key)/f"seeds{'-'.join(map(str, todo))}_{steps}.pt" if keep else None
         rec, evals, wall = _run_batch(method, p, steps, eval_every, guard, partial, save_every, bar_parent, progress)
+        if keep:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder/'run.json').write_text(json.dumps(key, indent=1, sort_keys=True))
+        # how many seeds shared the call and how many threads summed its reductions change the float rounding: recorded, not keyed
+        info = dict(seeds_in_call=len(todo), torch_threads=torch.get_num_threads(), torch=torch.__version__, steps=steps)
         for i, s in enumerate(todo):
-            done[s] = {'record': rec[i], 'evals': evals[i], 'wall': torch.tensor(wall)}
-            if cache is not False: _save(done[s], folder/f'seed{s}.pt')
-        partial.unlink(missing_ok=True)
-    n_eval = steps//eval_every + 1 + (steps % eval_every > 0)
-    return {'method': method, 'setting': setting, 'seeds': seeds,
-            'record': torch.stack([done[s]['record'][:steps] for s in seeds]),
-            'evals': torch.stack([done[s]['evals'][:n_eval] for s in seeds]),
-            'eval_steps': torch.tensor(sorted({*range(0, steps, eval_every), steps})),
-            'wall': torch.stack([done[s]['wall'][:steps] for s in seeds])}
+            done[s] = dict(record=rec[i], evals=evals[i], eval_steps=torch.tensor(_eval_steps(steps, eval_every)), wall=torch.tensor(wall), info=info)
+            if keep: save_seed(folder, s, done[s])
+        if partial is not None: partial.unlink(missing_ok=True)
+    return {'method': method, 'setting': setting, 'seeds': seeds, 'key': key,
+            'record': torch.stack([done[s]['record'] for s in seeds]),
+            'evals': torch.stack([done[s]['evals'] for s in seeds]),
+            'eval_steps': torch.tensor(_eval_steps(steps, eval_every)),
+            'wall': torch.stack([done[s]['wall'] for s in seeds]), 'info': [done[s]['info'] for s in seeds]}

@@ -61,9 +61,9 @@ def main():
     else:
         total = 0.0
         for m in FIGURE_METHODS:
-            with tempfile.TemporaryDirectory() as cache:
+            with tempfile.TemporaryDirectory() as store:
                 t0 = time.perf_counter()
-                run(m, 'c', steps=a.steps, seeds=range(25), device='cuda', cache=cache, progress=False)
+                run(m, 'c', steps=a.steps, seeds=range(25), device='cuda', store=store, progress=False)
                 s = time.perf_counter() - t0
             out['paper_panel_c'][m] = dict(steps=a.steps, seconds=s, projected_minutes_2000_steps=s*2000/a.steps/60)
             total += s*2000/a.steps/60

@@ -13,7 +13,7 @@
 # > for S seeds at once.
 #
 # Every experiment of the paper trains an MLP or a CNN on MNIST or FashionMNIST with minibatches
-# of 128 (Appendix A.1). This chapter fixes where the data come from (METHOD.md section 1), proves
+# of 128 (Appendix A.1). This chapter fixes where the data come from ([decisions](decisions.md), section 1), proves
 # they are the official splits, and gives the one sampler that every later chapter uses.
 
 # %% [markdown]

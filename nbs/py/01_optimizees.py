@@ -121,7 +121,7 @@ def batched_grad(opt:Optimizee, eta, x, y):
 # neurons or a 3-layer CNN" with "number of channels = (8, 16, 32), kernel sizes = (5, 3, 3) and
 # strides = (2, 2, 2), with a fully connected final layer" (section 4 and Appendix A.1).
 #
-# What the paper leaves open, fixed in METHOD.md section 2: sigmoid activations (the paper's SGD
+# What the paper leaves open, fixed in section 2 of [the decisions](decisions.md): sigmoid activations (the paper's SGD
 # rate lambda_eta = 3 kills a ReLU CNN and makes a tanh CNN diverge), and no padding (7,306
 # parameters; `padding=(2, 1, 1)` gives the padded variant).
 

@@ -20,7 +20,7 @@
 # LSTM, its weights shared by all m coordinates, reads each coordinate's gradient (and the current
 # loss) and writes that coordinate's update. Its memory h is part of theta: learned at
 # meta-training, broadcast to every coordinate when an unroll starts, and averaged back over the
-# coordinates when the unroll ends. METHOD.md sections 3 and 4 fix the details.
+# coordinates when the unroll ends. Sections 3 and 4 of [the decisions](decisions.md) fix the details.
 
 # %%
 #| default_exp lstm
@@ -87,7 +87,7 @@ assert torch.isfinite(xg.grad).all()
 #| export
 @dataclass(frozen=True)
 class LSTMConfig:
-    "The learned optimizer's architecture (METHOD.md section 3); recorded in every checkpoint."
+    "The learned optimizer's architecture (decisions, section 3); recorded in every checkpoint."
     hidden:int=20 # LSTM units per layer
     out_scale:float=0.1 # update = out_scale * linear(h2)
     p:float=10.0 # preprocessing cut-off exponent
@@ -153,18 +153,30 @@ def start_state(h:torch.Tensor, # theta's memory [4, H] or [S, 4, H]
     h = h.expand(S, *h.shape[-2:])
     return tuple(h[:, k, None, :].expand(S, m, h.shape[-1]) for k in range(4))
 
+def seed_terms(cfg:LSTMConfig, W:dict, loss:torch.Tensor) -> tuple:
+    "The per-seed parts of the gates, computed once per step: (bias1 [(S,) 1, 4H], w_grad [(S,) 2, 4H], bias2 [(S,) 1, 4H])."
+    w_ih1, bias1 = W['w_ih1'], (W['b_ih1'] + W['b_hh1']).unsqueeze(-2)
+    if cfg.use_loss_input: bias1 = bias1 + preprocess(loss, cfg.p).unsqueeze(-2) @ w_ih1[..., 2:].mT  # [S, 1, 4H]
+    return bias1.contiguous(), w_ih1[..., :2].mT.contiguous(), (W['b_ih2'] + W['b_hh2']).unsqueeze(-2).contiguous()
+
+def coordinate_step(cfg:LSTMConfig, grad, bias1, w_grad, bias2, w_hh1, w_ih2, w_hh2, w_out, b_out, h1, c1, h2, c2) -> tuple:
+    "The per-coordinate part of g: (update [S, m], h1, c1, h2, c2), given `seed_terms`."
+    x = preprocess(grad, cfg.p)  # [S, m, 2]
+    x_part = x[..., :1]*w_grad[..., :1, :] + x[..., 1:]*w_grad[..., 1:, :]  # [S, m, 4H]: two features, two products
+    h1, c1 = _cell(x_part + bias1, h1, c1, w_hh1)
+    h2, c2 = _cell(h1 @ w_ih2.mT + bias2, h2, c2, w_hh2)
+    u = (h2 @ w_out.mT + b_out.unsqueeze(-2)).squeeze(-1)*cfg.out_scale
+    return u, h1, c1, h2, c2
+
 def lstm_step(cfg:LSTMConfig, W:dict, # theta's weights, shared or per seed
               grad:torch.Tensor, # gradient [S, m]
               loss:torch.Tensor, # loss [S]
               state:tuple, # (h1, c1, h2, c2), each [S, m, H]
+              coordinates=coordinate_step, # the per-coordinate part (its compiled twin: see below)
              ) -> tuple:
     "One application of g: (update [S, m], new state)."
-    w_ih1, bias = W['w_ih1'], (W['b_ih1'] + W['b_hh1']).unsqueeze(-2)  # [(S,) 1, 4H]
-    if cfg.use_loss_input: bias = bias + preprocess(loss, cfg.p).unsqueeze(-2) @ w_ih1[..., 2:].mT  # [S, 1, 4H]
-    h1, c1 = _cell(preprocess(grad, cfg.p) @ w_ih1[..., :2].mT + bias, *state[:2], W['w_hh1'])
-    h2, c2 = _cell(h1 @ W['w_ih2'].mT + (W['b_ih2'] + W['b_hh2']).unsqueeze(-2), *state[2:], W['w_hh2'])
-    u = (h2 @ W['w_out'].mT + W['b_out'].unsqueeze(-2)).squeeze(-1)*cfg.out_scale
-    return u, (h1, c1, h2, c2)
+    u, *state = coordinates(cfg, grad, *seed_terms(cfg, W, loss), W['w_hh1'], W['w_ih2'], W['w_hh2'], W['w_out'], W['b_out'], *state)
+    return u, tuple(state)
 
 
 # %% [markdown]
@@ -189,30 +201,116 @@ test_eq(u.shape, (S, m)); test_eq(len(st), 4)
 # CNN at S = 25), and each of its dozen elementwise operations reads and writes them once: in eager
 # mode the step is bound by memory traffic, not arithmetic. `torch.compile` fuses the
 # preprocessing and the gate arithmetic into a few loops around the matrix products, forward and
-# backward; nbs/05_bench measures what that buys. The compiled step computes the same function (to
-# float rounding), so `lstm_step` above stays the readable definition; callers choose with
-# `compile=`. The first call per shape compiles for 10-30 s; a failure of the compiler (no C++
+# backward; nbs/05_bench measures what that buys. Only `coordinate_step` is compiled: the per-seed
+# terms stay outside, because inside one graph Inductor fused them into the per-coordinate loop and
+# recomputed the loss's share of the gates, with scalar gathers of `w_ih1`'s columns, for every one
+# of the S x m coordinates (measured on the CNN at S = 25, 10 no-grad steps: 0.63-0.68 s with them
+# inside, 0.52-0.55 s outside, the same numbers to 4e-9). The two gradient features enter as two
+# broadcast products rather than a matrix product with an inner dimension of 2, which Inductor fuses
+# into the gate loop instead of writing a 58 MB product. The compiled step computes the same
+# function (to float rounding), so `lstm_step` above stays the readable definition; callers choose
+# with `compile=`. The first call per shape compiles for 10-30 s; a failure of the compiler (no C++
 # compiler, an unsupported platform) gets one line naming the switch.
 
 # %%
 #| export
+def _compile_error(e:Exception):
+    "Re-raise a failure of the compiler as one line that names the switch; anything else as it is."
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import InductorError
+    if not isinstance(e, (TorchDynamoException, InductorError)): raise e
+    raise RuntimeError(f'torch.compile of the LSTM step failed ({type(e).__name__}): pass compile=False '
+                       '(GuardConfig(compile=False), or METAGUARD_COMPILE=0 in the environment)') from e
+
 @functools.cache
-def _compiled_step(): return torch.compile(lstm_step, dynamic=False)  # dynamic shapes: measured 2x slower kernels
+def _compiled_coordinates(): return torch.compile(coordinate_step, dynamic=False)  # dynamic shapes: measured 2x slower kernels
 
 def _run_compiled(*args):
     try:
         with torch._dynamo.config.patch(recompile_limit=64):  # one static-shape kernel per (S, m, grad mode, dtype)
-            return _compiled_step()(*args)
-    except Exception as e:
-        from torch._dynamo.exc import TorchDynamoException
-        from torch._inductor.exc import InductorError
-        if not isinstance(e, (TorchDynamoException, InductorError)): raise
-        raise RuntimeError(f'torch.compile of the LSTM step failed ({type(e).__name__}): pass compile=False '
-                           '(GuardConfig(compile=False), or METAGUARD_COMPILE=0 in the environment)') from e
+            return _compiled_coordinates()(*args)
+    except Exception as e: _compile_error(e)
 
-def step_function(compile:bool) -> callable:
-    "`lstm_step`, or its torch.compile'd twin when `compile` (same numbers up to float rounding)."
-    return _run_compiled if compile else lstm_step
+
+# %% [markdown]
+# **Tiles, and a backward that recomputes.** Differentiated through, the compiled step saves its
+# gate activations for the backward pass: about a kilobyte per coordinate and seed per LSTM step,
+# 3.8 GB for ten steps of 25 seeds of the MLP (15,910 coordinates), which is most of a 25-seed AMG
+# step's 5.6 GB. The coordinates are independent, so the step can instead run over tiles of
+# coordinates (all seeds at once) and save only its inputs; the backward pass then recomputes each
+# tile's gates from them and back-propagates through that tile alone (`torch.func.vjp` inside one
+# compiled graph per tile, so the recomputed gates never leave the cache). The forward pass needs no
+# saved activations at all. The numbers are the same per coordinate; only the sum of theta's
+# gradient over tiles is taken in another order. The tile size is a setting (`tile`, in coordinates);
+# `'auto'` picks the size measured best on this CPU in nbs/05_bench, and on a GPU, where memory is
+# plentiful and launches are what costs, the one-graph step above.
+
+# %%
+#| export
+TILE_CPU = 512  # coordinates per tile on a CPU, measured in nbs/05_bench
+_PER_COORDINATE = (0, 9, 10, 11, 12)  # coordinate_step's arguments with a coordinate axis: grad [S, m], the state [S, m, H]
+
+def resolve_tile(tile, device) -> int|None:
+    "Coordinates per tile: `tile` itself, or for 'auto' TILE_CPU on a CPU and None (one graph, activations saved) elsewhere."
+    if tile == 'auto': return TILE_CPU if torch.device(device).type == 'cpu' else None
+    if tile is not None and (not isinstance(tile, int) or tile <= 0): raise ValueError(f"tile={tile!r}: use a positive number of coordinates, None or 'auto'")
+    return tile
+
+def _cut(args, sl) -> list: return [a[:, sl] if i in _PER_COORDINATE and a is not None else a for i, a in enumerate(args)]
+
+def _tile_forward(cfg, *args):
+    "coordinate_step on one tile, written into the output slices it is given (the last five arguments)."
+    for out, r in zip(args[-5:], coordinate_step(cfg, *args[:-5])): out.copy_(r)
+
+def _tile_backward(cfg, *args):
+    "Recompute one tile and back-propagate through it: gradients into the given buffers (tiles copied, per-seed terms summed)."
+    ins, grad_outs, bufs = args[:13], args[13:18], args[18:]
+    _, vjp = torch.func.vjp(functools.partial(coordinate_step, cfg), *ins)
+    for i, (buf, g) in enumerate(zip(bufs, vjp(grad_outs))):
+        if buf is None: continue
+        if i in _PER_COORDINATE: buf.copy_(g)
+        else: buf.add_(g)
+
+@functools.cache
+def _compiled_tiles(): return torch.compile(_tile_forward, dynamic=False), torch.compile(_tile_backward, dynamic=False)
+
+class TiledStep(torch.autograd.Function):
+    "coordinate_step over tiles of coordinates, compiled; saves its inputs only, and recomputes each tile in the backward."
+    @staticmethod
+    def forward(ctx, cfg, tile, *ins):
+        fwd, _ = _compiled_tiles()
+        (S, m), H = ins[0].shape, ins[-1].shape[-1]
+        outs = [ins[0].new_empty(S, m)] + [ins[0].new_empty(S, m, H) for _ in range(4)]
+        for j in range(0, m, tile): fwd(cfg, *_cut(ins, slice(j, j + tile)), *(o[:, j:j + tile] for o in outs))
+        ctx.save_for_backward(*ins); ctx.cfg, ctx.tile = cfg, tile
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grad_outs):
+        _, bwd = _compiled_tiles()
+        ins, m, tile = ctx.saved_tensors, ctx.saved_tensors[0].shape[1], ctx.tile
+        grad_outs = [torch.zeros(o.shape, dtype=o.dtype, device=o.device) if g is None else g
+                     for g, o in zip(grad_outs, [ins[0]] + list(ins[9:]))]
+        bufs = [None if not need else (torch.empty if i in _PER_COORDINATE else torch.zeros)(a.shape, dtype=a.dtype, device=a.device)
+                for i, (a, need) in enumerate(zip(ins, ctx.needs_input_grad[2:]))]
+        for j in range(0, m, tile):
+            sl = slice(j, j + tile)
+            bwd(ctx.cfg, *_cut(ins, sl), *(g[:, sl] for g in grad_outs), *_cut(bufs, sl))
+        return (None, None, *bufs)
+
+def _run_tiled(tile):
+    def coordinates(cfg, *args):
+        try:
+            with torch._dynamo.config.patch(recompile_limit=64):
+                return TiledStep.apply(cfg, tile, *args)
+        except Exception as e: _compile_error(e)
+    return coordinates
+
+def step_function(compile:bool, tile:int|None=None) -> callable:
+    "`lstm_step`, or with `compile` its twin with a torch.compile'd `coordinate_step`, in tiles of `tile` coordinates (None: one graph)."
+    if not compile: return lstm_step
+    coordinates = _run_compiled if tile is None else _run_tiled(tile)
+    return lambda cfg, W, grad, loss, state: lstm_step(cfg, W, grad, loss, state, coordinates=coordinates)
 
 
 # %% [markdown]
@@ -253,11 +351,12 @@ def unroll(cfg:LSTMConfig, problem:Optimizee,
            meta_loss:bool=False, # also return l(eta_t; .) for every t (Eq. 2's terms)
            meta_batches:tuple|None=None, # (x, y) [S, T, B, ...] to measure those terms on; None: the step's own batch B_t
            compile:bool=False, # use the torch.compile'd LSTM step (see `step_function`)
+           tile:int|None=None, # with `compile`: coordinates per tile (see `TiledStep`); None: one graph
           ) -> Unrolled:
     "g^T(eta, theta): T steps of the learned optimizer on the batches xs, ys."
     S, m = eta.shape
     if state is None: state = start_state(theta.h, S, m)
-    terms, step = [], step_function(compile)
+    terms, step = [], step_function(compile, tile)
     for t in range(xs.shape[1]):
         seen = eta if second_order else eta.detach()
         g, l = batched_grad(problem, seen, xs[:, t], ys[:, t])

@@ -18,7 +18,7 @@
 
 # %% [markdown]
 # Eq. 2 averages the optimizee's loss along its trajectory. We minimise it the way Andrychowicz et
-# al. did (METHOD.md section 5): truncated back-propagation through time in windows of T = 10
+# al. did ([decisions](decisions.md), section 5): truncated back-propagation through time in windows of T = 10
 # steps. A window is one `unroll` with `meta_loss=True`; its mean loss is the meta-loss; Adam takes
 # one step on theta = (W, h). The optimizee parameters and the per-coordinate LSTM state are
 # carried, detached, into the next window, and every `horizon` steps the trajectories restart from
@@ -38,7 +38,7 @@
 
 # %%
 #| export
-import math, time
+import contextlib, math, signal, threading, time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -64,7 +64,7 @@ from fastcore.test import test_close, test_eq, test_fail
 #| export
 @dataclass(frozen=True)
 class MetaTrainConfig:
-    "Everything that determines a meta-training run (METHOD.md section 5)."
+    "Everything that determines a meta-training run (decisions, section 5)."
     net:str='cnn' # optimizee: 'cnn' or 'mlp'
     dataset:str='fashionmnist' # 'fashionmnist' or 'mnist' (train split)
     act:str='sigmoid' # optimizee activation
@@ -80,7 +80,7 @@ class MetaTrainConfig:
     lr:float=1e-3 # Adam learning rate (PyTorch defaults otherwise)
     batch_size:int=128 # optimizee minibatch
     second_order:bool=False # keep Hessian terms in the meta-gradient
-    meta_batch:str='fresh' # Eq. 2's terms on a fresh batch ('fresh') or on the step's own batch ('same', METHOD.md's letter)
+    meta_batch:str='fresh' # Eq. 2's terms on a fresh batch ('fresh') or on the step's own batch ('same', the design note's letter)
     seed:int=0 # the run's seed
 
     @property
@@ -113,19 +113,30 @@ test_fail(lambda: setting('cnn_mnist'), contains="use one of 'cnn_fashionmnist',
 
 # %%
 #| export
-def _save(obj, path:Path):
+def save_atomic(obj, path:Path):
     "torch.save, atomically: an interrupted save never leaves a broken file."
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.tmp')
     torch.save(obj, tmp)
     tmp.replace(path)
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    "Hold back Ctrl-C (SIGINT) until the block is done, so that what the block commits is committed whole (main thread only)."
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    got = []
+    old = signal.signal(signal.SIGINT, lambda *a: got.append(1))
+    try: yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if got: raise KeyboardInterrupt
 
 def checkpoint_dir() -> Path:
     "Where the shipped checkpoints live: outputs/checkpoints in the checkout."
     return (checkout() or Path.cwd())/'outputs'/'checkpoints'
 
 def save_checkpoint(path:Path, cfg:MetaTrainConfig, theta:Theta, curve:list, info:dict):
-    _save({'config': cfg.to_dict(), 'W': {k: v.detach().cpu() for k, v in theta.W.items()},
+    save_atomic({'config': cfg.to_dict(), 'W': {k: v.detach().cpu() for k, v in theta.W.items()},
            'h': theta.h.detach().cpu(), 'curve': list(curve), 'info': info}, Path(path))
 
 def load_checkpoint(path:str|Path, # a checkpoint file, or a setting name ('cnn_fashionmnist', 'mlp_mnist')
@@ -148,10 +159,10 @@ def load_checkpoint(path:str|Path, # a checkpoint file, or a setting name ('cnn_
 
 
 # %% [markdown]
-# ## Which batch Eq. 2's terms are measured on: a deviation from METHOD.md, measured
+# ## Which batch Eq. 2's terms are measured on: a deviation from the design note, measured
 #
-# METHOD.md section 5 reads Eq. 2's l(eta_t) as l(eta_t; B_t), the loss on the batch whose gradient
-# produced the step. We trained the CNN/FashionMNIST optimizer that way first (1,500 windows, the
+# The design note that specified this project (section 5 of [the decisions](decisions.md)) read Eq. 2's
+# l(eta_t) as l(eta_t; B_t), the loss on the batch whose gradient produced the step. We trained the CNN/FashionMNIST optimizer that way first (1,500 windows, the
 # config below with `meta_batch='same'`) and measured it (5 seeds, 100 steps, each seed's monitor
 # set of 2,048 training examples, `tests/test_optimizer.py`'s protocol):
 #
@@ -165,7 +176,7 @@ def load_checkpoint(path:str|Path, # a checkpoint file, or a setting name ('cnn_
 # objective rewards and which does not generalise even to the next batch of the same task.
 # Andrychowicz et al. measure f(theta_t) on data the step has not used. We therefore measure each
 # term on a fresh batch B'_t drawn from its own stream (`meta_batch='fresh'`, the default; one more
-# forward pass per step); `meta_batch='same'` keeps METHOD.md's letter. Retrained that way (same
+# forward pass per step); `meta_batch='same'` keeps the note's letter. Retrained that way (same
 # config otherwise, 1,500 windows, 16.7 minutes), the optimizer measured by the same protocol:
 #
 # | optimizer | meta-loss at the end of training | monitor loss after 10 / 100 / 1,000 steps |
@@ -234,33 +245,35 @@ def meta_train(cfg:MetaTrainConfig, # the run
         start, curve, eta, state, seconds = rs['window'], rs['curve'], rs['eta'], rs['state'], rs['seconds']
     per_traj = cfg.horizon // cfg.T
 
-    def save_resume(k):
-        _save({'config': cfg.to_dict(), 'W': W, 'h': h, 'adam': adam.state_dict(), 'sampler': sampler.state(),
-               'meta_sampler': meta_sampler.state(),
-               'window': k, 'curve': curve, 'eta': eta, 'state': state, 'seconds': seconds}, resume_path)
+    def save_resume(k, samplers):
+        save_atomic({'config': cfg.to_dict(), 'W': W, 'h': h, 'adam': adam.state_dict(), 'sampler': samplers[0],
+                     'meta_sampler': samplers[1], 'window': k, 'curve': curve, 'eta': eta, 'state': state, 'seconds': seconds},
+                    resume_path)
 
     bar = progress_bar(range(start, cfg.windows), display=progress)
-    k, t0 = start, time.time()
+    done, samplers, t0 = start, (sampler.state(), meta_sampler.state()), time.time()
     try:
         for k in bar:
-            if k % per_traj == 0 or eta is None:
-                eta, state = problem.init(_trajectory_seeds(cfg, k // per_traj), device=device), None
+            fresh_start = k % per_traj == 0 or eta is None
+            eta0, state0 = (problem.init(_trajectory_seeds(cfg, k // per_traj), device=device), None) if fresh_start else (eta, state)
             xs, ys = sampler(cfg.T)
             fresh = meta_sampler(cfg.T) if cfg.meta_batch == 'fresh' else None
-            loss, eta_next, state_next = window_loss(cfg, problem, Theta(W, h), eta, state, xs, ys, fresh)
-            if torch.isfinite(loss):
-                adam.zero_grad(); loss.backward(); adam.step()
-                eta, state = eta_next, state_next
-            else:
-                eta = None  # restart these trajectories
-            curve.append(loss.item())
+            loss, eta_next, state_next = window_loss(cfg, problem, Theta(W, h), eta0, state0, xs, ys, fresh)
+            finite = bool(torch.isfinite(loss))
+            grads = torch.autograd.grad(loss, [*W.values(), h], allow_unused=True) if finite else None  # h is unused when the state is carried
+            with deferred_interrupt():  # the window is committed whole (update, trajectory, curve, samplers) or not at all
+                if finite:
+                    for q, g in zip([*W.values(), h], grads): q.grad = g
+                    adam.step()
+                eta, state = (eta_next, state_next) if finite else (None, None)  # a non-finite window restarts its trajectories
+                curve.append(loss.item()); done, samplers = k + 1, (sampler.state(), meta_sampler.state())
             if progress: bar.comment = f'meta-loss {sum(curve[-50:])/len(curve[-50:]):.3f}'
-            if (k + 1) % save_every == 0 or (stop_after and k + 1 - start == stop_after):
-                seconds += time.time() - t0; t0 = time.time(); save_resume(k + 1)
-            if stop_after and k + 1 - start == stop_after: return Theta(W, h), curve
+            if done % save_every == 0 or (stop_after and done - start == stop_after):
+                seconds += time.time() - t0; t0 = time.time(); save_resume(done, samplers)
+            if stop_after and done - start == stop_after: return Theta(W, h), curve
     except KeyboardInterrupt:
-        seconds += time.time() - t0; save_resume(k)
-        print(f'interrupted at window {k}: state saved to {resume_path}; run again to resume'); raise
+        seconds += time.time() - t0; save_resume(done, samplers)
+        print(f'interrupted after window {done}: state saved to {resume_path}; run again to resume'); raise
     seconds += time.time() - t0
     theta = Theta({k: v.detach() for k, v in W.items()}, h.detach())
     save_checkpoint(path, cfg, theta, curve, {'seconds': round(seconds, 1), 'torch': str(torch.__version__),

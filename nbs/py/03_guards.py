@@ -15,15 +15,19 @@
 # This chapter is the paper's contribution and its baselines. Each method is one function
 # `step(state, batches) -> (state, record)` on seed-batched state: `eta [S, m]`, theta (shared and
 # frozen for L2O and LGL2O, one copy per seed for SMG and AMG, which adapt it), the carried LSTM state
-# where a method carries one, and cumulative counters. METHOD.md section 6 fixes every detail; the
-# rules shared by all methods:
+# where a method carries one, and cumulative counters. The design decisions (section 6 of
+# [the decisions](decisions.md)) fix every detail; the rules shared by all methods:
 #
-# - **Common random numbers.** A step draws inner batches B_1..B_T and one evaluation batch B_e.
-#   Every unroll in the step uses B_1..B_T; every loss a guard compares is measured on B_e, so
-#   candidates are compared on the same data.
+# - **Adapt on the inner batches, judge on B_e.** A step draws inner batches $B_1, \dots, B_T$ and
+#   one evaluation batch $B_e$. Every unroll and every gradient that *makes* a candidate (the learned
+#   unroll, Eq. 5's and Eq. 6's fallbacks, the SGD points) uses the inner batches; $B_e$ only
+#   *judges*: every loss a guard compares is measured on $B_e$, so the candidates are compared on the
+#   same data (common random numbers), which none of them was fitted to. Why this matters is the
+#   subject of the section "The judge must not see the fitting data" below: a fallback fitted on
+#   the judging batch always looks good to the judge.
 # - **Guards choose with `torch.where`**, per seed, never with Python branches: S seeds run in one
-#   call. A candidate whose loss or parameters are not finite is never chosen; if no candidate is
-#   finite, the state does not change.
+#   call. A candidate whose loss, parameters or learned-optimizer state is not finite is never
+#   chosen; if no candidate is finite, the state does not change.
 # - **Counters** per step: optimizee gradient evaluations (a forward and backward pass on one
 #   minibatch), forward-only evaluations, and LSTM steps (one application of g to all coordinates).
 
@@ -38,7 +42,7 @@ from typing import NamedTuple
 
 import torch
 
-from metaguard_nb.lstm import LSTMConfig, Theta, per_seed, start_state, step_function, unroll
+from metaguard_nb.lstm import LSTMConfig, Theta, per_seed, resolve_tile, start_state, step_function, unroll
 from metaguard_nb.optimizees import Optimizee, batched_grad, batched_loss
 
 # %%
@@ -77,25 +81,35 @@ class Record(NamedTuple):
     counters: torch.Tensor # this step's [S, 3]
     candidates: torch.Tensor|None=None # the guard's candidate losses on B_e [S, K] (guarded methods)
 
-COUNTER_NAMES = ('grad_evals', 'forward_evals', 'lstm_steps')
 
 
 # %% [markdown]
 # ## Choosing among candidates
 #
-# Every guard ends the same way: stack the candidates' losses on B_e, mask the non-finite ones, take
+# Every guard ends the same way: stack the candidates' losses on B_e, mask the candidates that are
+# not finite (their loss, their parameters eta, or, where the method adapts it, their theta), take
 # the first minimum (so the tie order is the order of the list), and gather each seed's chosen
 # eta, theta and LSTM state. If no candidate is finite the index is `K` (one past the list), and
 # the current state is kept.
 
 # %%
 #| export
+def finite_rows(t:torch.Tensor) -> torch.Tensor:
+    "Per seed: are all entries of t [S, ...] finite? -> [S] bool."
+    return torch.isfinite(t).flatten(1).all(1)
+
+def finite_theta(theta:Theta) -> torch.Tensor:
+    "Per seed: are all of a per-seed theta's weights and memory finite? -> [S] bool."
+    return torch.stack([finite_rows(w) for w in (*theta.W.values(), theta.h)]).all(0)
+
 def choose(losses:list, # K tensors [S]: each candidate's loss on B_e, in tie order
            etas:list, # K tensors [S, m]: the candidates' parameters
+           thetas:list|None=None, # K per-seed Thetas, for methods that adapt theta; None where theta is frozen
           ) -> torch.Tensor:
     "Per seed, the index of the first finite minimum; K where no candidate is finite."
     L = torch.stack(losses, 1)
-    ok = torch.isfinite(L) & torch.stack([torch.isfinite(e).all(-1) for e in etas], 1)
+    ok = torch.isfinite(L) & torch.stack([finite_rows(e) for e in etas], 1)
+    if thetas is not None: ok &= torch.stack([finite_theta(t) for t in thetas], 1)
     L = torch.where(ok, L, torch.full_like(L, math.inf))
     return torch.where(ok.any(1), L.argmin(1), torch.full_like(L[:, 0], len(losses), dtype=torch.long))
 
@@ -115,26 +129,52 @@ inf, nan = math.inf, math.nan
 test_eq(choose([torch.tensor([1., 2, nan, nan]), torch.tensor([1., 1, 3, inf])],
                [torch.zeros(4, 2), torch.zeros(4, 2)]), torch.tensor([0, 1, 1, 2]))
 test_eq(choose([torch.tensor([1., 1.])], [torch.tensor([[0., nan], [0., 0.]])]), torch.tensor([1, 0]))
+th_ok = Theta({'w': torch.zeros(2, 3)}, torch.zeros(2, 4, 5))
+th_bad = Theta({'w': torch.tensor([[0., 0, 0], [0, inf, 0]])}, torch.zeros(2, 4, 5))  # seed 1's weights are not finite
+test_eq(choose([torch.tensor([1., 1.]), torch.tensor([2., 2.])], [torch.zeros(2, 2)]*2, [th_bad, th_ok]), torch.tensor([0, 1]))
 test_eq(gather(torch.tensor([1, 0, 2]), [torch.zeros(3, 2), torch.ones(3, 2), 2*torch.ones(3, 2)]),
         torch.tensor([[1., 1], [0, 0], [2, 2]]))
 
-
 # %% [markdown]
 # ## The methods' common configuration
+#
+# `adapt_batch` says where the gradients that make the adapting guards' fallbacks are taken:
+# `'inner'` (the default, section 6 of the decisions), on the step's last inner batch $B_T$, the
+# batch on which $\eta_T$ was just reached; `'eval'` on $B_e$ itself, the behaviour before
+# 2026-11-29, kept only for the ablation below. `eval_batch_size` is the size of $B_e$ (the paper's
+# minibatch, 128; the ablation also judges on 1,024). `NUMERICS` is the version of what the methods
+# compute: it is bumped whenever a change alters trajectories, and it keys every stored result.
 
 # %%
 #| export
+NUMERICS = 2  # 1: fallbacks fitted on B_e (to 2026-11-28); 2: fitted on the inner batches, NaN-safe AMG
+ADAPT_BATCHES = ('inner', 'eval')
+
 def _compile_default() -> bool: return os.environ.get('METAGUARD_COMPILE', '1') != '0'
 
 @dataclass(frozen=True)
 class GuardConfig:
-    "Hyper-parameters shared by the methods (METHOD.md section 6; paper Appendix A.1)."
+    "Hyper-parameters shared by the methods (section 6 of the decisions; paper Appendix A.1)."
     lr_eta:float=3.0 # lambda_eta: SGD step size on the optimizee (from LGL2O)
     lr_theta:float=0.1 # lambda_theta: fallback step size on the learned optimizer
     T:int=10 # unroll length of g^T
     second_order:bool=False # keep Hessian terms when differentiating through g^T
     sgd_candidate:bool=False # AMG only: add the SGD point to the candidates ("safe AMG")
+    adapt_batch:str='inner' # fallbacks' gradients on the last inner batch B_T ('inner') or on B_e ('eval', ablation only)
+    eval_batch_size:int=128 # examples in B_e, the batch that judges the candidates
     compile:bool=field(default_factory=_compile_default) # torch.compile the LSTM step (METAGUARD_COMPILE=0 turns it off)
+    tile:int|str|None='auto' # compiled LSTM step in tiles of this many coordinates, recomputed in the backward ('auto': see lstm.resolve_tile)
+
+    def __post_init__(self):
+        resolve_tile(self.tile, 'cpu')  # a bad value fails here, in one line
+        if self.adapt_batch not in ADAPT_BATCHES:
+            raise ValueError(f"adapt_batch={self.adapt_batch!r}: use 'inner' (the default) or 'eval' (the ablation)")
+        for k in ('T', 'eval_batch_size'):
+            if not isinstance(getattr(self, k), int) or getattr(self, k) <= 0: raise ValueError(f'{k}={getattr(self, k)!r}: use a positive integer')
+
+def lstm_options(cfg:GuardConfig, like:torch.Tensor) -> dict:
+    "How to run the LSTM on `like`'s device: `unroll`'s compile and tile arguments."
+    return dict(compile=cfg.compile, tile=resolve_tile(cfg.tile, like.device))
 
 def _count(S:int, grads:int, fwds:int, lstm:int, device) -> torch.Tensor:
     "This step's counters [S, 3], made on the device (no host-to-device copy, so no sync on a GPU)."
@@ -150,11 +190,12 @@ class Candidates(NamedTuple):
     losses: list # [S] each, on B_e
     counts: list # this step's [gradient evaluations, forward evaluations, LSTM steps]
 
-def guard(state:State, c:Candidates, lstm=None) -> tuple:
-    "Keep each seed's best finite candidate (first in tie order); keep the state where none is finite."
-    idx = choose(c.losses, c.etas)
+def keep_best(state:State, c:Candidates, lstm=None) -> tuple:
+    "The guard: keep each seed's best finite candidate (first in tie order); keep the state where none is finite."
+    frozen = all(t is state.theta for t in c.thetas)  # L2O and LGL2O: theta is shared and not a choice
+    idx = choose(c.losses, c.etas, None if frozen else c.thetas)
     eta = gather(idx, c.etas + [state.eta])
-    theta = state.theta if all(t is state.theta for t in c.thetas) else gather_theta(idx, c.thetas + [state.theta])
+    theta = state.theta if frozen else gather_theta(idx, c.thetas + [state.theta])
     L = torch.stack(c.losses, 1).detach()
     loss = gather(idx, [*L.T, torch.full_like(L[:, 0], math.nan)])
     counts = _count(eta.shape[0], *c.counts, eta.device)
@@ -190,7 +231,7 @@ def _learned(cfg:GuardConfig, lcfg, problem, state:State, b:Batches):
     S, m = state.eta.shape
     g, l = batched_grad(problem, state.eta, b.xs[:, 0], b.ys[:, 0])
     lstm = state.lstm if state.lstm is not None else start_state(state.theta.h, S, m)
-    u, lstm = step_function(cfg.compile)(lcfg, state.theta.W, g, l, lstm)
+    u, lstm = step_function(**lstm_options(cfg, g))(lcfg, state.theta.W, g, l, lstm)
     return state.eta + u, lstm, g
 
 def l2o_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
@@ -222,7 +263,7 @@ def lgl2o_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:
 
 def lgl2o_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches, update:bool=True) -> tuple:
     c, lstm = lgl2o_candidates(cfg, lcfg, problem, state, b, update)
-    return guard(state, c, lstm if update else None)
+    return keep_best(state, c, lstm if update else None)
 
 def lgl2o_no_update_step(cfg, lcfg, problem, state, b): return lgl2o_step(cfg, lcfg, problem, state, b, update=False)
 
@@ -230,14 +271,25 @@ def lgl2o_no_update_step(cfg, lcfg, problem, state, b): return lgl2o_step(cfg, l
 # %% [markdown]
 # ## The meta-test objective and its fallback (Eqs. 3-5)
 #
-# > "L^Adapt(eta, theta) = l(eta_T)  (3),  with eta_T, theta_T = g^T(eta, theta)  (4) ...
-# > eta^fallback, theta^fallback <- (eta, theta) - lambda grad_(eta, theta) L^Adapt(eta, theta)  (5)"
+# > "we introduce a meta-objective which is optimized during meta-testing:"
 #
-# One unroll gives both the learned candidate (eta_L, theta_L) = g^T(eta, theta) and, by
-# back-propagation through it, the gradient of L^Adapt: the learned unroll *is* the forward pass of
-# L^Adapt, so nothing is recomputed. The rate is lambda_eta on eta and lambda_theta on theta
-# (W and the memory h). The seeds are independent, so the gradient of the sum over seeds is each
-# seed's own gradient.
+# $$L^{\text{Adapt}}(\eta, \theta) = l(\eta_T), \tag{3}$$
+# $$\text{with} \quad \eta_T, \theta_T = g^T(\eta, \theta). \tag{4}$$
+#
+# > "Given the current $\eta$ and $\theta$, the fallback adaptation step then becomes"
+#
+# $$\eta^{\text{fallback}}, \theta^{\text{fallback}} \leftarrow (\eta, \theta) - \lambda \nabla_{(\eta, \theta)} L^{\text{Adapt}}(\eta, \theta). \tag{5}$$
+#
+# One unroll gives both the learned candidate $(\eta^L, \theta^L) = g^T(\eta, \theta)$ and, by
+# back-propagation through it, the gradient of $L^{\text{Adapt}}$: the learned unroll *is* the forward
+# pass of $L^{\text{Adapt}}$, so nothing is recomputed. The rate is $\lambda_\eta$ on $\eta$ and
+# $\lambda_\theta$ on $\theta$ (W and the memory h). The seeds are independent, so the gradient of the
+# sum over seeds is each seed's own gradient.
+#
+# **Which batch.** The paper says only "We use mini-batches for learned optimizer and fallback gradient
+# descent updates". $l(\eta_T)$ in Eq. 3 is measured on $B_T$, the last batch of the unroll that
+# reached $\eta_T$ (`adapt_batch='inner'`), not on $B_e$: see "The judge must not see the fitting
+# data" below for the measurement behind this.
 
 # %%
 #| export
@@ -246,6 +298,10 @@ def _leaf(state:State) -> tuple:
     eta = state.eta.detach().requires_grad_()
     theta = Theta({k: v.detach().requires_grad_() for k, v in state.theta.W.items()}, state.theta.h.detach().requires_grad_())
     return eta, theta
+
+def adapt_batch(cfg:GuardConfig, b:Batches) -> tuple:
+    "(x, y) [S, B, ...] on which the fallbacks' gradients are taken: the last inner batch B_T, or B_e for the ablation."
+    return (b.xs[:, -1], b.ys[:, -1]) if cfg.adapt_batch == 'inner' else (b.xe, b.ye)
 
 def _descend(cfg:GuardConfig, objective:torch.Tensor, eta, theta:Theta) -> tuple:
     "Eq. 5: (eta, theta) - lambda grad objective, with lambda_eta on eta and lambda_theta on theta."
@@ -259,28 +315,32 @@ def _cat_theta(thetas:list) -> Theta:
     return Theta({k: torch.cat([t.W[k] for t in thetas]) for k in thetas[0].W}, torch.cat([t.h for t in thetas]))
 
 @torch.no_grad()
-def _evaluate(cfg:GuardConfig, lcfg, problem, b:Batches, pairs:list) -> list:
-    "L^Adapt of several (eta, theta) candidates: one unroll over all of them side by side, then l(.; B_e)."
+def adapt_objective(cfg:GuardConfig, lcfg, problem, b:Batches, pairs:list) -> list:
+    "L^Adapt on B_e of several (eta, theta) candidates: one unroll over the inner batches for all of them side by side."
     S, n = b.xs.shape[0], len(pairs)
     rep = lambda t: t.repeat(n, *[1]*(t.dim() - 1))
     r = unroll(lcfg, problem, torch.cat([e for e, _ in pairs]), _cat_theta([t for _, t in pairs]), rep(b.xs), rep(b.ys),
-               compile=cfg.compile)
+               **lstm_options(cfg, b.xs))
     return list(batched_loss(problem, r.eta, rep(b.xe), rep(b.ye)).split(S))
 
 
 # %% [markdown]
 # ## SMG: Algorithm 1
 #
-# ```
-# eta^learned, theta^learned <- g^T(eta, theta)                                {Apply learned optimizer}
-# eta^fallback, theta^fallback <- (eta, theta) - lambda grad L^Adapt(eta, theta) {Fallback adaptation}
-# if L^Adapt(eta^learned, theta^learned) > L^Adapt(eta^fallback, theta^fallback) then fallback else learned
-# ```
+# > **Algorithm 1** Simple Meta Guard. **Require:** initial optimizee parameters $\eta$, learned optimizer parameters $\theta$
+# >
+# > 1. **while** termination condition not satisfied **do**
+# > 2. $\quad \eta^{\text{learned}}, \theta^{\text{learned}} \leftarrow g^T(\eta, \theta)$ {Apply learned optimizer}
+# > 3. $\quad \eta^{\text{fallback}}, \theta^{\text{fallback}} \leftarrow (\eta, \theta) - \lambda \nabla_{(\eta, \theta)} L^{\text{Adapt}}(\eta, \theta)$ {Fallback adaptation}
+# > 4. $\quad$ **if** $L^{\text{Adapt}}(\eta^{\text{learned}}, \theta^{\text{learned}}) > L^{\text{Adapt}}(\eta^{\text{fallback}}, \theta^{\text{fallback}})$ **then** $\eta, \theta \leftarrow \eta^{\text{fallback}}, \theta^{\text{fallback}}$
+# > 5. $\quad$ **else** $\eta, \theta \leftarrow \eta^{\text{learned}}, \theta^{\text{learned}}$
 #
-# Candidates, in tie order: learned, fallback (`BRANCHES['smg']`). The two L^Adapt evaluations are
-# two more unrolls (run side by side as 2S seeds). Counts: 3 unrolls (3T gradient evaluations, 3T
-# LSTM steps), 1 gradient evaluation of l(eta_L; B_e) for Eq. 5, and 2 forward evaluations of
-# l(.; B_e) at the ends of the two evaluation unrolls.
+# One call of `smg_step` is one pass of the loop (line 1 is the runner's). Lines 2-3 make the
+# candidates on the inner batches; line 4 judges them by $L^{\text{Adapt}}$ with the final loss on
+# $B_e$, which costs two more unrolls (run side by side as 2S seeds). Candidates, in tie order
+# (`BRANCHES['smg']`): learned, fallback; the strict `>` of line 4 sends ties to the learned one.
+# Counts: 3 unrolls (3T gradient evaluations, 3T LSTM steps), 1 gradient evaluation of
+# $l(\eta_T; B_T)$ for Eq. 5, and 2 forward evaluations at the ends of the two judging unrolls.
 
 # %%
 #| export
@@ -290,15 +350,15 @@ def _learned_candidate(learned, theta:Theta) -> tuple:
 def smg_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> Candidates:
     "Algorithm 1's candidates [learned, fallback], each scored by L^Adapt on B_e."
     eta, theta = _leaf(state)
-    learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, compile=cfg.compile)
-    eta_f, theta_f = _descend(cfg, batched_loss(problem, learned.eta, b.xe, b.ye), eta, theta)
+    learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, **lstm_options(cfg, eta))  # Alg. 1, line 2
+    eta_f, theta_f = _descend(cfg, batched_loss(problem, learned.eta, *adapt_batch(cfg, b)), eta, theta)  # Alg. 1, line 3 (Eq. 5)
     eta_l, theta_l = _learned_candidate(learned, theta)
-    adapt = _evaluate(cfg, lcfg, problem, b, [(eta_l, theta_l), (eta_f, theta_f)])
+    scores = adapt_objective(cfg, lcfg, problem, b, [(eta_l, theta_l), (eta_f, theta_f)])  # Alg. 1, line 4: both L^Adapt
     T = b.xs.shape[1]
-    return Candidates([eta_l, eta_f], [theta_l, theta_f], adapt, [3*T + 1, 2, 3*T])
+    return Candidates([eta_l, eta_f], [theta_l, theta_f], scores, [3*T + 1, 2, 3*T])
 
 def smg_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
-    state, rec = guard(state, smg_candidates(cfg, lcfg, problem, state, b))
+    state, rec = keep_best(state, smg_candidates(cfg, lcfg, problem, state, b))  # Alg. 1, lines 4-5
     with torch.no_grad():  # the record's loss is l(eta; B_e) of the new eta, not its L^Adapt score
         return state, rec._replace(loss=batched_loss(problem, state.eta, b.xe, b.ye))
 
@@ -306,26 +366,40 @@ def smg_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b
 # %% [markdown]
 # ## AMG: Algorithm 2
 #
-# > "L^AMG(eta, theta) = min(l(eta), l(eta_T))  (6)"
+# > "The new meta-objective for AMG (replacing $L^{\text{Adapt}}$) is defined as:"
 #
-# ```
-# eta^learned, theta^learned <- g^T(eta, theta)
-# eta^fallback, theta^fallback <- eta - lambda grad_(eta, theta) min{l(eta), L^Adapt(eta, theta)}
-# eta_T^fallback, theta_T^fallback <- g^T(eta^fallback, theta^fallback)
-# keep the argmin of l(eta^learned), l(eta^fallback), l(eta_T^fallback), l(eta)   (ties in this order)
-# ```
+# $$L^{\text{AMG}}(\eta, \theta) = \min(l(\eta), l(\eta_T)), \tag{6}$$
+# $$\text{where} \quad \eta_T, \theta_T = g^T(\eta, \theta). \tag{7}$$
 #
-# The gradient of the minimum is the gradient of whichever term is smaller: where l(eta; B_e) <=
-# l(eta_L; B_e) it is grad_eta l(eta; B_e) with theta unchanged (LGL2O's fallback, a plain SGD step);
-# elsewhere it is Eq. 5's gradient through the unroll. `torch.where` on the two terms, then one
-# backward pass, gives each seed its own branch. Candidates (`BRANCHES['amg']`): learned, fallback,
-# fallback-unrolled, stay; with `sgd_candidate=True` ("safe AMG", section 8 of METHOD.md) the SGD
-# point eta - lambda_eta grad l(eta; B_1) joins as a fifth candidate, before "stay".
+# > **Algorithm 2** Accelerated Meta Guard. **Require:** initial optimizee parameters $\eta$, learned optimizer parameters $\theta$
+# >
+# > 1. **while** termination condition not satisfied **do**
+# > 2. $\quad \eta^{\text{learned}}, \theta^{\text{learned}} \leftarrow g^T(\eta, \theta)$ {Apply learned optimizer}
+# > 3. $\quad \eta^{\text{fallback}}, \theta^{\text{fallback}} \leftarrow \eta - \lambda \nabla_{(\eta,\theta)} \min\{l(\eta), L^{\text{Adapt}}(\eta,\theta)\}$ {Fallback adaptation}
+# > 4. $\quad \eta_T^{\text{fallback}}, \theta_T^{\text{fallback}} \leftarrow g^T(\eta^{\text{fallback}}, \theta^{\text{fallback}})$ {Apply the fallback updated learned optimizer}
+# > 5. $\quad$ **if** $l(\eta^{\text{learned}}) = \min\{l(\eta), l(\eta^{\text{learned}}), l(\eta^{\text{fallback}}), l(\eta_T^{\text{fallback}})\}$ **then** $\eta, \theta \leftarrow \eta^{\text{learned}}, \theta^{\text{learned}}$
+# > 6. $\quad$ **else if** $l(\eta^{\text{fallback}}) = \min\{\dots\}$ **then** $\eta, \theta \leftarrow \eta^{\text{fallback}}, \theta^{\text{fallback}}$
+# > 7. $\quad$ **else if** $l(\eta_T^{\text{fallback}}) = \min\{\dots\}$ **then** $\eta, \theta \leftarrow \eta_T^{\text{fallback}}, \theta_T^{\text{fallback}}$
+# > 8. $\quad$ **else** $\eta, \theta \leftarrow \eta, \theta$
 #
-# Counts: 2 unrolls (2T gradient evaluations, 2T LSTM steps); 2 gradient evaluations for the
-# fallback (l(eta; B_e) and l(eta_L; B_e), both differentiated); 2 forward evaluations
-# (l(eta_F; B_e), l(eta_FT; B_e)). Safe AMG adds 1 gradient evaluation (on B_1) and 1 forward
-# evaluation.
+# **Line 3.** The gradient of the minimum is the gradient of whichever term is smaller. Where
+# $l(\eta; B_T) \le l(\eta_T; B_T)$ it is $\nabla_\eta l(\eta; B_T)$ with $\theta$ unchanged (the paper:
+# "the fallback is the one of LGL2O", a plain SGD step); elsewhere it is Eq. 5's gradient through the
+# unroll. A non-finite $l(\eta_T)$ counts as larger, $\min(l, \text{NaN}) = l$: a learned optimizer
+# that blew up must send the guard to plain SGD, not to the gradient of a NaN. The two gradients are
+# taken by two backward passes and chosen per seed with `torch.where` afterwards: one backward of
+# `torch.where(plain, l_now, l_learned)` would multiply the zero upstream gradient of the unchosen
+# term by the NaN Jacobian of a blown-up unroll, and 0 x NaN = NaN.
+#
+# **Lines 5-8.** Candidates, in tie order (`BRANCHES['amg']`): learned, fallback, fallback-unrolled,
+# stay, each judged by its loss on $B_e$; "ties resolved in that order" is the order of the if-chain.
+# With `sgd_candidate=True` ("safe AMG", see the convergence section) the SGD point
+# $\eta - \lambda_\eta \nabla l(\eta; B_1)$ joins as a fifth candidate, before "stay".
+#
+# Counts: 2 unrolls (2T gradient evaluations, 2T LSTM steps); 2 gradient evaluations for line 3
+# ($l(\eta; B_T)$ and $l(\eta_T; B_T)$, both differentiated); 4 forward evaluations on $B_e$ to judge
+# ($\eta$, $\eta^L$, $\eta^F$, $\eta^F_T$; with `adapt_batch='eval'` the first two are line 3's and
+# only 2 are new). Safe AMG adds 1 gradient evaluation (on $B_1$) and 1 forward evaluation.
 
 # %%
 #| export
@@ -336,30 +410,44 @@ BRANCHES = {'sgd': ('sgd',), 'l2o': ('learned',), 'lgl2o': ('learned', 'sgd'),
             'amg': ('learned', 'fallback', 'fallback_unrolled', 'stay'),
             'safe_amg': ('learned', 'fallback', 'fallback_unrolled', 'sgd', 'stay')}
 
+def amg_fallback(cfg:GuardConfig, problem:Optimizee, eta, theta:Theta, eta_learned, b:Batches) -> tuple:
+    "Alg. 2, line 3: (eta_F, theta_F, plain [S] bool: where the fallback is plain SGD, l(eta), l(eta_T)) on the adapt batch."
+    xa, ya = adapt_batch(cfg, b)
+    l_now, l_learned = batched_loss(problem, eta, xa, ya), batched_loss(problem, eta_learned, xa, ya)
+    plain = (l_now <= l_learned) | ~torch.isfinite(l_learned)  # Eq. 6's min; min(l, NaN) = l
+    g_now, = torch.autograd.grad(l_now.sum(), eta)
+    through = torch.where(plain, torch.zeros_like(l_learned), l_learned)  # gradient through the unroll only where it is the min
+    eta_u, theta_u = _descend(cfg, through, eta, theta)
+    keep = lambda p, q: torch.where(plain.view(-1, *[1]*(p.dim() - 1)), p, q)
+    eta_f = keep((eta - cfg.lr_eta*g_now).detach(), eta_u)
+    theta_f = Theta({k: keep(w.detach(), theta_u.W[k]) for k, w in theta.W.items()}, keep(theta.h.detach(), theta_u.h))
+    return eta_f, theta_f, plain, l_now.detach(), l_learned.detach()
+
 def amg_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
-    "(Algorithm 2's Candidates, (l(eta; B_e), l(eta_L; B_e)) that decided the fallback's branch)."
+    "(Algorithm 2's Candidates, plain [S]: where line 3's fallback was plain SGD)."
     eta, theta = _leaf(state)
-    learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, compile=cfg.compile)
-    l_now, l_learned = batched_loss(problem, eta, b.xe, b.ye), batched_loss(problem, learned.eta, b.xe, b.ye)
-    eta_f, theta_f = _descend(cfg, torch.where(l_now <= l_learned, l_now, l_learned), eta, theta)
+    learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, **lstm_options(cfg, eta))  # Alg. 2, line 2
+    eta_f, theta_f, plain, l_now, l_learned = amg_fallback(cfg, problem, eta, theta, learned.eta, b)  # Alg. 2, line 3
     eta_l, theta_l = _learned_candidate(learned, theta)
     with torch.no_grad():
-        ft = unroll(lcfg, problem, eta_f, theta_f, b.xs, b.ys, compile=cfg.compile)
-        l_f, l_ft = batched_loss(problem, eta_f, b.xe, b.ye), batched_loss(problem, ft.eta, b.xe, b.ye)
+        ft = unroll(lcfg, problem, eta_f, theta_f, b.xs, b.ys, **lstm_options(cfg, eta_f))  # Alg. 2, line 4
+        judge = lambda e: batched_loss(problem, e, b.xe, b.ye)  # Alg. 2, lines 5-8 compare on B_e
+        j_now, j_learned = (l_now, l_learned) if cfg.adapt_batch == 'eval' else (judge(state.eta), judge(eta_l))
+        l_f, l_ft = judge(eta_f), judge(ft.eta)
     T = b.xs.shape[1]
     c = Candidates([eta_l, eta_f, ft.eta], [theta_l, theta_f, Theta(theta_f.W, ft.theta.h)],
-                   [l_learned.detach(), l_f, l_ft], [2*T + 2, 2, 2*T])
+                   [j_learned, l_f, l_ft], [2*T + 2, 2 if cfg.adapt_batch == 'eval' else 4, 2*T])
     if cfg.sgd_candidate:
         g, _ = batched_grad(problem, state.eta, b.xs[:, 0], b.ys[:, 0])
         eta_s = state.eta - cfg.lr_eta*g
-        with torch.no_grad(): c.losses.append(batched_loss(problem, eta_s, b.xe, b.ye))
+        with torch.no_grad(): c.losses.append(judge(eta_s))
         c.etas.append(eta_s); c.thetas.append(state.theta)
         c = c._replace(counts=[c.counts[0] + 1, c.counts[1] + 1, c.counts[2]])
-    c.etas.append(state.eta); c.thetas.append(state.theta); c.losses.append(l_now.detach())
-    return c, (l_now.detach(), l_learned.detach())
+    c.etas.append(state.eta); c.thetas.append(state.theta); c.losses.append(j_now)  # Alg. 2, line 8: stay
+    return c, plain
 
 def amg_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
-    return guard(state, amg_candidates(cfg, lcfg, problem, state, b)[0])
+    return keep_best(state, amg_candidates(cfg, lcfg, problem, state, b)[0])  # Alg. 2, lines 5-8
 
 def safe_amg_step(cfg, lcfg, problem, state, b):
     return amg_step(replace(cfg, sgd_candidate=True), lcfg, problem, state, b)
@@ -392,25 +480,29 @@ def init_state(name:str, eta:torch.Tensor, theta:Theta) -> State:
 
 
 # %% [markdown]
-# ## Every method, three seeds, a few steps
+# ## Every method, three seeds, two steps
 #
-# A smoke run on the CNN/FashionMNIST problem with the meta-trained optimizer (or a fresh one if the
-# checkpoint is missing), checking the analytic counters and that three seeds in one call equal each
-# seed alone.
+# A smoke run on the CNN/FashionMNIST problem with a freshly initialised optimizer: every method
+# takes two steps on three seeds in one call and on one seed alone, and the two must agree; the
+# counters must equal the analytic counts above (`tests/test_guards.py` checks those counts
+# against real calls of the optimizee and the LSTM). It runs eagerly (`compile=False`: compiling
+# each of these small shapes would cost more than it saves) and takes about 40 s here, one bar
+# step per method.
 
 # %%
+from fastprogress.fastprogress import progress_bar
 from metaguard_nb.data import Sampler, load
 from metaguard_nb.lstm import init_theta
 from metaguard_nb.optimizees import cnn
 
-net, lcfg, gcfg = cnn(), LSTMConfig(), GuardConfig()
+net, lcfg, gcfg = cnn(), LSTMConfig(), GuardConfig(compile=False)
 theta0 = init_theta(lcfg, seed=0)
 split = load('fashionmnist')
 T = gcfg.T
 expected = {'sgd': [1, 0, 0], 'l2o': [1, 0, 1], 'lgl2o': [1, 2, 1], 'lgl2o_no_update': [1, 2, 1],
-            'smg': [3*T + 1, 2, 3*T], 'amg': [2*T + 2, 2, 2*T], 'safe_amg': [2*T + 3, 3, 2*T]}
-for name, step in METHODS.items():
-    seeds = [0, 1, 2]
+            'smg': [3*T + 1, 2, 3*T], 'amg': [2*T + 2, 4, 2*T], 'safe_amg': [2*T + 3, 5, 2*T]}
+for name in progress_bar(list(METHODS)):
+    step, seeds = METHODS[name], [0, 1, 2]
     sin, se = Sampler(split, seeds), Sampler(split, seeds, stream='eval')
     st = init_state(name, net.init(seeds), theta0)
     for k in range(2): st, rec = step(gcfg, lcfg, net, st, step_batches(sin, se))

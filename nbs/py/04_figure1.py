@@ -24,7 +24,7 @@
 # > outperforms the baselines in most cases. Each loss is averaged over 25 seeds with 95% confidence
 # > intervals."
 #
-# The four panels (METHOD.md section 7):
+# The four panels ([decisions](decisions.md), section 7):
 #
 # | setting | meta-train | meta-test |
 # |---|---|---|
@@ -243,7 +243,7 @@ in_test = bool(os.environ.get('IN_TEST'))
 if in_test: preset, out_dir = 'tiny', tempfile.mkdtemp()
 P = protocol(setting, preset, seeds, steps, methods, device, eval_every)
 out = Path(out_dir) if out_dir else (checkout() or Path.cwd())/'outputs'/'figure1'
-cache = Path(out_dir)/'cache' if out_dir else None  # a given out_dir keeps its own cache
+store = Path(out_dir)/'results' if out_dir else None  # a given out_dir keeps its own results store
 out.mkdir(parents=True, exist_ok=True)
 name, net, data = figure_setting(setting)
 as_preset = PRESETS[P['preset']] == dict(seeds=len(P['seeds']), steps=P['steps'])
@@ -268,7 +268,7 @@ results = {}
 for method in mb:
     mb.main_bar.comment = LABELS[method]
     results[method] = run(method, setting, steps=P['steps'], seeds=P['seeds'], device=P['device'],
-                          eval_every=P['eval_every'], cache=cache, bar_parent=mb, guard=guard)
+                          eval_every=P['eval_every'], store=store, bar_parent=mb, guard=guard)
 df = summarize(results, setting)
 
 # %% [markdown]

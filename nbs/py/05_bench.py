@@ -36,6 +36,7 @@
 # %%
 #| export
 import argparse, builtins, copy, ctypes, json, math, os, platform, sys, threading, time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -56,7 +57,7 @@ from fastcore.test import test_close, test_eq, test_fail
 # ## The reference, one seed at a time
 #
 # The learned optimizer g for one seed: PyTorch's own `LSTMCell`s, with theta's weights copied in.
-# The preprocessing is written out again from METHOD.md section 3 (log/sign, p = 10).
+# The preprocessing is written out again from section 3 of the decisions (log/sign, p = 10).
 
 # %%
 #| export
@@ -130,11 +131,13 @@ def ref_unroll(net:RefNet, opt:RefOptimizer, eta, h, xs, ys, state=None) -> tupl
         eta = eta + u
     return eta, torch.stack([s.mean(0) for s in state]), state
 
-def ref_choice(losses:list, etas:list) -> int:
-    "Index of the first finite minimum; len(losses) when none is finite."
+def ref_choice(losses:list, etas:list, thetas:list|None=None) -> int:
+    "Index of the first finite minimum; len(losses) when none is finite. `thetas`: each candidate's (opt, h), where theta adapts."
+    finite = lambda ts: all(bool(torch.isfinite(t).all()) for t in ts)
     best = None
     for i, (l, e) in enumerate(zip(losses, etas)):
-        if math.isfinite(l) and bool(torch.isfinite(e).all()) and (best is None or l < losses[best]): best = i
+        ok = math.isfinite(l) and finite([e]) and (thetas is None or finite([*thetas[i][0].parameters(), thetas[i][1]]))
+        if ok and (best is None or l < losses[best]): best = i
     return len(losses) if best is None else best
 
 def ref_descend(cfg:GuardConfig, objective, eta, opt:RefOptimizer, h) -> tuple:
@@ -154,10 +157,10 @@ def ref_descend(cfg:GuardConfig, objective, eta, opt:RefOptimizer, h) -> tuple:
 
 # %%
 #| export
-def _ref_guard(s:dict, cands:list, losses:list, lstm=None) -> tuple:
+def _ref_guard(s:dict, cands:list, losses:list, lstm=None, adapting:bool=False) -> tuple:
     "cands: (eta, opt, h) in tie order; keep the seed's state where no candidate is finite."
     losses = [float(l.detach()) for l in losses]
-    k = ref_choice(losses, [c[0] for c in cands])
+    k = ref_choice(losses, [c[0] for c in cands], [c[1:] for c in cands] if adapting else None)
     if k == len(cands): return dict(s, lstm=lstm), k, math.nan
     eta, opt, h = cands[k]
     return dict(eta=eta.detach(), opt=opt, h=h.detach(), lstm=lstm), k, losses[k]
@@ -180,25 +183,27 @@ def ref_step(method:str, cfg:GuardConfig, net:RefNet, s:dict, xs, ys, xe, ye) ->
         return _ref_guard(s, cands, losses, lstm if method == 'lgl2o' else None)
     eta, h = s['eta'].clone().requires_grad_(), s['h'].clone().requires_grad_()
     eta_l, mem_l, _ = ref_unroll(net, s['opt'], eta, h, xs, ys)
+    xa, ya = (xs[-1], ys[-1]) if cfg.adapt_batch == 'inner' else (xe, ye)  # where the fallback is fitted
     if method == 'smg':  # Algorithm 1
-        eta_f, opt_f, h_f = ref_descend(cfg, net.loss(eta_l, xe, ye), eta, s['opt'], h)
+        eta_f, opt_f, h_f = ref_descend(cfg, net.loss(eta_l, xa, ya), eta, s['opt'], h)
         cands = [(eta_l.detach(), s['opt'], mem_l.detach()), (eta_f, opt_f, h_f)]
         with torch.no_grad():
             losses = [net.loss(ref_unroll(net, o, e, m, xs, ys)[0], xe, ye) for e, o, m in cands]
-        s, k, _ = _ref_guard(s, cands, losses)  # SMG scores by L^Adapt; the record is l(eta; B_e)
+        s, k, _ = _ref_guard(s, cands, losses, adapting=True)  # SMG scores by L^Adapt; the record is l(eta; B_e)
         return s, k, record(s['eta'])
     # Algorithm 2 (AMG; with the SGD point as well for safe AMG)
-    l_now, l_learned = net.loss(eta, xe, ye), net.loss(eta_l, xe, ye)
-    eta_f, opt_f, h_f = ref_descend(cfg, l_now if l_now <= l_learned else l_learned, eta, s['opt'], h)
+    l_now, l_learned = net.loss(eta, xa, ya), net.loss(eta_l, xa, ya)
+    plain = bool(l_now <= l_learned) or not math.isfinite(float(l_learned))  # min(l, NaN) = l
+    eta_f, opt_f, h_f = ref_descend(cfg, l_now if plain else l_learned, eta, s['opt'], h)
     with torch.no_grad():
         eta_ft, mem_ft, _ = ref_unroll(net, opt_f, eta_f, h_f, xs, ys)
         cands = [(eta_l.detach(), s['opt'], mem_l.detach()), (eta_f, opt_f, h_f), (eta_ft, opt_f, mem_ft)]
-        losses = [l_learned, net.loss(eta_f, xe, ye), net.loss(eta_ft, xe, ye)]
+        losses = [net.loss(e, xe, ye) for e, _, _ in cands]
         if method == 'safe_amg':
             g, _ = net.grad(s['eta'], xs[0], ys[0])
             cands.append((s['eta'] - cfg.lr_eta*g, s['opt'], s['h'])); losses.append(net.loss(cands[-1][0], xe, ye))
-        cands.append((s['eta'], s['opt'], s['h'])); losses.append(l_now)
-    return _ref_guard(s, cands, losses)
+        cands.append((s['eta'], s['opt'], s['h'])); losses.append(net.loss(s['eta'], xe, ye))
+    return _ref_guard(s, cands, losses, adapting=True)
 
 
 # %% [markdown]
@@ -312,12 +317,12 @@ def _batches(p, n:int, dtype=torch.float32) -> list:
     steps = [step_batches(p.inner, p.evals, GuardConfig().T) for _ in range(n)]
     return [b._replace(xs=b.xs.to(dtype), xe=b.xe.to(dtype)) for b in steps]
 
-def check(method:str, net:str, steps:int=2, device:str='cpu', compile:bool=True) -> dict:
+def check(method:str, net:str, steps:int=2, device:str='cpu', compile:bool=True, gcfg:GuardConfig|None=None) -> dict:
     "`compare` of the library and the reference on seed 0 over `steps` steps, in float64."
     p = _problem(net, 1, device, torch.float64)
     batches = _batches(p, steps, torch.float64)
-    return compare(time_ours(method, p, batches, 0, GuardConfig(compile=compile)),
-                   time_reference(method, p, batches, 0, GuardConfig()))
+    gcfg = replace(gcfg or GuardConfig(), compile=compile)
+    return compare(time_ours(method, p, batches, 0, gcfg), time_reference(method, p, batches, 0, gcfg))
 
 def bench_one(method:str, net:str, S:int, steps:int=2, warmup:int=1, device:str='cpu', compile:bool=True,
               reference:bool=True) -> dict:
@@ -329,7 +334,7 @@ def bench_one(method:str, net:str, S:int, steps:int=2, warmup:int=1, device:str=
     ours = time_ours(method, p, batches, warmup, GuardConfig(compile=compile))
     row.update(ours_seed_steps_per_s=S/ours['seconds'], ours_peak_mb=ours['peak']/2**20)
     if reference:
-        ref = time_reference(method, p, batches, warmup, GuardConfig())
+        ref = time_reference(method, p, batches, warmup, GuardConfig(compile=compile))
         row.update(ref_seed_steps_per_s=S/ref['seconds'], ref_peak_mb=ref['peak']/2**20, ratio=ref['seconds']/ours['seconds'],
                    float32_max_abs_diff=compare(ours, ref)['max_abs_diff'])
     return row
@@ -444,6 +449,8 @@ def main(argv=None):
     ap.add_argument('--no-reference', dest='reference', action='store_false', help='time the library only')
     ap.add_argument('--out', default=str((checkout() or Path.cwd())/'outputs'/'bench.json'))
     ap.add_argument('--profile', action='store_true', help="print the profile of one step per method, net and S instead")
+    ap.add_argument('--layout', action='store_true', help="print layout_rates per method, net and S instead (CPU)")
+    ap.add_argument('--shares', action='store_true', help="print protocol_shares per method, net and S instead")
     ap.add_argument('--ceiling', action='store_true', help="print speed_ceiling per method, net and S instead (CPU), "
                     "against the reference's rate in --out's rows")
     a = ap.parse_args(argv)
@@ -455,6 +462,14 @@ def main(argv=None):
         for net in a.nets:
             for S in a.seeds:
                 for m in a.methods: print(json.dumps(speed_ceiling(m, net, S, ref.get((m, net, S)))))
+        return
+    if a.layout or a.shares:
+        try: _known(a.methods, a.nets)
+        except ValueError as e: sys.exit(f'error: {e}')
+        for net in a.nets:
+            for S in a.seeds:
+                for m in a.methods:
+                    print(json.dumps(layout_rates(m, net, S, a.steps) if a.layout else protocol_shares(m, net, S, a.steps)), flush=True)
         return
     if a.profile:
         for net in a.nets:
@@ -605,16 +620,17 @@ def speed_ceiling(method:str='amg', net:str='cnn', S:int=25, ref_seed_steps_per_
 
 
 # %% [markdown]
-# The count is the arithmetic of the method, not an estimate: an LSTM step costs 2 x (3 x H x 4H + 2 x 4H
-# + H) = 9,960 flops of matrix products per coordinate (H = 20), and an AMG step makes 20 LSTM steps
-# forward (the learned unroll, the unrolled fallback) and differentiates 10 of them once (twice the
-# forward's products), 40 x 9,960 per coordinate; the optimizee's linear layer adds a little:
+# The count is the arithmetic of the method, not an estimate: an LSTM step costs 2 x (3 x H x 4H + H) =
+# 9,640 flops of matrix products per coordinate (H = 20; the two gradient features' share of the gates,
+# 2 x 2 x 4H more, is computed as two broadcast products, see `coordinate_step`), and an AMG step makes
+# 20 LSTM steps forward (the learned unroll, the unrolled fallback) and differentiates 10 of them once
+# (twice the forward's products), 40 x 9,640 per coordinate; the optimizee's linear layer adds a little:
 
 # %%
 p_cnn = _problem('cnn', 1, 'cpu')
 b_cnn, = _batches(p_cnn, 1)
 flops_amg = step_flops('amg', p_cnn, b_cnn)
-lstm_step_flops = p_cnn.eta0.shape[1]*2*(3*20*80 + 2*80 + 20)
+lstm_step_flops = p_cnn.eta0.shape[1]*2*(3*20*80 + 20)
 print({k: f'{v/1e9:.3f} GFLOP' for k, v in flops_amg.items()}, f'40 LSTM steps: {40*lstm_step_flops/1e9:.3f} GFLOP')
 test_close(flops_amg['matmul'], 40*lstm_step_flops, eps=0.01*flops_amg['matmul'])
 assert flops_amg['conv'] > 0 and step_flops('sgd', p_cnn, b_cnn)['matmul'] < lstm_step_flops  # SGD: no LSTM
@@ -654,6 +670,130 @@ for c in ceilings: print({k: round(v, 2) if isinstance(v, float) else v for k, v
 
 # %%
 {net: {k: round(v, 1) for k, v in projected_hours(shipped['rows'], net).items()} for net in ('cnn', 'mlp')}
+
+
+# %% [markdown]
+# ## Tiles, fused kernels, layout, and where the rest of a protocol step goes
+#
+# Three more levers, measured on this machine (2 cores, AMG and SMG at S = 25, the library alone;
+# seed-steps per second of separate processes, three rounds interleaved, so that the machine's drift
+# of 10-25% between runs hits every variant alike).
+#
+# **Per-seed terms out of the compiled graph.** Inside one graph, Inductor fused the loss's share of
+# the first cell's gates into the per-coordinate loop and recomputed it, with scalar gathers, for each
+# of the S x m coordinates. Computed once per seed outside (`lstm.seed_terms`), ten no-grad LSTM steps
+# (CNN, S = 25) take 0.52-0.55 s instead of 0.63-0.68 s, forward and backward 1.39-1.53 s instead of
+# 1.52-1.59 s, with the same numbers to 4e-9. A whole AMG step did not measurably change (7.2-7.3 against
+# 7.0-7.2 seed-steps/s): the LSTM's elementwise work is bound by its transcendental functions (three
+# sigmoids and two tanhs per unit and layer, on rows of 20 that fill one and a quarter AVX-512
+# vectors), not by memory.
+#
+# **Tiles of coordinates, recomputed in the backward** (`lstm.TiledStep`, `GuardConfig(tile=...)`):
+#
+# | tile (coordinates) | AMG, CNN | AMG, MLP | SMG, CNN | L2O, CNN | peak MB AMG CNN / MLP |
+# |---|---|---|---|---|---|
+# | none (one graph, activations saved) | 6.14-6.66 | 3.61-3.85 | 4.57-5.58 | 129-163 | 3,393 / 5,545 |
+# | 128 | 5.66-6.35 | 3.34-3.70 | 4.50-4.70 | 150-170 | 2,164 / 2,929 |
+# | 256 | 6.36-6.55 | 3.84-4.29 | 4.42-4.84 | 51-165 | 2,156 / 2,971 |
+# | **512 (the CPU default)** | **5.93-6.71** | **3.79-4.04** | **4.73-4.99** | **140-188** | **2,172 / 2,984** |
+#
+# Tiles do not make the kernels faster by keeping the gates in cache (an experiment with the gates
+# kept in cache by tiles of 64 to 3,653 coordinates, without recomputation, ran the forward no faster
+# than the one-graph step: the elementwise loops are compute-bound, see above). What they buy is
+# memory: the forward saves nothing, the backward recomputes one tile at a time, and 25-seed AMG
+# fits in 2.2 GB (CNN) and 3.0 GB (MLP) instead of 3.4 and 5.5 GB, at the same speed or a little
+# faster (no 3.8 GB of saved gates to write and read back; the ranges overlap at every size). 512 coordinates per tile is the default
+# on a CPU; on a GPU the one-graph step is kept.
+#
+# **Inductor's C++ GEMM template** (`torch._inductor.config.max_autotune = True`,
+# `max_autotune_gemm_backends = 'CPP,ATEN'`, on this AVX-512 CPU): its autotuner timed the template
+# against ATen's `bmm` for each of the step's products (25 x 7,306 x 20 @ 20 x 80: 6.2-6.5 ms against
+# 5.6-5.8 ms; 25 x 7,306 x 80 @ 80 x 20, in the backward: 8.8 ms against 8.4 ms) and chose ATen's
+# `bmm` for all but the 2-feature product (2.8-2.9 ms against 3.2 ms, a product this chapter's step
+# no longer makes). It could not fuse the gate arithmetic into the product: each hidden unit needs
+# its four gates, which lie 20 columns apart. Ten LSTM steps: 1.39-1.47 s forward and backward and
+# 0.63-0.64 s without gradients, against 1.45-1.59 s and 0.63 s for the default compile, at 26-59 s
+# of compilation instead of 5 s. Not adopted.
+
+# %% [markdown]
+# **Layout: one process of two threads, or two processes of one thread over seed halves?** The
+# grid of independent seed-runs can be laid out either way (nbs/03d_grid). `layout_rates` runs the
+# same S-seed AMG step both ways, the two processes side by side (started together behind a barrier),
+# and reports the total seed-steps per second:
+
+# %%
+#| export
+def _layout_worker(method, net, seeds, steps, threads, barrier, out):
+    "One process of a layout measurement: `threads` torch threads, `seeds` of problem `net`, `steps` timed steps."
+    torch.set_num_threads(threads)
+    p = make_problem(BENCH_SETTINGS[net], list(seeds), 'cpu', setting_checkpoint(BENCH_SETTINGS[net]))
+    batches = _batches(p, steps + 1)
+    step, st, cfg = method_step(method), init_state(method, p.eta0, p.theta), GuardConfig()
+    st, _ = step(cfg, p.lstm_cfg, p.problem, st, batches[0])  # compiles
+    barrier.wait()
+    t0 = time.perf_counter()
+    for b in batches[1:]: st, _ = step(cfg, p.lstm_cfg, p.problem, st, b)
+    out.put((len(seeds)*steps, time.perf_counter() - t0))
+
+def layout_rates(method:str='amg', net:str='cnn', S:int=25, steps:int=3, cores:int=2) -> dict:
+    "Seed-steps per second of one process with `cores` threads, and of `cores` processes of one thread over seed shares."
+    import multiprocessing as mp
+    from metaguard_nb.bench import _layout_worker as worker  # importable by the spawned processes
+    ctx, out = mp.get_context('spawn'), {}
+    for name, parts in (('1 process x %d threads' % cores, 1), ('%d processes x 1 thread' % cores, cores)):
+        q, barrier = ctx.Queue(), ctx.Barrier(parts)
+        shares = [range(S)[i::parts] for i in range(parts)]
+        procs = [ctx.Process(target=worker, args=(method, net, sh, steps, cores//parts, barrier, q)) for sh in shares]
+        for pr in procs: pr.start()
+        res = [q.get() for _ in procs]
+        for pr in procs: pr.join()
+        out[name] = sum(n for n, _ in res)/max(t for _, t in res)
+    return dict(method=method, net=net, seeds=S, steps=steps, seed_steps_per_s={k: round(v, 2) for k, v in out.items()})
+
+
+# %%
+layout_rates('amg', 'mlp', S=2, steps=1)
+
+
+# %% [markdown]
+# Measured (`python -m metaguard_nb.bench --layout --methods amg smg --nets cnn mlp`, S = 25, 3
+# timed steps; LAYOUT_RESULTS below). The grid's `LAYOUT` in nbs/03d_grid is the faster one.
+
+# %% [markdown]
+# **Where the rest of a protocol step goes.** A step of the protocol is more than the method's step:
+# the runner draws the step's batches, moves the records to the host and, every `eval_every` steps,
+# evaluates every seed on its monitor set (2,048 examples) and on the test split (10,000).
+# `protocol_shares` times each part on the protocol's shapes:
+
+# %%
+#| export
+def protocol_shares(method:str='amg', net:str='cnn', S:int=25, steps:int=3, eval_every:int=10) -> dict:
+    "Seconds per protocol step of: drawing batches, the method's step, the records' bookkeeping, and the evaluation (per step, 1/eval_every of one)."
+    from metaguard_nb.runner import _rows, evaluate
+    p, cfg = _problem(net, S, 'cpu'), GuardConfig()
+    step, st = method_step(method), init_state(method, p.eta0, p.theta)
+    st, _ = step(cfg, p.lstm_cfg, p.problem, st, step_batches(p.inner, p.evals, cfg.T))  # compiles
+    parts = dict(batches=0.0, step=0.0, records=0.0)
+    for _ in range(steps):
+        t0 = time.perf_counter(); b = step_batches(p.inner, p.evals, cfg.T)
+        t1 = time.perf_counter(); st, r = step(cfg, p.lstm_cfg, p.problem, st, b)
+        t2 = time.perf_counter(); _rows([r])
+        t3 = time.perf_counter()
+        parts['batches'] += t1 - t0; parts['step'] += t2 - t1; parts['records'] += t3 - t2
+    parts = {k: v/steps for k, v in parts.items()}
+    evaluate(p, st.eta)
+    t0 = time.perf_counter(); evaluate(p, st.eta); ev = time.perf_counter() - t0
+    parts['evaluation'] = ev/eval_every
+    total = sum(parts.values())
+    return dict(method=method, net=net, seeds=S, seconds=round(total, 4),
+                share={k: f'{v/total:.1%}' for k, v in parts.items()}, evaluation_seconds=round(ev, 3))
+
+
+# %%
+protocol_shares('sgd', 'mlp', S=2, steps=2)
+
+# %% [markdown]
+# Measured (`python -m metaguard_nb.bench --shares --nets cnn mlp --seeds 25`; SHARES_RESULTS below).
 
 # %%
 #| export

@@ -1,0 +1,217 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: python3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The ablation: which batch fits the fallback, which batch judges it
+#
+# > AMG and SMG with their fallbacks fitted on the judging batch B_e or on the inner batches, judged on a B_e of 128 or 1,024 examples.
+
+# %% [markdown]
+# A guard compares candidates on $B_e$. Until 2026-11-28 this library also *fitted* the adapting
+# guards' fallbacks on $B_e$: Eq. 5's gradient of $l(\eta_T; B_e)$, Eq. 6's gradient of
+# $\min(l(\eta; B_e), l(\eta_T; B_e))$ and AMG's plain-SGD step $\eta - \lambda_\eta \nabla l(\eta; B_e)$.
+# A gradient step of $\lambda_\eta = 3$ on 128 examples always looks good on those 128 examples, so
+# the judge kept choosing the fallback even where it hurt the loss on the data. This chapter runs
+# the three variants that tell the mechanism apart, on panels (a) and (c), 8 seeds, 300 steps:
+#
+# | variant | fallback fitted on | judged on |
+# |---|---|---|
+# | `fit_eval` | $B_e$ (128) | the same $B_e$ (the old default) |
+# | `fit_eval_judge_1024` | $B_e$ (1,024) | the same $B_e$: the judge still sees the fitting data, but a fitted step gains less on 1,024 examples than on 128 |
+# | `fit_inner` | the last inner batch $B_T$ | $B_e$ (128), which no candidate was fitted to (the default since 2026-11-29) |
+#
+# ```bash
+# make ablation          # = python -m metaguard_nb.ablation: about 80 minutes here; finished combinations are kept
+# ```
+#
+# Results go to `outputs/ablation/`, one pair of CSV files per (panel, method, variant): every seed's
+# monitor-set loss every 10 steps, and how often each branch was chosen. They are committed; the guards
+# chapter draws them.
+
+# %%
+#| default_exp ablation
+
+# %%
+#| export
+import argparse, builtins, math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from fastprogress.fastprogress import master_bar
+
+from metaguard_nb.data import checkout
+from metaguard_nb.guards import BRANCHES, NUMERICS, GuardConfig
+from metaguard_nb.runner import run
+
+# %%
+from fastcore.test import test_eq, test_fail
+
+# %% [markdown]
+# ## The variants
+
+# %%
+#| export
+VARIANTS = {'fit_eval': dict(adapt_batch='eval'),
+            'fit_eval_judge_1024': dict(adapt_batch='eval', eval_batch_size=1024),
+            'fit_inner': dict()}  # the default GuardConfig
+VARIANT_LABELS = {'fit_eval': 'fitted on B_e, judged on B_e (128)',
+                  'fit_eval_judge_1024': 'fitted on B_e, judged on B_e (1,024)',
+                  'fit_inner': 'fitted on B_T, judged on B_e (128)'}
+
+def ablation_dir() -> Path: return (checkout() or Path.cwd())/'outputs'/'ablation'
+
+def _name(setting, method, variant) -> str: return f'{setting}_{method}_{variant}'
+
+
+# %% [markdown]
+# ## One combination, written as it finishes
+#
+# `runner.run` does the work (and keeps every finished seed in its results store, `outputs/results`; an interrupted
+# combination resumes); each finished combination becomes two CSV files, written whole or not at all.
+# A combination whose files exist with the same seeds, steps and numerics version is not run again.
+
+# %%
+#| export
+def _frames(r:dict, setting:str, method:str, variant:str) -> tuple:
+    "(curves, branches) of one runner result: per seed and evaluation step; per seed and branch."
+    ev, rec = r['evals'].double().numpy(), r['record'].long().numpy()
+    key = dict(setting=setting, method=method, variant=variant, numerics=NUMERICS, steps=int(rec.shape[1]))
+    curves = pd.DataFrame([dict(key, seed=s, step=int(k), monitor_loss=ev[i, j, 0], test_loss=ev[i, j, 1], test_acc=ev[i, j, 2])
+                           for i, s in enumerate(r['seeds']) for j, k in enumerate(r['eval_steps'].tolist())])
+    names = list(BRANCHES[method]) + ['none finite']
+    branches = pd.DataFrame([dict(key, seed=s, branch=n, count=int((rec[i, :, 0] == b).sum()))
+                             for i, s in enumerate(r['seeds']) for b, n in enumerate(names)])
+    return curves, branches
+
+def _write_csv(df:pd.DataFrame, path:Path):
+    tmp = path.with_name(path.name + '.tmp')
+    df.to_csv(tmp, index=False); tmp.replace(path)
+
+def _done(out:Path, name:str, seeds:list, steps:int) -> bool:
+    f = out/f'{name}.curves.csv'
+    if not (f.exists() and (out/f'{name}.branches.csv').exists()): return False
+    d = pd.read_csv(f)
+    return sorted(d['seed'].unique().tolist()) == sorted(seeds) and int(d['steps'].iloc[0]) == steps and int(d['numerics'].iloc[0]) == NUMERICS
+
+def run_ablation(methods=('amg', 'smg'), settings=('a', 'c'), seeds=range(8), steps:int=300, variants=tuple(VARIANTS),
+                 out:str|Path|None=None, device:str='cpu', store=None, progress:bool=True) -> tuple:
+    "Run every (setting, method, variant) not yet in `out`; return (curves, branches) of all of them."
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad: raise ValueError(f"unknown variant(s) {bad}: use any of {', '.join(VARIANTS)}")
+    bad = [m for m in methods if m not in ('smg', 'amg', 'safe_amg')]
+    if bad: raise ValueError(f'{bad}: the ablation is about the adapting guards, use smg, amg or safe_amg')
+    out, seeds = Path(out or ablation_dir()), [int(s) for s in seeds]
+    out.mkdir(parents=True, exist_ok=True)
+    combos = [(s, m, v) for s in settings for m in methods for v in variants]
+    mb = master_bar(combos) if progress else combos
+    for setting, method, variant in mb:
+        name = _name(setting, method, variant)
+        if _done(out, name, seeds, steps): continue
+        if progress: mb.main_bar.comment = name
+        r = run(method, setting, steps=steps, seeds=seeds, device=device, guard=GuardConfig(**VARIANTS[variant]),
+                store=store, progress=progress, bar_parent=mb if progress else None)
+        curves, branches = _frames(r, setting, method, variant)
+        _write_csv(curves, out/f'{name}.curves.csv'); _write_csv(branches, out/f'{name}.branches.csv')
+    return load_ablation(out, [_name(*c) for c in combos])
+
+def load_ablation(out:str|Path|None=None, names:list|None=None) -> tuple:
+    "(curves, branches) from the CSV files in `out` (all of them, or the named combinations)."
+    out = Path(out or ablation_dir())
+    names = names if names is not None else sorted(f.name[:-len('.curves.csv')] for f in out.glob('*.curves.csv'))
+    if not names: raise FileNotFoundError(f'no ablation results in {out}: run `make ablation`')
+    read = lambda kind: pd.concat([pd.read_csv(out/f'{n}.{kind}.csv') for n in names], ignore_index=True)
+    return read('curves'), read('branches')
+
+
+# %% [markdown]
+# ## Mean and 95% confidence interval, branch counts
+
+# %%
+#| export
+def _ci(x:np.ndarray) -> tuple:
+    "(mean, half-width of the Student-t 95% interval) of the values in x."
+    from scipy import stats
+    n = len(x)
+    return x.mean(), (stats.t.ppf(0.975, n - 1)*x.std(ddof=1)/math.sqrt(n) if n > 1 else 0.0)
+
+def summary(curves:pd.DataFrame, steps=(100, 200, 300)) -> pd.DataFrame:
+    "Monitor-set loss at the given steps: mean [95% CI] over seeds, one row per (setting, method, variant)."
+    rows = []
+    for (setting, method, variant), d in curves.groupby(['setting', 'method', 'variant'], sort=False):
+        row = dict(setting=setting, method=method, variant=variant, seeds=d['seed'].nunique())
+        for k in steps:
+            x = d[d['step'] == k]['monitor_loss'].to_numpy()
+            if len(x): m, h = _ci(x); row[f'step {k}'] = f'{m:.3f} [{m - h:.3f}, {m + h:.3f}]'
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+def branch_table(branches:pd.DataFrame) -> pd.DataFrame:
+    "How often each branch was chosen, summed over seeds and steps, one row per (setting, method, variant)."
+    t = branches.groupby(['setting', 'method', 'variant', 'branch'], sort=False)['count'].sum().unstack('branch').fillna(0).astype(int)
+    return t[[c for c in t.columns if t[c].sum() > 0 or c != 'none finite']]
+
+def plot_ablation(curves:pd.DataFrame, per_seed:bool=True):
+    "One axis per (setting, method): every variant's mean monitor loss, and each seed's curve thinly."
+    import matplotlib.pyplot as plt
+    keys = list(dict.fromkeys(zip(curves['setting'], curves['method'])))
+    fig, axs = plt.subplots(1, len(keys), figsize=(4.2*len(keys), 3.4), squeeze=False, sharey=True)
+    colors = dict(zip(VARIANTS, ('tab:red', 'tab:orange', 'tab:green')))
+    for ax, (setting, method) in zip(axs[0], keys):
+        d = curves[(curves['setting'] == setting) & (curves['method'] == method)]
+        for variant, dv in d.groupby('variant', sort=False):
+            if per_seed:
+                for _, ds in dv.groupby('seed'): ax.plot(ds['step'], ds['monitor_loss'], color=colors[variant], lw=0.5, alpha=0.35)
+            m = dv.groupby('step')['monitor_loss'].mean()
+            ax.plot(m.index, m.values, color=colors[variant], lw=2, label=VARIANT_LABELS[variant])
+        ax.set(title=f'({setting}) {method.upper()}, {d["seed"].nunique()} seeds', xlabel='step', yscale='log')
+    axs[0][0].set_ylabel('monitor-set loss'); axs[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# %% [markdown]
+# ## A tiny run, as the test suite does it
+#
+# Two seeds, four steps, one panel, both methods and all three variants, into a temporary folder;
+# a second call finds every combination done and runs nothing.
+
+# %%
+import tempfile, time
+with tempfile.TemporaryDirectory() as d:
+    curves, branches = run_ablation(settings=('c',), seeds=[0, 1], steps=4, out=d, store=Path(d)/'results', progress=False)
+    t0 = time.time(); again = run_ablation(settings=('c',), seeds=[0, 1], steps=4, out=d, store=Path(d)/'results', progress=False)
+    assert time.time() - t0 < 5
+test_eq(len(curves), 2*3*2*2)  # methods x variants x seeds x evaluations (at steps 0 and 4)
+test_eq(branches.groupby(['method', 'variant', 'seed'])['count'].sum().unique().tolist(), [4])
+test_fail(lambda: run_ablation(variants=('fit_b',)), contains='use any of fit_eval')
+test_fail(lambda: run_ablation(methods=('sgd',)), contains='use smg, amg or safe_amg')
+summary(curves, steps=(4,))
+
+
+# %% [markdown]
+# ## The command
+
+# %%
+#| export
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog='python -m metaguard_nb.ablation', description='The fit/judge ablation of the adapting guards.')
+    ap.add_argument('--methods', nargs='+', default=['amg', 'smg'])
+    ap.add_argument('--settings', nargs='+', default=['a', 'c'])
+    ap.add_argument('--seeds', type=int, default=8, help='seeds 0..N-1')
+    ap.add_argument('--steps', type=int, default=300)
+    ap.add_argument('--variants', nargs='+', default=list(VARIANTS))
+    ap.add_argument('--device', default='cpu')
+    ap.add_argument('--out', default=None, help='default outputs/ablation')
+    a = ap.parse_args(argv)
+    try: curves, branches = run_ablation(a.methods, a.settings, range(a.seeds), a.steps, a.variants, a.out, a.device)
+    except ValueError as e: raise SystemExit(f'error: {e}')
+    with pd.option_context('display.width', 200, 'display.max_columns', 20):
+        print(summary(curves).to_string(index=False)); print(branch_table(branches).to_string())
+
+if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()  # not when a notebook runs this cell

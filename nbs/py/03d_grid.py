@@ -1,0 +1,222 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: python3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The grid: Figure 1's seed-runs as independent tasks on Dask
+#
+# > Every (panel, method, seed shard) that the results store lacks, farmed out to a Dask cluster: a LocalCluster here, an existing cluster by address.
+
+# %% [markdown]
+# The paper's protocol is 4 panels x 7 methods (the six of Figure 1 and safe AMG) x 25 seeds of
+# independent work, 2,000 steps each: about 30 CPU-hours on a 2-core machine. This chapter cuts it
+# into tasks of a few seeds each, asks the results store which seeds are already in (they are never
+# computed again), and hands the rest to a `dask.distributed` cluster, cheapest methods first:
+#
+# ```bash
+# make figure1-paper                                  # the whole grid here, on a LocalCluster, then the report
+# make figure1-paper SCHEDULER=tcp://host:8786        # the same tasks on an existing cluster
+# python -m metaguard_nb.grid --settings c --methods amg --seeds 25 --steps 2000   # any part of it
+# ```
+#
+# Each task calls `runner.run`, which writes every finished seed into the store (and keeps an
+# unfinished task's resume state on the worker's disk); the task also returns its seeds, and the
+# client writes any that its own store lacks, so a remote cluster without a shared filesystem works
+# too, and nothing is written twice. A worker that dies loses only its task, which Dask runs again.
+#
+# **Starting an existing cluster.** On the machines of a cluster, with this project's environment
+# installed: `dask scheduler` on one (it prints its address, port 8786), `dask worker tcp://HOST:8786
+# --nworkers N --nthreads 1` on each of the others (one task per worker process at a time; the task
+# sets torch's threads to `--threads`). On Slurm, `dask-jobqueue` starts the workers as jobs:
+# `SLURMCluster(cores=2, processes=2, memory='8GB', walltime='04:00:00').scale(jobs=10)` in Python,
+# then `run_grid(..., scheduler=cluster.scheduler_address)`. Keep one device type per panel: CPU and
+# GPU round differently, and the store keys them apart.
+
+# %%
+#| default_exp grid
+
+# %%
+#| export
+import argparse, builtins, os, time
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from fastprogress.fastprogress import progress_bar
+
+from metaguard_nb.guards import GuardConfig
+from metaguard_nb.runner import (FIGURE_METHODS, check_device, figure_setting, key_hash, load_seed, run, run_key, save_seed,
+                                 serves, setting_checkpoint, store_dir)
+
+# %%
+from fastcore.test import test_eq, test_fail
+
+# %% [markdown]
+# ## Which seeds are missing, as tasks
+#
+# A task is one panel, one method and a shard of seeds, run as one seed-batched call. The order is
+# the order of the long runs: the four cheap baselines on every panel first (about an hour in all),
+# then AMG, SMG and safe AMG, so that the figure fills in from the methods that cost least.
+
+# %%
+#| export
+GRID_METHODS = ('sgd', 'l2o', 'lgl2o', 'lgl2o_no_update', 'amg', 'smg', 'safe_amg')  # the order the grid runs them in
+
+class Task(NamedTuple):
+    setting: str
+    method: str
+    seeds: tuple
+
+def _folder(setting, method, eval_every, guard, device, store) -> Path:
+    key = run_key(method, setting, eval_every, guard, setting_checkpoint(setting)[2], device)
+    return Path(store or store_dir())/setting/method/key_hash(key)
+
+def missing(setting:str, method:str, seeds, steps:int, eval_every:int=10, guard:GuardConfig|None=None, device:str='cpu', store=None) -> list:
+    "The seeds of (setting, method) that the store cannot serve for a `steps`-step run."
+    folder = _folder(setting, method, eval_every, guard or GuardConfig(), device, store)
+    return [s for s in seeds if not ((r := load_seed(folder, s)) is not None and serves(r, steps, eval_every))]
+
+def plan(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2000, eval_every:int=10, guard:GuardConfig|None=None,
+         device:str='cpu', store=None, shard:int=5) -> list:
+    "The tasks that compute every missing seed: methods in the grid's order, then panels, `shard` seeds per task."
+    for s in settings: figure_setting(s)
+    bad = [m for m in methods if m not in GRID_METHODS]
+    if bad: raise ValueError(f"unknown method(s) {bad}: use any of {', '.join(GRID_METHODS)}")
+    if not isinstance(shard, int) or shard <= 0: raise ValueError(f'shard={shard!r}: use a positive number of seeds per task')
+    check_device(device)
+    tasks = []
+    for m in sorted(methods, key=GRID_METHODS.index):
+        for s in settings:
+            todo = missing(s, m, [int(x) for x in seeds], steps, eval_every, guard, device, store)
+            tasks += [Task(s, m, tuple(todo[i:i + shard])) for i in range(0, len(todo), shard)]
+    return tasks
+
+
+# %% [markdown]
+# ## One task, on a worker
+#
+# The worker runs the task with `threads` torch threads (one task per worker process at a time:
+# two multi-threaded torch jobs on the same cores slow each other down by up to 40x here), writes
+# its seeds into the store, and returns them.
+
+# %%
+#| export
+def run_task(task:Task, steps:int, eval_every:int, guard:dict, device:str, store, threads:int|None) -> dict:
+    "Run one task with `threads` torch threads; return its seeds' results and its wall time."
+    if threads: torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    r = run(task.method, task.setting, steps, task.seeds, device, eval_every, guard=GuardConfig(**guard), store=store, progress=False)
+    seeds = {s: dict(record=r['record'][i], evals=r['evals'][i], eval_steps=r['eval_steps'], wall=r['wall'][i], info=r['info'][i])
+             for i, s in enumerate(task.seeds)}
+    return dict(task=task, key=r['key'], seeds=seeds, seconds=time.perf_counter() - t0, worker=os.getpid())
+
+
+# %% [markdown]
+# ## The grid
+#
+# `run_grid` plans, starts a `LocalCluster` (or connects to `scheduler`), submits every task with a
+# priority that keeps the grid's order, and shows one bar over the seed-runs. The default layout,
+# `workers` processes of `threads` torch threads, is the one measured fastest on this 2-core machine
+# (nbs/05_bench, "Layout": two processes of one thread over seed halves against one process of two).
+
+# %%
+#| export
+LAYOUT = dict(workers=2, threads=1)  # measured in nbs/05_bench on this 2-core machine
+
+def run_grid(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2000, eval_every:int=10, device:str='cpu',
+             shard:int=5, scheduler:str|None=None, workers:int|None=None, threads:int|None=None, store=None,
+             guard:GuardConfig|None=None, progress:bool=True, log=print) -> list:
+    "Compute every missing seed of the grid on Dask; return one summary per finished task."
+    from dataclasses import asdict
+    from dask.distributed import Client, LocalCluster, as_completed
+    guard = guard or GuardConfig()
+    tasks = plan(settings, methods, seeds, steps, eval_every, guard, device, store, shard)
+    n = sum(len(t.seeds) for t in tasks)
+    if not tasks: log('nothing to run: the store has every seed'); return []
+    workers, threads = workers or LAYOUT['workers'], threads or LAYOUT['threads']
+    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                  dashboard_address='127.0.0.1:0', silence_logs=40)
+    client = Client(scheduler or cluster)
+    log(f'{len(tasks)} tasks, {n} seed-runs of {steps} steps on {scheduler or f"a LocalCluster of {workers} x {threads} threads"}; '
+        f'Dask dashboard: {client.dashboard_link}')
+    done, bar = [], progress_bar(range(n), display=progress)
+    try:
+        futures = [client.submit(run_task, t, steps, eval_every, asdict(guard), device, store, threads, priority=len(tasks) - i,
+                                 key=f'{t.setting}-{t.method}-{"-".join(map(str, t.seeds))}-{steps}', retries=2, pure=False)
+                   for i, t in enumerate(tasks)]
+        if progress: bar.update(0)
+        for fut in as_completed(futures):
+            res = fut.result()
+            folder = Path(store or store_dir())/res['task'].setting/res['task'].method/key_hash(res['key'])
+            for s, r in res['seeds'].items():
+                if load_seed(folder, s) is None: save_seed(folder, s, r)  # a worker without the client's filesystem
+            done.append(dict(setting=res['task'].setting, method=res['task'].method, seeds=res['task'].seeds,
+                             seconds=round(res['seconds'], 1), worker=res['worker']))
+            if progress:
+                bar.update(sum(len(d['seeds']) for d in done)); bar.comment = f"{done[-1]['setting']} {done[-1]['method']} {done[-1]['seeds']}"
+    finally:
+        client.close()
+        if cluster is not None: cluster.close()
+    return done
+
+
+# %% [markdown]
+# ## A tiny grid, as the test suite runs it
+#
+# Two panels' SGD and L2O, two seeds, three steps, on a real `LocalCluster` of two workers of one
+# thread, one seed per task, into a temporary store. The numbers equal the in-process runner's run
+# the same way (one seed, one thread: how many seeds share a call and how many threads sum a
+# reduction change the float rounding, which is why each stored seed records both), and a second plan
+# finds nothing missing.
+
+# %%
+import tempfile
+from metaguard_nb.runner import run as run_here
+with tempfile.TemporaryDirectory() as d:
+    done = run_grid(settings='bc', methods=('sgd', 'l2o'), seeds=range(2), steps=3, shard=1, store=d, workers=2, threads=1, progress=False)
+    test_eq(len(done), 8)
+    test_eq(plan('bc', ('sgd', 'l2o'), range(2), 3, store=d), [])
+    threads = torch.get_num_threads(); torch.set_num_threads(1)
+    try:
+        for s in 'bc':
+            for m in ('sgd', 'l2o'):
+                there = run_here(m, s, 3, range(2), store=d, progress=False)
+                for i in range(2):
+                    here = run_here(m, s, 3, [i], store=False, progress=False)
+                    test_eq(there['record'][i], here['record'][0]); test_eq(there['evals'][i], here['evals'][0])
+    finally: torch.set_num_threads(threads)
+test_fail(lambda: plan('e'), contains='use one of a, b, c, d')
+test_fail(lambda: plan('c', methods=('adam',)), contains='use any of sgd')
+
+
+# %% [markdown]
+# ## The command
+
+# %%
+#| export
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog='python -m metaguard_nb.grid', description='Compute the missing seeds of the Figure 1 grid on Dask.')
+    ap.add_argument('--settings', nargs='+', default=list('abcd'))
+    ap.add_argument('--methods', nargs='+', default=list(GRID_METHODS))
+    ap.add_argument('--seeds', type=int, default=25, help='seeds 0..N-1')
+    ap.add_argument('--steps', type=int, default=2000)
+    ap.add_argument('--shard', type=int, default=5, help='seeds per task')
+    ap.add_argument('--device', default='cpu')
+    ap.add_argument('--scheduler', default=None, help='address of an existing Dask scheduler (default: a LocalCluster here)')
+    ap.add_argument('--workers', type=int, default=None, help=f"LocalCluster worker processes (default {LAYOUT['workers']})")
+    ap.add_argument('--threads', type=int, default=None, help=f"torch threads per worker (default {LAYOUT['threads']})")
+    ap.add_argument('--dry-run', action='store_true', help='print the missing tasks and stop')
+    a = ap.parse_args(argv)
+    try:
+        if a.dry_run:
+            for t in plan(a.settings, a.methods, range(a.seeds), a.steps, device=a.device, shard=a.shard): print(*t)
+            return
+        run_grid(a.settings, a.methods, range(a.seeds), a.steps, device=a.device, shard=a.shard, scheduler=a.scheduler,
+                 workers=a.workers, threads=a.threads)
+    except ValueError as e: raise SystemExit(f'error: {e}')
+
+if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()  # not when a notebook runs this cell
