@@ -12,12 +12,18 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed
 FIG := outputs/figure1
 
-.PHONY: setup data test figure1 figure1-all figure1-long lab sync check-pairs checkpoints bench ablation
+.PHONY: setup data test figure1 figure1-all figure1-paper lab sync check-pairs checkpoints bench ablation
 
-# Fail at once, before any set-up, on a setting that is not a panel of Figure 1.
-ifneq ($(filter figure1,$(MAKECMDGOALS)),)
+# Fail at once, before any set-up, on a setting that is not a panel of Figure 1 or a preset that is not one.
+ifneq ($(filter figure1 figure1-all figure1-paper,$(MAKECMDGOALS)),)
 ifneq ($(words $(SETTING))$(filter $(SETTING),a b c d),1$(SETTING))
 $(error SETTING='$(SETTING)' is not a Figure 1 panel: use one of a, b, c, d (for example: make figure1 SETTING=c))
+endif
+ifneq ($(words $(PRESET))$(filter $(PRESET),tiny quick paper),1$(PRESET))
+$(error PRESET='$(PRESET)' is not a protocol: use one of tiny, quick, paper (for example: make figure1 PRESET=paper))
+endif
+ifneq ($(words $(DEVICE))$(filter cpu cuda cuda:%,$(DEVICE)),1$(DEVICE))
+$(error DEVICE='$(DEVICE)' is not a device: use cpu or cuda (for example: make figure1 DEVICE=cuda))
 endif
 endif
 
@@ -41,15 +47,26 @@ test: setup data
 	METAGUARD_COMPILE=0 nbdev_test --n_workers 1 --timing
 	$(PY) -m pytest -q tests
 
+# One panel: parameters checked in one line, then papermill into a temporary notebook that replaces the
+# panel's executed notebook only when the run succeeded (a failed run leaves every shipped file as it was).
 figure1: setup data
-	@mkdir -p $(FIG)
-	papermill nbs/04_figure1.ipynb $(FIG)/$(SETTING).ipynb -p setting $(SETTING) -p preset $(PRESET) -p device $(DEVICE) -k python3
+	@$(PY) -m metaguard_nb.figure check --setting $(SETTING) --preset $(PRESET) --device $(DEVICE)
+	@mkdir -p $(FIG)/$(PRESET)
+	papermill nbs/04_figure1.ipynb $(FIG)/$(PRESET)/.$(SETTING).running.ipynb -p setting $(SETTING) -p preset $(PRESET) -p device $(DEVICE) -k python3 \
+	  && mv $(FIG)/$(PRESET)/.$(SETTING).running.ipynb $(FIG)/$(PRESET)/$(SETTING).ipynb
 
-# All four panels, then the combined 2x2 figure from their CSVs.
+# All four panels of a protocol, then its report (2x2 figures, table, verdicts) from the results store.
 figure1-all: setup data
-	@mkdir -p $(FIG)
-	for s in a b c d; do papermill nbs/04_figure1.ipynb $(FIG)/$$s.ipynb -p setting $$s -p preset $(PRESET) -p device $(DEVICE) -k python3 || exit 1; done
-	$(PY) -c "from metaguard_nb.figure import combined_figure, fidelity_table as t; combined_figure('$(FIG)', '$(FIG)/figure1.png'); open('$(FIG)/fidelity.md', 'w').write(t('$(FIG)'))"
+	@$(PY) -m metaguard_nb.figure check --preset $(PRESET) --device $(DEVICE)
+	for s in a b c d; do $(MAKE) --no-print-directory figure1 SETTING=$$s PRESET=$(PRESET) DEVICE=$(DEVICE) || exit 1; done
+	$(PY) -m metaguard_nb.figure report --preset $(PRESET) > /dev/null
+
+# The paper's protocol (4 panels x 7 methods x 25 seeds x 2,000 steps) on Dask: only the seeds missing from the
+# results store are computed (SCHEDULER=tcp://host:8786 sends them to an existing cluster), then the report.
+SCHEDULER ?=
+figure1-paper: setup data
+	$(PY) -m metaguard_nb.grid --device $(DEVICE) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+	$(PY) -m metaguard_nb.figure report --preset paper > /dev/null
 
 lab: setup data
 	jupyter lab nbs $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -67,14 +84,6 @@ check-pairs: setup
 	  jupytext --quiet --to py:percent -o - $$nb | diff -q - $$py >/dev/null || { echo "out of sync: $$nb vs $$py (run make sync)"; status=1; }; \
 	done; for py in nbs/py/*.py; do nb=nbs/$$(basename $${py%.py}).ipynb; \
 	  test -f $$nb || { echo "$$py has no notebook $$nb (run make sync)"; status=1; }; done; exit $$status
-
-# The cheap baselines (SGD, L2O, both LGL2O) for 2,000 steps on all four panels: the paper's claims
-# about steps 1,000-2,000 need them, and SMG/AMG at that length cost hours on a CPU.
-figure1-long: setup data
-	@mkdir -p outputs/figure1_long
-	for s in a b c d; do papermill nbs/04_figure1.ipynb outputs/figure1_long/$$s.ipynb -p setting $$s -p steps 2000 \
-	  -p out_dir $(CURDIR)/outputs/figure1_long -y "methods: [sgd, l2o, lgl2o, lgl2o_no_update]" -k python3 || exit 1; done
-	$(PY) -c "from metaguard_nb.figure import fidelity_table as t; open('outputs/figure1_long/fidelity.md', 'w').write(t('outputs/figure1_long'))"
 
 # Regenerate the shipped meta-trained optimizers (Eq. 2), one setting per process, resumable.
 checkpoints: setup data

@@ -138,7 +138,7 @@ def ref_step(method:str, cfg:GuardConfig, net:RefNet, s:dict, xs, ys, xe, ye) ->
         return s, k, record(s['eta'])
     # Algorithm 2 (AMG; with the SGD point as well for safe AMG)
     l_now, l_learned = net.loss(eta, xa, ya), net.loss(eta_l, xa, ya)
-    plain = bool(l_now <= l_learned) or not math.isfinite(float(l_learned))  # min(l, NaN) = l
+    plain = bool(l_now <= l_learned) or not math.isfinite(float(l_learned.detach()))  # min(l, NaN) = l
     eta_f, opt_f, h_f = ref_descend(cfg, l_now if plain else l_learned, eta, s['opt'], h)
     with torch.no_grad():
         eta_ft, mem_ft, _ = ref_unroll(net, opt_f, eta_f, h_f, xs, ys)
@@ -456,26 +456,32 @@ def layout_rates(method:str='amg', net:str='cnn', S:int=25, steps:int=3, cores:i
     return dict(method=method, net=net, seeds=S, steps=steps, seed_steps_per_s={k: round(v, 2) for k, v in out.items()})
 
 # %% ../nbs/05_bench.ipynb #a5411b82
-def protocol_shares(method:str='amg', net:str='cnn', S:int=25, steps:int=3, eval_every:int=10) -> dict:
-    "Seconds per protocol step of: drawing batches, the method's step, the records' bookkeeping, and the evaluation (per step, 1/eval_every of one)."
+def protocol_shares(method:str='amg', net:str='cnn', S:int=25, steps:int=3, eval_every:int=10, test_every:int|None=100) -> dict:
+    "Seconds per protocol step of each part (batches, the method's step, records, monitor and test evaluations spread over the steps between them), as the runner does them and as it did before (every batch made, the test split at every evaluation)."
+    from metaguard_nb.guards import inner_batches
     from metaguard_nb.runner import _rows, evaluate
     p, cfg = _problem(net, S, 'cpu'), GuardConfig()
-    step, st = method_step(method), init_state(method, p.eta0, p.theta)
+    step, st, used = method_step(method), init_state(method, p.eta0, p.theta), inner_batches(method, cfg.T)
     st, _ = step(cfg, p.lstm_cfg, p.problem, st, step_batches(p.inner, p.evals, cfg.T))  # compiles
-    parts = dict(batches=0.0, step=0.0, records=0.0)
+    t = dict(all_batches=0.0, used_batches=0.0, step=0.0, records=0.0)
     for _ in range(steps):
-        t0 = time.perf_counter(); b = step_batches(p.inner, p.evals, cfg.T)
-        t1 = time.perf_counter(); st, r = step(cfg, p.lstm_cfg, p.problem, st, b)
-        t2 = time.perf_counter(); _rows([r])
-        t3 = time.perf_counter()
-        parts['batches'] += t1 - t0; parts['step'] += t2 - t1; parts['records'] += t3 - t2
-    parts = {k: v/steps for k, v in parts.items()}
+        t0 = time.perf_counter(); step_batches(p.inner, p.evals, cfg.T)
+        t1 = time.perf_counter(); b = step_batches(p.inner, p.evals, cfg.T, used)
+        t2 = time.perf_counter(); st, r = step(cfg, p.lstm_cfg, p.problem, st, b)
+        t3 = time.perf_counter(); _rows([r])
+        t4 = time.perf_counter()
+        for k, v in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)): t[k] += v/steps
     evaluate(p, st.eta)
-    t0 = time.perf_counter(); evaluate(p, st.eta); ev = time.perf_counter() - t0
-    parts['evaluation'] = ev/eval_every
-    total = sum(parts.values())
-    return dict(method=method, net=net, seeds=S, seconds=round(total, 4),
-                share={k: f'{v/total:.1%}' for k, v in parts.items()}, evaluation_seconds=round(ev, 3))
+    t0 = time.perf_counter(); evaluate(p, st.eta, test=False)
+    t1 = time.perf_counter(); evaluate(p, st.eta)
+    t2 = time.perf_counter()
+    monitor, both = t1 - t0, t2 - t1
+    before = dict(batches=t['all_batches'], step=t['step'], records=t['records'], evaluation=both/eval_every)
+    now = dict(batches=t['used_batches'], step=t['step'], records=t['records'], monitor=monitor/eval_every,
+               test=(both - monitor)/(test_every or eval_every))
+    share = lambda d: {k: f'{v/sum(d.values()):.1%}' for k, v in d.items()}
+    return dict(method=method, net=net, seeds=S, seconds_before=round(sum(before.values()), 4), share_before=share(before),
+                seconds_now=round(sum(now.values()), 4), share_now=share(now), evaluation_seconds=dict(monitor=round(monitor, 3), both=round(both, 3)))
 
 # %% ../nbs/05_bench.ipynb #3fcdc6aa
 if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()  # not when a notebook runs this cell; last, after every definition

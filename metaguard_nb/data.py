@@ -8,13 +8,20 @@ __all__ = ['DATA_ENV', 'PREPARE_CMD', 'SPLIT_FILES', 'DATASETS', 'FASHION_SRC', 
            'Split', 'sha256', 'load', 'generator', 'Sampler']
 
 # %% ../nbs/00_data.ipynb #74dbfaa1
-import gzip, hashlib, os, shutil, subprocess, sys, zipfile
+import gzip, hashlib, logging, os, shutil, subprocess, sys, zipfile
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
+
+# %% ../nbs/00_data.ipynb #235e196b
+class _NoCudaProbe(logging.Filter):
+    def filter(self, record): return not record.getMessage().startswith('No CUDA runtime is found')
+
+logging.getLogger('torch.utils.cpp_extension').addFilter(_NoCudaProbe())
+os.environ.setdefault('KINETO_LOG_LEVEL', '6')
 
 # %% ../nbs/00_data.ipynb #e4a501cd
 DATA_ENV = 'METAGUARD_DATA'
@@ -201,9 +208,10 @@ class Sampler:
         self.x, self.y = split.x.to(self.device), split.y.to(self.device)
         self.gens = [generator(s, stream) for s in seeds]
 
-    def __call__(self, *lead:int) -> tuple:
-        "Batches `(x [S, *lead, B, 1, 28, 28], y [S, *lead, B])`."
+    def __call__(self, *lead:int, keep:int|None=None) -> tuple:
+        "Batches `(x [S, *lead, B, 1, 28, 28], y [S, *lead, B])`; with `keep`, all are drawn but only the first `keep` along lead[0] are made."
         idx = torch.stack([torch.randint(len(self.y), (*lead, self.batch_size), generator=g) for g in self.gens])
+        if keep is not None: idx = idx[:, :keep]  # the stream advances as if all were made
         if self.device.type == 'cuda': idx = idx.pin_memory()  # an asynchronous copy: no wait for the GPU
         idx = idx.to(self.device, non_blocking=True)
         return self.x[idx].unsqueeze(-3).float().div_(255), self.y[idx]

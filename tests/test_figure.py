@@ -32,7 +32,7 @@ def test_writes_png_pdf_csv_and_the_csv_is_consistent(tiny):
     df = pd.read_csv(d / 'b.csv')
     assert list(df.columns) == ['setting', 'method', 'step', 'grad_evals', 'mean', 'ci_low', 'ci_high', 'n_seeds',
                                 'test_loss', 'test_acc']
-    assert set(df['method']) == {'sgd', 'l2o', 'lgl2o', 'lgl2o_no_update', 'smg', 'amg'}
+    assert set(df['method']) == {'sgd', 'l2o', 'lgl2o', 'lgl2o_no_update', 'smg', 'amg', 'safe_amg'}
     assert (df['ci_low'] <= df['mean'] + 1e-12).all() and (df['mean'] <= df['ci_high'] + 1e-12).all()
     assert (df['n_seeds'] == 2).all() and df['step'].max() == 20
     assert (df['ci_high'] > df['ci_low']).any()  # two seeds differ somewhere

@@ -25,6 +25,11 @@ def setup():
     return net, init_theta(LCFG, seed=0), load('mnist')
 
 
+def same(a, b):
+    "Bit for bit, NaN where NaN (the test columns between test evaluations)."
+    torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
 def batches(split, seeds, k=1):
     sin, se = Sampler(split, seeds), Sampler(split, seeds, stream='eval')
     return [guards.step_batches(sin, se, T) for _ in range(k)]
@@ -39,7 +44,7 @@ def run_steps(name, net, theta, split, seeds, k=2, cfg=GCFG):
     return st, recs
 
 
-@pytest.mark.parametrize('tile', [None, 4000])
+@pytest.mark.parametrize('tile', [None, 8000])
 @pytest.mark.parametrize('name', ['l2o', 'lgl2o', 'smg', 'amg'])
 def test_compiled_lstm_step_gives_the_eager_numbers(setup, name, tile):
     "torch.compile'd LSTM step, in one graph or in tiles (forward, recomputing backward, no-grad unrolls of 2S seeds) = eager."
@@ -55,12 +60,12 @@ def test_compiled_lstm_step_gives_the_eager_numbers(setup, name, tile):
 
 
 def test_tiled_lstm_step_equals_the_eager_step_in_float64():
-    "Tiles of 4,000 coordinates (the last one ragged), second order: eta and every gradient as the eager step's, to 1e-12."
+    "Tiles of 4,000 coordinates of 2 seeds (the last one ragged), second order: eta and every gradient as the eager step's, to 1e-12."
     net, split = mlp(), load('mnist')
     theta = theta_to(init_theta(LCFG, seed=1), dtype=torch.float64)
     xs, ys = Sampler(split, [0, 1])(3)
     results = []
-    for kw in (dict(compile=False), dict(compile=True, tile=4000)):
+    for kw in (dict(compile=False), dict(compile=True, tile=8000)):
         W = {k: v.clone().requires_grad_() for k, v in per_seed(theta, 2).W.items()}
         h = theta.h.clone().requires_grad_()
         eta = net.init([0, 1]).double().requires_grad_()
@@ -73,7 +78,7 @@ def test_tiled_lstm_step_equals_the_eager_step_in_float64():
 
 
 def test_a_bad_tile_fails_in_one_line():
-    with pytest.raises(ValueError, match='positive number of coordinates'):
+    with pytest.raises(ValueError, match='positive number of rows'):
         GuardConfig(tile=0)
 
 
@@ -444,7 +449,7 @@ def test_runner_resume_equals_uninterrupted(tmp_path, monkeypatch):
     assert any((tmp_path / 'resumed' / 'partial').rglob('seeds0-1_6.pt'))
     resumed = runner.run('lgl2o', store=tmp_path / 'resumed', **kw)
     assert torch.equal(full['record'], resumed['record'])
-    assert torch.equal(full['evals'], resumed['evals'])
+    same(full['evals'], resumed['evals'])
 
 
 def test_runner_reuses_cached_seeds(tmp_path, monkeypatch):
@@ -497,7 +502,7 @@ def test_an_interrupted_evaluation_does_not_replay_a_step(tmp_path, monkeypatch)
     monkeypatch.setattr(runner, 'evaluate', real)
     resumed = runner.run('lgl2o', store=tmp_path / 'resumed', **kw)
     assert torch.equal(full['record'], resumed['record'])
-    assert torch.equal(full['evals'], resumed['evals'])
+    same(full['evals'], resumed['evals'])
 
 
 def test_a_longer_stored_run_serves_only_runs_whose_evaluations_it_holds(tmp_path):
@@ -508,7 +513,7 @@ def test_a_longer_stored_run_serves_only_runs_whose_evaluations_it_holds(tmp_pat
         stored = runner.run('sgd', steps=steps, store=tmp_path, **kw)
         fresh = runner.run('sgd', steps=steps, store=False, **kw)
         assert stored['eval_steps'].tolist() == fresh['eval_steps'].tolist()
-        assert torch.equal(stored['evals'], fresh['evals'])
+        same(stored['evals'], fresh['evals'])
         assert torch.equal(stored['record'], fresh['record'])
 
 
@@ -536,4 +541,5 @@ def test_the_store_holds_one_small_file_per_seed_and_its_key(tmp_path):
     assert sorted(f.name for f in folder.iterdir()) == ['run.json', 'seed0.npz', 'seed3.npz']
     assert r['key']['numerics'] == guards.NUMERICS and r['key']['device'] == 'cpu' and len(r['key']['checkpoint_weights']) == 12
     back = runner.load_seed(folder, 3)
-    assert torch.equal(back['record'], r['record'][1]) and torch.equal(back['evals'], r['evals'][1])
+    assert torch.equal(back['record'], r['record'][1])
+    same(back['evals'], r['evals'][1])

@@ -30,7 +30,7 @@
 
 # %%
 #| export
-import gzip, hashlib, os, shutil, subprocess, sys, zipfile
+import gzip, hashlib, logging, os, shutil, subprocess, sys, zipfile
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
@@ -40,6 +40,22 @@ import torch
 
 # %%
 from fastcore.test import test_eq, test_fail, test_ne
+
+
+# %% [markdown]
+# **Quiet on a machine without a GPU.** PyTorch's CUDA build, probing for a GPU that is not there,
+# prints lines that look like errors: `No CUDA runtime is found, using CUDA_HOME=...` when the
+# compiler's C++ extension module loads, and `USDT ... profiler_start`, `gpuGetDeviceCount failed
+# with code 35` each time the profiler starts. The library drops exactly these (one logging filter;
+# the profiler's own log level, `KINETO_LOG_LEVEL=6`, unless you set it); every other warning stays.
+
+# %%
+#| export
+class _NoCudaProbe(logging.Filter):
+    def filter(self, record): return not record.getMessage().startswith('No CUDA runtime is found')
+
+logging.getLogger('torch.utils.cpp_extension').addFilter(_NoCudaProbe())
+os.environ.setdefault('KINETO_LOG_LEVEL', '6')
 
 # %% [markdown]
 # ## Where the data live
@@ -341,9 +357,10 @@ class Sampler:
         self.x, self.y = split.x.to(self.device), split.y.to(self.device)
         self.gens = [generator(s, stream) for s in seeds]
 
-    def __call__(self, *lead:int) -> tuple:
-        "Batches `(x [S, *lead, B, 1, 28, 28], y [S, *lead, B])`."
+    def __call__(self, *lead:int, keep:int|None=None) -> tuple:
+        "Batches `(x [S, *lead, B, 1, 28, 28], y [S, *lead, B])`; with `keep`, all are drawn but only the first `keep` along lead[0] are made."
         idx = torch.stack([torch.randint(len(self.y), (*lead, self.batch_size), generator=g) for g in self.gens])
+        if keep is not None: idx = idx[:, :keep]  # the stream advances as if all were made
         if self.device.type == 'cuda': idx = idx.pin_memory()  # an asynchronous copy: no wait for the GPU
         idx = idx.to(self.device, non_blocking=True)
         return self.x[idx].unsqueeze(-3).float().div_(255), self.y[idx]

@@ -27,7 +27,7 @@
 
 # %%
 #| export
-import functools, math
+import contextlib, functools, math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -222,14 +222,18 @@ def _compile_error(e:Exception):
     raise RuntimeError(f'torch.compile of the LSTM step failed ({type(e).__name__}): pass compile=False '
                        '(GuardConfig(compile=False), or METAGUARD_COMPILE=0 in the environment)') from e
 
+@contextlib.contextmanager
+def _compiling():
+    "Room for one static-shape kernel per (S, tile, grad mode, dtype), and a compiler failure as one line."
+    try:
+        with torch._dynamo.config.patch(recompile_limit=256): yield
+    except Exception as e: _compile_error(e)
+
 @functools.cache
 def _compiled_coordinates(): return torch.compile(coordinate_step, dynamic=False)  # dynamic shapes: measured 2x slower kernels
 
 def _run_compiled(*args):
-    try:
-        with torch._dynamo.config.patch(recompile_limit=64):  # one static-shape kernel per (S, m, grad mode, dtype)
-            return _compiled_coordinates()(*args)
-    except Exception as e: _compile_error(e)
+    with _compiling(): return _compiled_coordinates()(*args)
 
 
 # %% [markdown]
@@ -241,19 +245,21 @@ def _run_compiled(*args):
 # tile's gates from them and back-propagates through that tile alone (`torch.func.vjp` inside one
 # compiled graph per tile, so the recomputed gates never leave the cache). The forward pass needs no
 # saved activations at all. The numbers are the same per coordinate; only the sum of theta's
-# gradient over tiles is taken in another order. The tile size is a setting (`tile`, in coordinates);
-# `'auto'` picks the size measured best on this CPU in nbs/05_bench, and on a GPU, where memory is
-# plentiful and launches are what costs, the one-graph step above.
+# gradient over tiles is taken in another order. The tile size is a setting (`tile`, in
+# (seed, coordinate) rows: a tile holds `tile // S` coordinates of all S seeds); `'auto'` picks the
+# size measured best on this CPU in nbs/05_bench (512 coordinates of 25 seeds; one seed gets tiles of
+# 12,800 coordinates, so that its kernels are not too small to pay their call), and on a GPU, where
+# memory is plentiful and launches are what costs, the one-graph step above.
 
 # %%
 #| export
-TILE_CPU = 512  # coordinates per tile on a CPU, measured in nbs/05_bench
+TILE_CPU = 12_800  # (seed, coordinate) rows per tile on a CPU: 512 coordinates of 25 seeds, measured in nbs/05_bench
 _PER_COORDINATE = (0, 9, 10, 11, 12)  # coordinate_step's arguments with a coordinate axis: grad [S, m], the state [S, m, H]
 
 def resolve_tile(tile, device) -> int|None:
-    "Coordinates per tile: `tile` itself, or for 'auto' TILE_CPU on a CPU and None (one graph, activations saved) elsewhere."
+    "(seed, coordinate) rows per tile: `tile` itself, or for 'auto' TILE_CPU on a CPU and None (one graph, activations saved) elsewhere."
     if tile == 'auto': return TILE_CPU if torch.device(device).type == 'cpu' else None
-    if tile is not None and (not isinstance(tile, int) or tile <= 0): raise ValueError(f"tile={tile!r}: use a positive number of coordinates, None or 'auto'")
+    if tile is not None and (not isinstance(tile, int) or tile <= 0): raise ValueError(f"tile={tile!r}: use a positive number of rows, None or 'auto'")
     return tile
 
 def _cut(args, sl) -> list: return [a[:, sl] if i in _PER_COORDINATE and a is not None else a for i, a in enumerate(args)]
@@ -277,11 +283,13 @@ def _compiled_tiles(): return torch.compile(_tile_forward, dynamic=False), torch
 class TiledStep(torch.autograd.Function):
     "coordinate_step over tiles of coordinates, compiled; saves its inputs only, and recomputes each tile in the backward."
     @staticmethod
-    def forward(ctx, cfg, tile, *ins):
+    def forward(ctx, cfg, rows, *ins):
         fwd, _ = _compiled_tiles()
         (S, m), H = ins[0].shape, ins[-1].shape[-1]
+        tile = max(1, rows//S)  # coordinates per tile, all seeds at once
         outs = [ins[0].new_empty(S, m)] + [ins[0].new_empty(S, m, H) for _ in range(4)]
-        for j in range(0, m, tile): fwd(cfg, *_cut(ins, slice(j, j + tile)), *(o[:, j:j + tile] for o in outs))
+        with _compiling():
+            for j in range(0, m, tile): fwd(cfg, *_cut(ins, slice(j, j + tile)), *(o[:, j:j + tile] for o in outs))
         ctx.save_for_backward(*ins); ctx.cfg, ctx.tile = cfg, tile
         return tuple(outs)
 
@@ -293,21 +301,18 @@ class TiledStep(torch.autograd.Function):
                      for g, o in zip(grad_outs, [ins[0]] + list(ins[9:]))]
         bufs = [None if not need else (torch.empty if i in _PER_COORDINATE else torch.zeros)(a.shape, dtype=a.dtype, device=a.device)
                 for i, (a, need) in enumerate(zip(ins, ctx.needs_input_grad[2:]))]
-        for j in range(0, m, tile):
-            sl = slice(j, j + tile)
-            bwd(ctx.cfg, *_cut(ins, sl), *(g[:, sl] for g in grad_outs), *_cut(bufs, sl))
+        with _compiling():  # the backward runs later, in autograd's engine: it needs its own limit and error message
+            for j in range(0, m, tile):
+                sl = slice(j, j + tile)
+                bwd(ctx.cfg, *_cut(ins, sl), *(g[:, sl] for g in grad_outs), *_cut(bufs, sl))
         return (None, None, *bufs)
 
 def _run_tiled(tile):
-    def coordinates(cfg, *args):
-        try:
-            with torch._dynamo.config.patch(recompile_limit=64):
-                return TiledStep.apply(cfg, tile, *args)
-        except Exception as e: _compile_error(e)
+    def coordinates(cfg, *args): return TiledStep.apply(cfg, tile, *args)
     return coordinates
 
 def step_function(compile:bool, tile:int|None=None) -> callable:
-    "`lstm_step`, or with `compile` its twin with a torch.compile'd `coordinate_step`, in tiles of `tile` coordinates (None: one graph)."
+    "`lstm_step`, or with `compile` its twin with a torch.compile'd `coordinate_step`, in tiles of `tile` rows (None: one graph)."
     if not compile: return lstm_step
     coordinates = _run_compiled if tile is None else _run_tiled(tile)
     return lambda cfg, W, grad, loss, state: lstm_step(cfg, W, grad, loss, state, coordinates=coordinates)
@@ -351,7 +356,7 @@ def unroll(cfg:LSTMConfig, problem:Optimizee,
            meta_loss:bool=False, # also return l(eta_t; .) for every t (Eq. 2's terms)
            meta_batches:tuple|None=None, # (x, y) [S, T, B, ...] to measure those terms on; None: the step's own batch B_t
            compile:bool=False, # use the torch.compile'd LSTM step (see `step_function`)
-           tile:int|None=None, # with `compile`: coordinates per tile (see `TiledStep`); None: one graph
+           tile:int|None=None, # with `compile`: (seed, coordinate) rows per tile (see `TiledStep`); None: one graph
           ) -> Unrolled:
     "g^T(eta, theta): T steps of the learned optimizer on the batches xs, ys."
     S, m = eta.shape

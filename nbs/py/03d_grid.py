@@ -71,14 +71,11 @@ class Task(NamedTuple):
     method: str
     seeds: tuple
 
-def _folder(setting, method, eval_every, guard, device, store) -> Path:
-    key = run_key(method, setting, eval_every, guard, setting_checkpoint(setting)[2], device)
-    return Path(store or store_dir())/setting/method/key_hash(key)
-
 def missing(setting:str, method:str, seeds, steps:int, eval_every:int=10, guard:GuardConfig|None=None, device:str='cpu', store=None) -> list:
-    "The seeds of (setting, method) that the store cannot serve for a `steps`-step run."
-    folder = _folder(setting, method, eval_every, guard or GuardConfig(), device, store)
-    return [s for s in seeds if not ((r := load_seed(folder, s)) is not None and serves(r, steps, eval_every))]
+    "The seeds of (setting, method) that the store cannot serve for a `steps`-step run (the runner's default test_every)."
+    key = run_key(method, setting, eval_every, guard or GuardConfig(), setting_checkpoint(setting)[2], device)
+    folder = Path(store or store_dir())/setting/method/key_hash(key)
+    return [s for s in seeds if not ((r := load_seed(folder, s)) is not None and serves(r, steps, eval_every, key['test_every']))]
 
 def plan(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2000, eval_every:int=10, guard:GuardConfig|None=None,
          device:str='cpu', store=None, shard:int=5) -> list:

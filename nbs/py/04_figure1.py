@@ -9,7 +9,7 @@
 # %% [markdown]
 # # Figure 1
 #
-# > Regenerate one panel of the paper's Figure 1: six methods, S seeds, mean and 95% CI, by papermill.
+# > Regenerate one panel of the paper's Figure 1: the six methods and safe AMG, S seeds, mean and 95% CI, by papermill; and the report of a protocol from the results store.
 
 # %% [markdown]
 # ```bash
@@ -43,7 +43,7 @@
 
 # %%
 #| export
-import math, os, tempfile
+import builtins, math, os, tempfile
 from pathlib import Path
 
 import matplotlib
@@ -65,6 +65,7 @@ from metaguard_nb.runner import FIGURE_METHODS, FIGURE_SETTINGS, check_device, f
 # %%
 #| export
 PRESETS = {'tiny': dict(seeds=2, steps=20), 'quick': dict(seeds=3, steps=300), 'paper': dict(seeds=25, steps=2000)}
+REPORT_METHODS = FIGURE_METHODS + ('safe_amg',)  # the paper's six and safe AMG (the convergence section's fix)
 LABELS = {'sgd': 'SGD', 'l2o': 'L2O', 'lgl2o': 'LGL2O (w/ Update)', 'lgl2o_no_update': 'LGL2O (w/o Update)',
           'smg': 'SMG', 'amg': 'AMG', 'safe_amg': 'safe AMG'}
 COLORS = {'sgd': 'tab:blue', 'l2o': 'tab:orange', 'lgl2o': 'tab:green', 'lgl2o_no_update': 'tab:red',
@@ -79,7 +80,7 @@ def protocol(setting:str, preset:str='quick', seeds=None, steps=None, methods=No
     steps = PRESETS[preset]['steps'] if steps is None else steps
     if not isinstance(steps, int) or steps <= 0: raise ValueError(f'steps={steps!r}: use a positive integer')
     if not seeds: raise ValueError(f'seeds={n!r}: use a positive number of seeds or a list of seeds')
-    methods = list(FIGURE_METHODS) if methods is None else list(methods)
+    methods = list(REPORT_METHODS) if methods is None else list(methods)
     bad = [m for m in methods if m not in LABELS]
     if bad: raise ValueError(f"unknown method(s) {bad}: use any of {', '.join(LABELS)}")
     if not isinstance(eval_every, int) or eval_every <= 0: raise ValueError(f'eval_every={eval_every!r}: use a positive integer')
@@ -166,59 +167,184 @@ def _at(df, method, step) -> float:
     return float(d.iloc[(d['step'] - step).abs().argmin()]['mean'])
 
 def claims(df:pd.DataFrame) -> pd.DataFrame:
-    "The paper's Figure 1 claims, each judged on this panel's mean curves by the explicit rule in its row."
-    last = int(df['step'].max())
+    "The paper's Figure 1 claims, each judged on this panel's mean curves by the explicit rule in its row ('not tested' where a method or the steps are missing)."
+    last, have = int(df['step'].max()), set(df['method'])
     mid, rows = last//2, []
-    early = df[(df['step'] > 0) & (df['step'] <= 200)].groupby('method')['mean'].mean()
-    ok = early.get('l2o', math.inf) < early.get('sgd', -math.inf)
-    rows.append(('L2O beats SGD in the first ~200 steps', 'mean over steps 1-200: L2O < SGD',
-                 ok, f"L2O {early.get('l2o', math.nan):.3f}, SGD {early.get('sgd', math.nan):.3f}"))
+    lack = lambda *ms: [LABELS[m] for m in ms if m not in have]
+    def add(claim, rule, needs, judge):
+        if lack(*needs): rows.append((claim, rule, None, f"no seeds of {', '.join(lack(*needs))} yet")); return
+        ok, numbers = judge(); rows.append((claim, rule, ok, numbers))
+    def early():
+        e = df[(df['step'] > 0) & (df['step'] <= 200)].groupby('method')['mean'].mean()
+        return e['l2o'] < e['sgd'], f"L2O {e['l2o']:.3f}, SGD {e['sgd']:.3f}"
+    add('L2O beats SGD in the first ~200 steps', 'mean over steps 1-200: L2O < SGD', ('l2o', 'sgd'), early)
     if last >= 1500:
-        rel = {m: _at(df, m, last)/_at(df, m, 1000) - 1 for m in ('l2o', 'lgl2o', 'lgl2o_no_update') if m in set(df['method'])}
-        rows.append(('L2O and LGL2O stall or worsen after ~1000 steps', 'each improves < 5% from step 1000 to the end',
-                     all(v > -0.05 for v in rel.values()), ', '.join(f'{LABELS[m]} {v:+.1%}' for m, v in rel.items())))
+        def stall():
+            rel = {m: _at(df, m, last)/_at(df, m, 1000) - 1 for m in ('l2o', 'lgl2o', 'lgl2o_no_update')}
+            return all(v > -0.05 for v in rel.values()), ', '.join(f'{LABELS[m]} {v:+.1%}' for m, v in rel.items())
+        add('L2O and LGL2O stall or worsen after ~1000 steps', 'each improves < 5% from step 1000 to the end', ('l2o', 'lgl2o', 'lgl2o_no_update'), stall)
     else:
         rows.append(('L2O and LGL2O stall or worsen after ~1000 steps', 'needs >= 1,500 steps', None, f'run ends at step {last}'))
-    sgd = _at(df, 'sgd', last)/_at(df, 'sgd', mid) - 1
-    rows.append(('SGD keeps improving', f'SGD improves >= 2% from step {mid} to {last}', sgd < -0.02, f'{sgd:+.1%}'))
-    if 'smg' in set(df['method']):
-        smg = _at(df, 'smg', last)/_at(df, 'smg', mid) - 1
-        rows.append(('SMG keeps improving but is slower than SGD', f'SMG improves >= 2% from step {mid} to {last}, and ends above SGD',
-                     smg < -0.02 and _at(df, 'smg', last) > _at(df, 'sgd', last),
-                     f"SMG {smg:+.1%}; at step {last}: SMG {_at(df, 'smg', last):.3f}, SGD {_at(df, 'sgd', last):.3f}"))
-    if 'amg' in set(df['method']):
-        base = {m: _at(df, m, last) for m in ('sgd', 'l2o', 'lgl2o', 'lgl2o_no_update') if m in set(df['method'])}
-        rows.append(('AMG beats all baselines', f'AMG below SGD, L2O and both LGL2O at step {last}',
-                     _at(df, 'amg', last) < min(base.values()),
-                     f"AMG {_at(df, 'amg', last):.3f}; best baseline {LABELS[min(base, key=base.get)]} {min(base.values()):.3f}"))
+    def sgd():
+        v = _at(df, 'sgd', last)/_at(df, 'sgd', mid) - 1
+        return v < -0.02, f'{v:+.1%}'
+    add('SGD keeps improving', f'SGD improves >= 2% from step {mid} to {last}', ('sgd',), sgd)
+    def smg():
+        v = _at(df, 'smg', last)/_at(df, 'smg', mid) - 1
+        return (v < -0.02 and _at(df, 'smg', last) > _at(df, 'sgd', last),
+                f"SMG {v:+.1%}; at step {last}: SMG {_at(df, 'smg', last):.3f}, SGD {_at(df, 'sgd', last):.3f}")
+    add('SMG keeps improving but is slower than SGD', f'SMG improves >= 2% from step {mid} to {last}, and ends above SGD', ('smg', 'sgd'), smg)
+    def amg():
+        base = {m: _at(df, m, last) for m in ('sgd', 'l2o', 'lgl2o', 'lgl2o_no_update')}
+        return (_at(df, 'amg', last) < min(base.values()),
+                f"AMG {_at(df, 'amg', last):.3f}; best baseline {LABELS[min(base, key=base.get)]} {min(base.values()):.3f}")
+    add('AMG beats all baselines', f'AMG below SGD, L2O and both LGL2O at step {last}', ('amg', 'sgd', 'l2o', 'lgl2o', 'lgl2o_no_update'), amg)
     verdict = lambda v: 'not tested' if v is None else ('reproduced' if v else 'not reproduced')
     return pd.DataFrame([dict(claim=c, rule=r, verdict=verdict(v), numbers=n) for c, r, v, n in rows])
 
-def fidelity_table(csv_dir:Path) -> str:
-    "Markdown: every claim of the paper's Figure 1 against every panel whose CSV is in `csv_dir`."
-    out = ['| panel | claim | rule | verdict | our numbers |', '|---|---|---|---|---|']
-    for s in 'abcd':
-        f = Path(csv_dir)/f'{s}.csv'
-        if not f.exists(): continue
-        df = pd.read_csv(f)
-        for _, r in claims(df).iterrows():
-            out.append(f"| ({s}) {int(df['n_seeds'].max())} seeds x {int(df['step'].max())} steps | {r['claim']} | {r['rule']} | **{r['verdict']}** | {r['numbers']} |")
-    return '\n'.join(out) + '\n'
-
-def combined_figure(csv_dir:Path, out:Path):
-    "The 2x2 figure (loss against steps) from the four panels' CSVs."
+def combined_figure(dfs:dict, out:Path, view:str='step'):
+    "The 2x2 figure from the four panels' summaries (`summarize` frames, by setting), against steps or gradient evaluations."
     fig, axs = plt.subplots(2, 2, figsize=(11, 7.5))
     for ax, s in zip(axs.flat, 'abcd'):
-        f = Path(csv_dir)/f'{s}.csv'
-        if not f.exists(): ax.set_title(f'({s}): not run'); continue
-        df = pd.read_csv(f)
+        df = dfs.get(s)
+        if df is None or df.empty: ax.set_title(f'({s}): no seeds yet', fontsize=8); continue
         name, net, data = FIGURE_SETTINGS[s]
-        plot_panel(df, axs=[ax], legend=s == 'a', views=('step',))
-        ax.set_title(f"({s}) train: {name.replace('_', ' & ')}, test: {net} & {data}; "
-                     f"{int(df['n_seeds'].max())} seeds", fontsize=8)
-    fig.tight_layout(); fig.savefig(out, dpi=120)
+        plot_panel(df, axs=[ax], legend=s == 'a', views=(view,))
+        n = df.groupby('method')['n_seeds'].max()
+        seeds = f'{n.min()}-{n.max()} seeds' if n.min() != n.max() else f'{n.max()} seeds'
+        ax.set_title(f"({s}) train: {name.replace('_', ' & ')}, test: {net} & {data}; {seeds}", fontsize=8)
+    fig.tight_layout()
+    tmp = Path(out).with_name('.' + Path(out).name + '.tmp.png'); fig.savefig(tmp, dpi=120); tmp.replace(out)
     return fig
 
+
+# %% [markdown]
+# ## Where a panel's files go, and how they are written
+#
+# Each protocol has its own folder, `outputs/figure1/<preset>/` (a run with other seeds or steps goes
+# to `outputs/figure1/custom-<seeds>x<steps>/`), so a trial run never replaces a larger protocol's
+# results. The panel's files are written only when everything is computed, each one whole
+# (a temporary file, then a rename): a run that fails leaves every existing file as it was.
+
+# %%
+#| export
+def output_dir(P:dict, out_dir=None) -> Path:
+    "The folder of a protocol's panels: `out_dir`, or outputs/figure1/<preset> (custom-<seeds>x<steps> off the presets)."
+    if out_dir: return Path(out_dir)
+    as_preset = PRESETS[P['preset']] == dict(seeds=len(P['seeds']), steps=P['steps'])
+    name = P['preset'] if as_preset else f"custom-{len(P['seeds'])}x{P['steps']}"
+    return (checkout() or Path.cwd())/'outputs'/'figure1'/name
+
+def save_panel(df:pd.DataFrame, fig, out:Path, setting:str):
+    "The panel's png, pdf and csv, each written whole."
+    out.mkdir(parents=True, exist_ok=True)
+    for ext in ('png', 'pdf', 'csv'):
+        tmp = out/f'.{setting}.tmp.{ext}'
+        if ext == 'csv': df.to_csv(tmp, index=False)
+        else: fig.savefig(tmp, dpi=120)
+        tmp.replace(out/f'{setting}.{ext}')
+
+
+# %% [markdown]
+# ## The report: Figure 1, its table and the verdicts, from the results store
+#
+# `report(preset)` reads whatever seeds of the protocol are in the results store (it computes
+# nothing), and writes the 2x2 figure against steps and against optimizee gradient evaluations, the
+# four panels' CSVs, and `report.md`: the monitor-set loss at steps 200, 1,000 and the last, mean
+# [95% CI] and the number of seeds in each cell, and the verdict of every claim on every panel.
+# `python -m metaguard_nb.figure report --preset paper` runs it and puts `report.md` into the README
+# between its markers; a test checks that the README's block equals what the committed store gives.
+# Until every seed is in, the report says how many are, and is labelled partial.
+
+# %%
+#| export
+def collect(setting:str, method:str, seeds, steps:int, eval_every:int=10, device:str='cpu', store=None) -> dict|None:
+    "The stored seeds of (setting, method) for a `steps`-step run, read only: a runner-like result, or None if none is in."
+    from metaguard_nb.guards import GuardConfig
+    from metaguard_nb.runner import cut, key_hash, load_seed, run_key, serves, setting_checkpoint, store_dir
+    key = run_key(method, setting, eval_every, GuardConfig(), setting_checkpoint(setting)[2], device)
+    folder = Path(store or store_dir())/setting/method/key_hash(key)
+    got = {}
+    for sd in seeds:
+        r = load_seed(folder, sd)
+        if r is not None and serves(r, steps, eval_every, key['test_every']): got[sd] = cut(r, steps, eval_every)
+    if not got: return None
+    return dict(seeds=list(got), evals=torch.stack([r['evals'] for r in got.values()]), eval_steps=next(iter(got.values()))['eval_steps'])
+
+def report(preset:str='paper', store=None, out=None, device:str='cpu') -> str:
+    "Figure 1, its table and the verdicts from the stored seeds of `preset`; writes them to `out` and returns the markdown."
+    P = protocol('a', preset, device=device)
+    out = Path(out) if out else output_dir(P)
+    out.mkdir(parents=True, exist_ok=True)
+    dfs, counts = {}, {}
+    for s in 'abcd':
+        got = {m: r for m in REPORT_METHODS if (r := collect(s, m, P['seeds'], P['steps'], P['eval_every'], device, store)) is not None}
+        counts.update({(s, m): len(r['seeds']) for m, r in got.items()})
+        dfs[s] = summarize(got, s) if got else pd.DataFrame()
+        if got:
+            tmp = out/f'.{s}.tmp.csv'; dfs[s].to_csv(tmp, index=False); tmp.replace(out/f'{s}.csv')
+    for view, name in (('step', 'figure1.png'), ('grad_evals', 'figure1_compute.png')):
+        plt.close(combined_figure(dfs, out/name, view))
+    total, want = sum(counts.values()), 4*len(REPORT_METHODS)*len(P['seeds'])
+    status = 'complete' if total == want else f'partial: {total} of {want} seed-runs in'
+    lines = [f"**{preset} protocol** ({len(P['seeds'])} seeds x {P['steps']} steps per method and panel; {status}). "
+             f"Generated by `python -m metaguard_nb.figure report --preset {preset}` from `outputs/results/`; "
+             f"figures and CSVs in `outputs/figure1/{out.name}/`.", '']
+    steps = [k for k in (200, 1000) if k < P['steps']] + [P['steps']]
+    lines += ['Monitor-set loss, mean [95% CI] (n seeds):', '',
+              '| panel | method | ' + ' | '.join(f'step {k:,}' for k in steps) + ' |', '|---|---|' + '---|'*len(steps)]
+    for s in 'abcd':
+        df = dfs[s]
+        for m in REPORT_METHODS:
+            d = df[df['method'] == m] if not df.empty else df
+            if d.empty: lines.append(f'| ({s}) | {LABELS[m]} | ' + ' | '.join('-' for _ in steps) + ' |'); continue
+            cell = lambda r: f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({int(r['n_seeds'])})"
+            lines.append(f'| ({s}) | {LABELS[m]} | ' + ' | '.join(cell(d[d['step'] == k].iloc[0]) for k in steps) + ' |')
+    lines += ['', "The paper's claims, judged per panel by the rules in `figure.claims` (written before the runs):", '',
+              '| panel | claim | rule | verdict | our numbers |', '|---|---|---|---|---|']
+    for s in 'abcd':
+        if dfs[s].empty: lines.append(f'| ({s}) | all | | not tested | no seeds yet |'); continue
+        for _, r in claims(dfs[s][dfs[s]['method'] != 'safe_amg']).iterrows():
+            lines.append(f"| ({s}) | {r['claim']} | {r['rule']} | **{r['verdict']}** | {r['numbers']} |")
+    md = '\n'.join(lines) + '\n'
+    (out/'report.md').write_text(md)
+    return md
+
+def readme_block(preset:str, readme:Path|None=None) -> str|None:
+    "The README's generated block of `preset`, between its markers, or None."
+    text = (readme or (checkout() or Path.cwd())/'README.md').read_text()
+    a, b = f'<!-- report:{preset} -->\n', f'<!-- /report:{preset} -->'
+    return text[text.index(a) + len(a):text.index(b)] if a in text and b in text else None
+
+def update_readme(preset:str, md:str, readme:Path|None=None):
+    "Put `md` between the README's markers of `preset`."
+    readme = readme or (checkout() or Path.cwd())/'README.md'
+    text, a, b = readme.read_text(), f'<!-- report:{preset} -->\n', f'<!-- /report:{preset} -->'
+    if a not in text or b not in text: raise ValueError(f'README.md has no {a.strip()} ... {b} markers: add them where the report goes')
+    readme.write_text(text[:text.index(a) + len(a)] + md + text[text.index(b):])
+
+def main(argv=None):
+    "python -m metaguard_nb.figure check|report: check make figure1's parameters in one line, or write the report of a protocol."
+    import argparse
+    ap = argparse.ArgumentParser(prog='python -m metaguard_nb.figure')
+    sub = ap.add_subparsers(dest='cmd', required=True)
+    c = sub.add_parser('check', help="check make figure1's parameters (one line on error)")
+    for k in ('setting', 'preset', 'device', 'seeds', 'steps', 'methods', 'eval_every'): c.add_argument(f'--{k}', default='')
+    r = sub.add_parser('report', help='Figure 1, table and verdicts of a protocol from the results store')
+    r.add_argument('--preset', default='paper'); r.add_argument('--no-readme', action='store_true')
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == 'check':
+            num = lambda v: None if v == '' else int(v) if v.lstrip('-').isdigit() else v
+            protocol(a.setting or 'c', a.preset or 'quick', num(a.seeds), num(a.steps), a.methods.split() or None, a.device or 'cpu',
+                     num(a.eval_every) if a.eval_every else 10)
+            return
+        md = report(a.preset)
+        if not a.no_readme: update_readme(a.preset, md)
+        print(md)
+    except ValueError as e: raise SystemExit(f'error: {e}')
+
+if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()  # not when a notebook runs this cell
 
 # %% [markdown]
 # ## Parameters (papermill)
@@ -228,36 +354,36 @@ setting = 'c'  # the panel: a, b, c or d
 preset = 'quick'  # 'quick' (3 seeds, 300 steps), 'paper' (25 seeds, 2,000 steps), 'tiny' (2 seeds, 20 steps)
 seeds = None  # number of seeds or a list; None: the preset's
 steps = None  # None: the preset's
-methods = None  # None: the six methods of Figure 1
+methods = None  # None: the six methods of Figure 1 and safe AMG
 device = 'cpu'  # 'cpu' or 'cuda'
 eval_every = 10  # steps between monitor-set evaluations
 compile = None  # torch.compile the LSTM step: True or False; None reads METAGUARD_COMPILE (default on)
-out_dir = None  # None: outputs/figure1 in the checkout
+out_dir = None  # None: outputs/figure1/<preset> in the checkout (see output_dir)
 
 # %% [markdown]
 # Under the test suite (`nbdev_test` sets `IN_TEST`) the notebook runs the `tiny` protocol into a
-# temporary folder, so tests never overwrite the shipped results.
+# temporary folder, so tests never touch the shipped results.
 
 # %%
 in_test = bool(os.environ.get('IN_TEST'))
 if in_test: preset, out_dir = 'tiny', tempfile.mkdtemp()
 P = protocol(setting, preset, seeds, steps, methods, device, eval_every)
-out = Path(out_dir) if out_dir else (checkout() or Path.cwd())/'outputs'/'figure1'
+out = output_dir(P, out_dir)
 store = Path(out_dir)/'results' if out_dir else None  # a given out_dir keeps its own results store
-out.mkdir(parents=True, exist_ok=True)
 name, net, data = figure_setting(setting)
 as_preset = PRESETS[P['preset']] == dict(seeds=len(P['seeds']), steps=P['steps'])
 protocol_name = f" ({P['preset']})" if as_preset else ''
 title = (f"({setting}) train: {name.replace('_', ' & ')}, test: {net} & {data}; "
          f"{len(P['seeds'])} seeds x {P['steps']} steps{protocol_name}, mean and 95% CI")
-print(title)
+print(title, '->', out)
 
 # %% [markdown]
-# ## Run the six methods
+# ## Run the methods
 #
-# One bar for the panel, one nested bar per method (with time estimates). Finished seeds come from
-# the cache in `outputs/cache`, so a second identical run takes seconds, and an interrupted run
-# resumes where it stopped.
+# One bar for the panel, one nested bar per method (with time estimates). Seeds already in the
+# results store (`outputs/results`, committed) are read, not computed: a second identical run takes
+# seconds, a run of the quick protocol reads the first 300 steps of the paper protocol's seeds where
+# they are in, and an interrupted run resumes where it stopped.
 
 # %%
 from fastprogress.fastprogress import master_bar
@@ -275,10 +401,9 @@ df = summarize(results, setting)
 # ## The panel
 
 # %%
-plot_panel(df, title=title)
+axs = plot_panel(df, title=title)
 plt.tight_layout()
-plt.savefig(out/f'{setting}.png', dpi=120); plt.savefig(out/f'{setting}.pdf')
-df.to_csv(out/f'{setting}.csv', index=False)
+save_panel(df, plt.gcf(), out, setting)
 print('wrote', *(out/f'{setting}.{x}' for x in ('png', 'pdf', 'csv')))
 
 # %% [markdown]

@@ -193,7 +193,7 @@ def ref_step(method:str, cfg:GuardConfig, net:RefNet, s:dict, xs, ys, xe, ye) ->
         return s, k, record(s['eta'])
     # Algorithm 2 (AMG; with the SGD point as well for safe AMG)
     l_now, l_learned = net.loss(eta, xa, ya), net.loss(eta_l, xa, ya)
-    plain = bool(l_now <= l_learned) or not math.isfinite(float(l_learned))  # min(l, NaN) = l
+    plain = bool(l_now <= l_learned) or not math.isfinite(float(l_learned.detach()))  # min(l, NaN) = l
     eta_f, opt_f, h_f = ref_descend(cfg, l_now if plain else l_learned, eta, s['opt'], h)
     with torch.no_grad():
         eta_ft, mem_ft, _ = ref_unroll(net, opt_f, eta_f, h_f, xs, ys)
@@ -695,15 +695,18 @@ for c in ceilings: print({k: round(v, 2) if isinstance(v, float) else v for k, v
 # | none (one graph, activations saved) | 6.14-6.66 | 3.61-3.85 | 4.57-5.58 | 129-163 | 3,393 / 5,545 |
 # | 128 | 5.66-6.35 | 3.34-3.70 | 4.50-4.70 | 150-170 | 2,164 / 2,929 |
 # | 256 | 6.36-6.55 | 3.84-4.29 | 4.42-4.84 | 51-165 | 2,156 / 2,971 |
-# | **512 (the CPU default)** | **5.93-6.71** | **3.79-4.04** | **4.73-4.99** | **140-188** | **2,172 / 2,984** |
+# | **512 (the CPU default: 12,800 rows)** | **5.93-6.71** | **3.79-4.04** | **4.73-4.99** | **140-188** | **2,172 / 2,984** |
 #
 # Tiles do not make the kernels faster by keeping the gates in cache (an experiment with the gates
 # kept in cache by tiles of 64 to 3,653 coordinates, without recomputation, ran the forward no faster
 # than the one-graph step: the elementwise loops are compute-bound, see above). What they buy is
 # memory: the forward saves nothing, the backward recomputes one tile at a time, and 25-seed AMG
 # fits in 2.2 GB (CNN) and 3.0 GB (MLP) instead of 3.4 and 5.5 GB, at the same speed or a little
-# faster (no 3.8 GB of saved gates to write and read back; the ranges overlap at every size). 512 coordinates per tile is the default
-# on a CPU; on a GPU the one-graph step is kept.
+# faster (no 3.8 GB of saved gates to write and read back; the ranges overlap at every size). The default on a CPU
+# is tiles of 12,800 (seed, coordinate) rows, 512 coordinates of 25 seeds; a single seed then gets
+# tiles of 12,800 coordinates, because 512-coordinate tiles of one seed measured 2x slower (AMG, CNN,
+# S = 1: 3.6 seed-steps/s against 4.4 with the row rule), each tile's call costing more than its
+# arithmetic. On a GPU the one-graph step is kept.
 #
 # **Inductor's C++ GEMM template** (`torch._inductor.config.max_autotune = True`,
 # `max_autotune_gemm_backends = 'CPP,ATEN'`, on this AVX-512 CPU): its autotuner timed the template
@@ -756,8 +759,19 @@ layout_rates('amg', 'mlp', S=2, steps=1)
 
 
 # %% [markdown]
-# Measured (`python -m metaguard_nb.bench --layout --methods amg smg --nets cnn mlp`, S = 25, 3
-# timed steps; LAYOUT_RESULTS below). The grid's `LAYOUT` in nbs/03d_grid is the faster one.
+# Measured (`python -m metaguard_nb.bench --layout --methods amg smg --nets cnn mlp --seeds 25 --steps 3`,
+# total seed-steps per second):
+#
+# | | 1 process x 2 threads | 2 processes x 1 thread |
+# |---|---|---|
+# | AMG, CNN | 6.69 | **7.25** |
+# | SMG, CNN | 5.38 | **5.71** |
+# | AMG, MLP | 4.76 | **4.91** |
+# | SMG, MLP | 3.86 | **4.00** |
+#
+# Two processes of one thread win by 3-8%: each has half the seeds, so half the working set, and no
+# thread of one waits for the other inside a kernel. The grid (nbs/03d_grid) uses that layout,
+# `LAYOUT = dict(workers=2, threads=1)`, on a `LocalCluster` of two workers.
 
 # %% [markdown]
 # **Where the rest of a protocol step goes.** A step of the protocol is more than the method's step:
@@ -767,33 +781,58 @@ layout_rates('amg', 'mlp', S=2, steps=1)
 
 # %%
 #| export
-def protocol_shares(method:str='amg', net:str='cnn', S:int=25, steps:int=3, eval_every:int=10) -> dict:
-    "Seconds per protocol step of: drawing batches, the method's step, the records' bookkeeping, and the evaluation (per step, 1/eval_every of one)."
+def protocol_shares(method:str='amg', net:str='cnn', S:int=25, steps:int=3, eval_every:int=10, test_every:int|None=100) -> dict:
+    "Seconds per protocol step of each part (batches, the method's step, records, monitor and test evaluations spread over the steps between them), as the runner does them and as it did before (every batch made, the test split at every evaluation)."
+    from metaguard_nb.guards import inner_batches
     from metaguard_nb.runner import _rows, evaluate
     p, cfg = _problem(net, S, 'cpu'), GuardConfig()
-    step, st = method_step(method), init_state(method, p.eta0, p.theta)
+    step, st, used = method_step(method), init_state(method, p.eta0, p.theta), inner_batches(method, cfg.T)
     st, _ = step(cfg, p.lstm_cfg, p.problem, st, step_batches(p.inner, p.evals, cfg.T))  # compiles
-    parts = dict(batches=0.0, step=0.0, records=0.0)
+    t = dict(all_batches=0.0, used_batches=0.0, step=0.0, records=0.0)
     for _ in range(steps):
-        t0 = time.perf_counter(); b = step_batches(p.inner, p.evals, cfg.T)
-        t1 = time.perf_counter(); st, r = step(cfg, p.lstm_cfg, p.problem, st, b)
-        t2 = time.perf_counter(); _rows([r])
-        t3 = time.perf_counter()
-        parts['batches'] += t1 - t0; parts['step'] += t2 - t1; parts['records'] += t3 - t2
-    parts = {k: v/steps for k, v in parts.items()}
+        t0 = time.perf_counter(); step_batches(p.inner, p.evals, cfg.T)
+        t1 = time.perf_counter(); b = step_batches(p.inner, p.evals, cfg.T, used)
+        t2 = time.perf_counter(); st, r = step(cfg, p.lstm_cfg, p.problem, st, b)
+        t3 = time.perf_counter(); _rows([r])
+        t4 = time.perf_counter()
+        for k, v in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)): t[k] += v/steps
     evaluate(p, st.eta)
-    t0 = time.perf_counter(); evaluate(p, st.eta); ev = time.perf_counter() - t0
-    parts['evaluation'] = ev/eval_every
-    total = sum(parts.values())
-    return dict(method=method, net=net, seeds=S, seconds=round(total, 4),
-                share={k: f'{v/total:.1%}' for k, v in parts.items()}, evaluation_seconds=round(ev, 3))
+    t0 = time.perf_counter(); evaluate(p, st.eta, test=False)
+    t1 = time.perf_counter(); evaluate(p, st.eta)
+    t2 = time.perf_counter()
+    monitor, both = t1 - t0, t2 - t1
+    before = dict(batches=t['all_batches'], step=t['step'], records=t['records'], evaluation=both/eval_every)
+    now = dict(batches=t['used_batches'], step=t['step'], records=t['records'], monitor=monitor/eval_every,
+               test=(both - monitor)/(test_every or eval_every))
+    share = lambda d: {k: f'{v/sum(d.values()):.1%}' for k, v in d.items()}
+    return dict(method=method, net=net, seeds=S, seconds_before=round(sum(before.values()), 4), share_before=share(before),
+                seconds_now=round(sum(now.values()), 4), share_now=share(now), evaluation_seconds=dict(monitor=round(monitor, 3), both=round(both, 3)))
 
 
 # %%
 protocol_shares('sgd', 'mlp', S=2, steps=2)
 
 # %% [markdown]
-# Measured (`python -m metaguard_nb.bench --shares --nets cnn mlp --seeds 25`; SHARES_RESULTS below).
+# Measured (`python -m metaguard_nb.bench --shares --methods sgd lgl2o amg smg --nets cnn mlp --seeds 25
+# --steps 3`; seconds per protocol step, and the evaluation's share). Before: the test split evaluated
+# with the monitor set every 10 steps, through `vmap`, and all ten inner batches made for every method.
+# Now: the test split every 100 steps (`test_every`), both sets seed by seed (a convolution without
+# the seed dimension: one evaluation of both sets on the CNN went from 4.0-4.3 s to 1.0 s), and only
+# the inner batches a method reads (SGD, L2O and LGL2O read $B_1$; the streams still advance by ten,
+# so every method sees the same batches):
+#
+# | 25 seeds | before: seconds per step | evaluation's share | now: seconds per step | evaluation's share |
+# |---|---|---|---|---|
+# | SGD, CNN | 0.55 | 76% | 0.098 | 25% |
+# | LGL2O, CNN | 0.72 | 56% | 0.28 | 8.5% |
+# | AMG, CNN | 4.03 | 10% | 3.61 | 0.8% |
+# | SMG, CNN | 5.01 | 7% | 4.56 | 0.6% |
+# | SGD, MLP | 0.044 | 32% | 0.017 | 24% (and 27% drawing batches) |
+# | LGL2O, MLP | 0.29 | 5% | 0.27 | 1.5% |
+# | AMG, MLP | 5.84 | 0.3% | 5.32 | 0.1% |
+#
+# For the adapting methods the rest of a protocol step was already small, and now is negligible; the
+# cheap baselines' part of the paper protocol costs a third to a quarter of what it did.
 
 # %%
 #| export

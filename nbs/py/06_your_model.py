@@ -1,0 +1,347 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: python3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Meta Guard on your own model
+#
+# > One entry point, `MetaGuard(model, loss_fn)`, that takes a torch model, a loss and any iterable of batches (a DataLoader).
+
+# %% [markdown]
+# After the paper's MLP and CNN, the next model is yours. `MetaGuard` wraps everything the earlier
+# chapters build (the flat seed-batched parameters of chapter 01, a shipped learned optimizer of
+# chapter 02, a method's step of chapter 03) behind three things a PyTorch user already knows: a
+# model, a loss, and batches.
+#
+# ```python
+# from metaguard_nb.meta_guard import MetaGuard
+# mg = MetaGuard(model, torch.nn.functional.cross_entropy, method='amg', lr_eta=0.3)
+# for k in range(100):
+#     info = mg.step(train_loader)        # draws the T inner batches and the judging batch B_e it needs
+# trained = mg.model                      # your model class, with the method's current weights
+# ```
+
+# %%
+#| default_exp meta_guard
+
+# %%
+#| export
+import copy, itertools, math
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from metaguard_nb.guards import BRANCHES, METHODS, Batches, GuardConfig, init_state, method_step
+from metaguard_nb.lstm import LSTMConfig, Theta
+from metaguard_nb.metatrain import SETTINGS, load_checkpoint
+from metaguard_nb.optimizees import Optimizee
+
+# %%
+from fastcore.test import test_close, test_eq, test_fail
+
+
+# %% [markdown]
+# ## The learned optimizer: a shipped checkpoint, a file, or a Theta
+#
+# `optimizer` names one of the shipped meta-trained optimizers (`'cnn_fashionmnist'`, `'mlp_mnist'`),
+# a checkpoint file, or is a `Theta` (with its `LSTMConfig`). Its LSTM must read the inputs the
+# library feeds it: a checkpoint of another input size is refused in one line.
+
+# %%
+#| export
+def learned_optimizer(optimizer, # a shipped name, a checkpoint path, or a Theta
+                      lstm_cfg:LSTMConfig|None=None, # the architecture of a Theta (default LSTMConfig())
+                     ) -> tuple:
+    "(LSTMConfig, Theta) of a learned optimizer, checked for the input size its weights expect."
+    if isinstance(optimizer, Theta): cfg, theta = lstm_cfg or LSTMConfig(), optimizer
+    elif isinstance(optimizer, (str, Path)):
+        if not str(optimizer).endswith('.pt') and str(optimizer) not in SETTINGS:
+            raise ValueError(f"unknown optimizer {str(optimizer)!r}: use a shipped one ({', '.join(map(repr, SETTINGS))}), a .pt checkpoint or a Theta")
+        ck_cfg, theta, _ = load_checkpoint(optimizer)
+        cfg = ck_cfg.lstm
+    else: raise ValueError(f'optimizer={optimizer!r}: use a shipped name, a .pt checkpoint path or a Theta')
+    got = theta.W['w_ih1'].shape[-1]
+    if got != cfg.n_in:
+        raise ValueError(f"the optimizer's LSTM reads {got} input features, its config says {cfg.n_in} "
+                         f"(use_loss_input={cfg.use_loss_input}): pass the LSTMConfig it was trained with")
+    return cfg, theta
+
+
+# %%
+test_eq(learned_optimizer('cnn_fashionmnist')[0], LSTMConfig())
+test_fail(lambda: learned_optimizer('resnet_imagenet'), contains="use a shipped one ('cnn_fashionmnist'")
+test_fail(lambda: learned_optimizer(learned_optimizer('mlp_mnist')[1], LSTMConfig(use_loss_input=False)), contains='reads 4 input features')
+
+
+# %% [markdown]
+# ## Models with buffers
+#
+# The functional core treats a model's *parameters* as data (`eta`, one row per seed) and calls the
+# model with `torch.func.functional_call`. Buffers stay in the template module. A BatchNorm layer in
+# training mode with running statistics would update them in place, from inside `vmap`, once per
+# loss evaluation (an AMG step evaluates the loss dozens of times, on batches of several seeds):
+# the statistics would be shared by all seeds and updated by every candidate the guard rejects, so
+# they could not be right. `MetaGuard` refuses such a model, in one line that names the fix:
+# normalisation from batch statistics only (`nn.BatchNorm2d(..., track_running_stats=False)`),
+# `GroupNorm` or `LayerNorm`, which are pure functions of the batch and work under the functional
+# core as they are.
+
+# %%
+#| export
+def check_model(model:nn.Module):
+    "A one-line error for a model Meta Guard cannot optimize; nothing for one it can."
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f'{type(model).__name__} has no trainable parameters: Meta Guard optimizes a model\'s parameters')
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats:
+            raise ValueError(f"{name or 'the model'} ({type(m).__name__}) keeps running statistics, which a functional, seed-batched "
+                             f"step cannot update correctly: use {type(m).__name__}(..., track_running_stats=False), GroupNorm or LayerNorm")
+
+
+# %%
+test_fail(lambda: check_model(nn.ReLU()), contains='has no trainable parameters')
+test_fail(lambda: check_model(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))), contains='track_running_stats=False')
+check_model(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, track_running_stats=False)))
+
+
+# %% [markdown]
+# ## MetaGuard
+#
+# A step needs T inner batches and one judging batch $B_e$ per seed: `T + 1` batches, drawn in that
+# order from the iterable it is given. A re-iterable source (a DataLoader, a list) is read on from
+# where the last step stopped, and starts a new pass when it is exhausted; a one-shot iterator that
+# runs out in the middle of a step is an error that says how many batches a step needs. Batches are
+# checked before any compute: every batch must have the first batch's shapes (a DataLoader's last,
+# short batch is dropped with `drop_last=True`), and the loss must be a scalar.
+
+# %%
+#| export
+class StepInfo(NamedTuple):
+    "What one step did, per seed."
+    branch: list # the chosen candidate's name (see guards.BRANCHES), or 'none finite'
+    loss: torch.Tensor # l(eta_new; B_e) [S]
+    counters: torch.Tensor # this step's gradient evaluations, forward evaluations, LSTM steps [S, 3]
+    candidates: torch.Tensor|None # the guard's candidate losses on B_e [S, K]
+
+class MetaGuard:
+    "Meta Guard (or any method of guards.METHODS) on a user's model: `step(batches)` makes one step, `model` gives the weights back."
+    def __init__(self, model:nn.Module, # the model to train; its current parameters are the starting point
+                 loss_fn=nn.functional.cross_entropy, # loss(model(x), y) -> scalar
+                 method:str='amg', # one of guards.METHODS
+                 optimizer='cnn_fashionmnist', # the learned optimizer: a shipped name, a .pt checkpoint, or a Theta
+                 lr_eta:float=3.0, # lambda_eta: the fallback's SGD step on your model (see "Which lambda_eta" below)
+                 lr_theta:float=0.1, # lambda_theta: the fallback's step on the learned optimizer
+                 T:int=10, # unroll length
+                 seeds:int=1, # independent copies run side by side (each from the model's weights, each on its own batches)
+                 device:str|torch.device='cpu',
+                 lstm_cfg:LSTMConfig|None=None, # the architecture, when `optimizer` is a Theta
+                 **guard, # more GuardConfig fields (sgd_candidate, adapt_batch, compile, tile, ...)
+                ):
+        self.step_fn = method_step(method)
+        check_model(model)
+        if not isinstance(seeds, int) or seeds <= 0: raise ValueError(f'seeds={seeds!r}: use a positive integer')
+        self.method, self.S, self.device = method, seeds, torch.device(device)
+        self.lstm_cfg, theta = learned_optimizer(optimizer, lstm_cfg)
+        self.cfg = GuardConfig(lr_eta=lr_eta, lr_theta=lr_theta, T=T, **guard)
+        self.template = copy.deepcopy(model)
+        self.problem = Optimizee(self.template, loss_fn=loss_fn, name=type(model).__name__)
+        self.template.to(self.device)  # buffers (and the template's own parameters) on the step's device
+        eta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).to(self.device)
+        self.state = init_state(method, eta0.expand(seeds, -1).clone(), theta)
+        self._source, self.steps = None, 0  # (the re-iterable source of the last step, its iterator)
+
+    def _draw(self, batches) -> list:
+        "S x (T + 1) batches from `batches`, or a one-line error."
+        need = self.S*(self.cfg.T + 1)
+        ran_out = lambda k: ValueError(f'the batches ran out after {k} of the {need} a step needs (T + 1 = {self.cfg.T + 1} per seed, '
+                                       f'{self.S} seed(s)): pass a DataLoader or another re-iterable source, or more batches')
+        if iter(batches) is batches:  # a one-shot iterator
+            out = list(itertools.islice(batches, need))
+            if len(out) < need: raise ran_out(len(out))
+            return out
+        src, it = self._source if self._source is not None and self._source[0] is batches else (batches, iter(batches))
+        out, fresh = [], False
+        while len(out) < need:
+            b = next(it, None)
+            if b is None:  # the end of a pass: read on from a new one, unless the source is empty
+                if fresh: raise ran_out(len(out))
+                it, fresh = iter(batches), True
+                continue
+            out.append(b); fresh = False
+        self._source = (batches, it)
+        return out
+
+    def _batches(self, drawn:list) -> Batches:
+        "Stack S x (T + 1) (x, y) pairs into Batches, checking their shapes."
+        if not all(isinstance(b, (tuple, list)) and len(b) == 2 for b in drawn):
+            raise ValueError('each batch must be a pair (x, y), as a DataLoader of a supervised dataset gives them')
+        x0, y0 = drawn[0]
+        for x, y in drawn:
+            if x.shape != x0.shape or y.shape != y0.shape:
+                raise ValueError(f'batches of different shapes: {tuple(x0.shape)}, {tuple(y0.shape)} and then {tuple(x.shape)}, '
+                                 f'{tuple(y.shape)}: give equal batches (DataLoader(..., drop_last=True))')
+        T, S = self.cfg.T, self.S
+        x = torch.stack([b[0] for b in drawn]).to(self.device).view(S, T + 1, *x0.shape)
+        y = torch.stack([b[1] for b in drawn]).to(self.device).view(S, T + 1, *y0.shape)
+        return Batches(x[:, :T], y[:, :T], x[:, T], y[:, T])
+
+    def _check_loss(self, b:Batches):
+        with torch.no_grad():
+            try: out = self.problem.loss(self.state.eta[0], b.xe[0], b.ye[0])
+            except Exception as e: raise ValueError(f'the model and loss fail on a batch of shape {tuple(b.xe.shape[1:])}: {type(e).__name__}: {e}') from None
+        if out.dim() != 0: raise ValueError(f'the loss must be a scalar (the mean over the batch); it has shape {tuple(out.shape)}')
+
+    def step(self, batches) -> StepInfo:
+        "One step of the method on S x (T + 1) batches drawn from `batches`; returns what the step did."
+        b = self._batches(self._draw(batches))
+        if self.steps == 0: self._check_loss(b)
+        self.state, rec = self.step_fn(self.cfg, self.lstm_cfg, self.problem, self.state, b)
+        self.steps += 1
+        names = list(BRANCHES[self.method]) + ['none finite']
+        return StepInfo([names[i] for i in rec.branch.tolist()], rec.loss, rec.counters, rec.candidates)
+
+    def module(self, seed:int=0) -> nn.Module:
+        "A copy of the user's model with seed `seed`'s current parameters."
+        m = copy.deepcopy(self.template)
+        with torch.no_grad(): nn.utils.vector_to_parameters(self.state.eta[seed].detach().clone(), m.parameters())
+        return m
+
+    @property
+    def model(self) -> nn.Module: return self.module(0)
+    def state_dict(self, seed:int=0) -> dict: return self.module(seed).state_dict()
+    def __repr__(self): return f'MetaGuard({self.method}, {self.problem.name}, m={self.problem.m}, seeds={self.S}, steps={self.steps})'
+
+
+# %% [markdown]
+# ## A first check: the paper's CNN, through MetaGuard and through the runner
+#
+# On panel (a)'s problem (the sigmoid CNN on FashionMNIST, the CNN-trained optimizer), `MetaGuard`
+# fed with the runner's own batches makes the runner's numbers: the same eta after three AMG steps.
+
+# %%
+from metaguard_nb.guards import step_batches
+from metaguard_nb.runner import RUN_SEED_OFFSET, make_problem, setting_checkpoint
+p = make_problem('a', [RUN_SEED_OFFSET], ck=setting_checkpoint('a'))
+mg = MetaGuard(p.problem.module, method='amg', optimizer='cnn_fashionmnist', compile=False)
+mg.state = mg.state._replace(eta=p.eta0.clone())  # the runner's initialisation of seed 0
+st = init_state('amg', p.eta0, p.theta)
+for k in range(3):
+    b = step_batches(p.inner, p.evals, 10)
+    pairs = [(b.xs[0, t], b.ys[0, t]) for t in range(10)] + [(b.xe[0], b.ye[0])]
+    info = mg.step(iter(pairs))
+    st, rec = METHODS['amg'](GuardConfig(compile=False), p.lstm_cfg, p.problem, st, b)
+    test_eq(info.branch, [BRANCHES['amg'][int(rec.branch[0])]])
+test_close(mg.state.eta, st.eta, eps=1e-6)
+test_eq(torch.cat([q.detach().reshape(-1) for q in mg.model.parameters()]), mg.state.eta[0])
+mg
+
+# %% [markdown]
+# ## A model the paper does not use: a ReLU MLP on FashionMNIST, from a DataLoader
+#
+# The model a user is likely to bring: 784 -> 64 -> 32 -> 10 with ReLUs (52,714 parameters, three
+# times the paper's MLP), trained from a plain `torch.utils.data.DataLoader` of FashionMNIST. The
+# parameters below are the chapter's; under the test suite the run is four steps long.
+
+# %%
+import os
+import matplotlib.pyplot as plt
+import torchvision
+from torch.utils.data import DataLoader
+from metaguard_nb.data import data_dir, prepare
+
+steps = 4 if os.environ.get('IN_TEST') else 150  # steps per method
+eval_every = 2 if os.environ.get('IN_TEST') else 10
+
+prepare('fashionmnist')
+train = torchvision.datasets.FashionMNIST(str(data_dir()), train=True, download=False, transform=torchvision.transforms.ToTensor())
+loader = lambda seed: DataLoader(train, batch_size=128, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed))
+monitor = next(iter(DataLoader(train, batch_size=2048, shuffle=True, generator=torch.Generator().manual_seed(99))))
+
+def relu_mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+@torch.no_grad()
+def monitor_loss(model): return float(nn.functional.cross_entropy(model(monitor[0]), monitor[1]))
+
+def train_curve(make_model, method, lr_eta, steps=steps, **kw):
+    "Monitor-set loss every eval_every steps of `method` on a fresh model, the same batches for every method."
+    mg, data = MetaGuard(make_model(), method=method, lr_eta=lr_eta, **kw), loader(0)
+    curve, branches = [monitor_loss(mg.model)], []
+    for k in range(steps):
+        branches += mg.step(data).branch
+        if (k + 1) % eval_every == 0: curve.append(monitor_loss(mg.model))
+    return curve, branches
+
+
+# %% [markdown]
+# **Which lambda_eta for my model?** The guards fall back to SGD with step size $\lambda_\eta$, and
+# the paper's $\lambda_\eta = 3$ was chosen for sigmoid networks (LGL2O's). A guard can only help
+# where its fallback is a reasonable optimizer: if SGD at $\lambda_\eta$ diverges or stalls, the guard
+# either never takes the fallback or takes a bad one. So the rule this chapter uses: **sweep SGD's
+# step size on the model for a few dozen steps, and give the guard the best one.** On the ReLU MLP:
+
+# %%
+sweep = {lr: train_curve(relu_mlp, 'sgd', lr)[0] for lr in (0.03, 0.1, 0.3, 1.0, 3.0)}
+best_lr = min(sweep, key=lambda lr: sweep[lr][-1] if math.isfinite(sweep[lr][-1]) else math.inf)
+for lr, c in sweep.items(): print(f'SGD lambda_eta = {lr:<5}: monitor loss {c[0]:.3f} -> {c[-1]:.3f}')
+print('best:', best_lr)
+
+# %% [markdown]
+# Then SGD, LGL2O and AMG on the same batches, AMG with the paper's $\lambda_\eta = 3$ and with the
+# swept one (each method from the same initialisation; one seed here, so read the curves as an
+# example, not as a measurement of the methods):
+
+# %%
+runs = {('SGD', best_lr): train_curve(relu_mlp, 'sgd', best_lr), ('LGL2O', best_lr): train_curve(relu_mlp, 'lgl2o', best_lr),
+        ('AMG', 3.0): train_curve(relu_mlp, 'amg', 3.0), ('AMG', best_lr): train_curve(relu_mlp, 'amg', best_lr)}
+fig, ax = plt.subplots(figsize=(6, 3.5))
+for (name, lr), (c, br) in runs.items():
+    ax.plot([k*eval_every for k in range(len(c))], c, label=f'{name}, lambda_eta = {lr}')
+ax.set(xlabel='step', ylabel='monitor-set loss', yscale='log', title='ReLU MLP 784-64-32-10, FashionMNIST'); ax.legend(fontsize=8)
+plt.tight_layout()
+for (name, lr), (c, br) in runs.items():
+    if name != 'SGD': print(f'{name} (lambda_eta = {lr}): branches', {k: br.count(k) for k in dict.fromkeys(br)})
+
+
+# %% [markdown]
+# **A model with normalisation.** A small CNN with BatchNorm: with running statistics it is refused
+# (see "Models with buffers"); with `track_running_stats=False` it trains like any other model (the
+# statistics of each batch, in training and in evaluation alike).
+
+# %%
+def bn_cnn(track=False, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 8, 5, 2), nn.BatchNorm2d(8, track_running_stats=track), nn.ReLU(),
+                         nn.Conv2d(8, 16, 3, 2), nn.BatchNorm2d(16, track_running_stats=track), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(16*5*5, 10))
+test_fail(lambda: MetaGuard(bn_cnn(track=True)), contains='track_running_stats=False')
+bn_sweep = {lr: train_curve(bn_cnn, 'sgd', lr)[0][-1] for lr in (0.1, 0.3, 1.0, 3.0)}
+bn_lr = min(bn_sweep, key=lambda lr: bn_sweep[lr] if math.isfinite(bn_sweep[lr]) else math.inf)
+bn_runs = {name: train_curve(bn_cnn, m, bn_lr)[0] for name, m in (('SGD', 'sgd'), ('LGL2O', 'lgl2o'), ('AMG', 'amg'))}
+print('SGD sweep (final monitor loss):', {k: round(v, 3) for k, v in bn_sweep.items()}, '-> lambda_eta =', bn_lr)
+print({k: f'{c[0]:.3f} -> {c[-1]:.3f}' for k, c in bn_runs.items()})
+
+# %% [markdown]
+# BN_TEXT
+
+# %% [markdown]
+# ## Bad input, in one line, before any compute
+
+# %%
+few = [(monitor[0][:128], monitor[1][:128])]*3
+test_fail(lambda: MetaGuard(relu_mlp(), method='adam'), contains="use one of 'sgd'")
+test_fail(lambda: MetaGuard(relu_mlp(), optimizer='nope'), contains='use a shipped one')
+test_fail(lambda: MetaGuard(relu_mlp(), seeds=0), contains='positive integer')
+test_fail(lambda: MetaGuard(relu_mlp()).step(iter(few)), contains='ran out after 3 of the 11 a step needs')
+test_fail(lambda: MetaGuard(relu_mlp()).step([(monitor[0][:128], monitor[1][:128]), (monitor[0][:64], monitor[1][:64])]*6),
+          contains='batches of different shapes')
+test_fail(lambda: MetaGuard(relu_mlp(), loss_fn=lambda out, y: nn.functional.cross_entropy(out, y, reduction='none')).step(few*4),
+          contains='the loss must be a scalar')
+test_fail(lambda: MetaGuard(relu_mlp()).step([(torch.zeros(128, 3, 32, 32), monitor[1][:128])]*11), contains='the model and loss fail')
