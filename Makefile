@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed
 FIG := outputs/figure1
 
-.PHONY: setup data test figure1 figure1-all figure1-paper lab sync check-pairs checkpoints bench ablation
+.PHONY: setup data test figure1 figure1-all figure1-paper lab sync readme docs check-pairs checkpoints bench ablation
 
 # Fail at once, before any set-up, on a setting that is not a panel of Figure 1 or a preset that is not one.
 ifneq ($(filter figure1 figure1-all figure1-paper,$(MAKECMDGOALS)),)
@@ -27,16 +27,21 @@ $(error DEVICE='$(DEVICE)' is not a device: use cpu or cuda (for example: make f
 endif
 endif
 
+# The venv's Jupyter kernel is registered as the notebooks name it ("python3", the display name nbdev_clean
+# writes), and JupyterLab's autosave is off: opening and reading a notebook never rewrites it.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 $(STAMP): requirements.txt setup.py settings.ini
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name python3 > /dev/null
+	@mkdir -p $(dir $(LAB_SETTINGS)) && echo '{"@jupyterlab/docmanager-extension:plugin": {"autosave": false}}' > $(LAB_SETTINGS)
 	@touch $@
 
 setup: $(STAMP)
 
 $(DATA)/.prepared: | $(STAMP)
-	$(PY) -c "from metaguard_nb.data import prepare; print('data ready in', prepare())"
+	$(PY) -c "from metaguard_nb.prepare import prepare; print('data ready in', prepare())"
 	@touch $@
 
 data: $(DATA)/.prepared
@@ -69,27 +74,41 @@ figure1-paper: setup data
 	$(PY) -m metaguard_nb.figure report --preset paper > /dev/null
 
 lab: setup data
-	jupyter lab nbs $(if $(filter 0,$(shell id -u)),--allow-root)
+	jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/nbs $(if $(filter 0,$(shell id -u)),--allow-root)
 
-# After editing a notebook or its text copy: pair, clean, export.
+# After editing a notebook or its text copy: pair, clean, export, and the README from index.ipynb.
 sync: setup
 	jupytext --quiet --sync nbs/*.ipynb nbs/py/*.py
 	nbdev_clean
 	touch nbs/*.ipynb && jupytext --quiet --sync nbs/*.ipynb
 	nbdev_export
+	$(PY) -m metaguard_nb.docs readme > /dev/null
 
-# The jupytext text copies in nbs/py must equal what the notebooks give.
+readme: setup
+	$(PY) -m metaguard_nb.docs readme
+
+# The documentation site, offline: Sphinx + myst-nb (requirements-docs.txt), MathJax from npm; -> _docs/index.html
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): requirements-docs.txt | $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-docs.txt
+	@touch $@
+docs: setup $(DOCS_STAMP)
+	$(PY) -m metaguard_nb.docs site
+
+# The jupytext text copies in nbs/py must equal what the notebooks give, and README.md what index.ipynb gives.
 check-pairs: setup
 	@status=0; for nb in nbs/*.ipynb; do py=nbs/py/$$(basename $${nb%.ipynb}).py; \
 	  jupytext --quiet --to py:percent -o - $$nb | diff -q - $$py >/dev/null || { echo "out of sync: $$nb vs $$py (run make sync)"; status=1; }; \
 	done; for py in nbs/py/*.py; do nb=nbs/$$(basename $${py%.py}).ipynb; \
-	  test -f $$nb || { echo "$$py has no notebook $$nb (run make sync)"; status=1; }; done; exit $$status
+	  test -f $$nb || { echo "$$py has no notebook $$nb (run make sync)"; status=1; }; done; \
+	$(PY) -c "from metaguard_nb.docs import readme; import sys; sys.exit(open('README.md').read() != readme())" \
+	  || { echo "README.md is not what nbs/index.ipynb and the committed results give (run make readme)"; status=1; }; exit $$status
 
 # Regenerate the shipped meta-trained optimizers (Eq. 2), one setting per process, resumable.
 checkpoints: setup data
 	metaguard-metatrain cnn_fashionmnist --threads 1 & metaguard-metatrain mlp_mnist --threads 1 & wait
 
-# Seed-steps per second of every method, ours against the plain eager reference (nbs/05_bench).
+# Seed-steps per second of every method, ours against the plain eager reference (nbs/A3_bench).
 bench: setup data
 	$(PY) -m metaguard_nb.bench --device $(DEVICE) --out outputs/bench$(if $(filter-out cpu,$(DEVICE)),_$(DEVICE)).json
 

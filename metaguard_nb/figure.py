@@ -7,10 +7,9 @@ __all__ = ['PRESETS', 'REPORT_METHODS', 'LABELS', 'COLORS', 'protocol', 'mean_ci
            'combined_figure', 'output_dir', 'save_panel', 'collect', 'report', 'readme_block', 'update_readme', 'main']
 
 # %% ../nbs/04_figure1.ipynb #56862ab5
-import builtins, math, os, tempfile
+import builtins, math
 from pathlib import Path
 
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -18,7 +17,7 @@ import torch
 from scipy import stats
 
 from .data import checkout
-from .runner import FIGURE_METHODS, FIGURE_SETTINGS, check_device, figure_setting, run
+from .runner import FIGURE_METHODS, FIGURE_SETTINGS, check_device, figure_setting
 
 # %% ../nbs/04_figure1.ipynb #4cfd1e50
 PRESETS = {'tiny': dict(seeds=2, steps=20), 'quick': dict(seeds=3, steps=300), 'paper': dict(seeds=25, steps=2000)}

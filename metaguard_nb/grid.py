@@ -14,7 +14,7 @@ import torch
 from fastprogress.fastprogress import progress_bar
 
 from .guards import GuardConfig
-from .runner import (FIGURE_METHODS, check_device, figure_setting, key_hash, load_seed, run, run_key, save_seed,
+from .runner import (check_device, figure_setting, key_hash, load_seed, run, run_key, save_seed,
                                  serves, setting_checkpoint, store_dir)
 
 # %% ../nbs/03d_grid.ipynb #3bdd92cb
@@ -57,7 +57,7 @@ def run_task(task:Task, steps:int, eval_every:int, guard:dict, device:str, store
     return dict(task=task, key=r['key'], seeds=seeds, seconds=time.perf_counter() - t0, worker=os.getpid())
 
 # %% ../nbs/03d_grid.ipynb #2432540b
-LAYOUT = dict(workers=2, threads=1)  # measured in nbs/05_bench on this 2-core machine
+LAYOUT = dict(workers=2, threads=1)  # measured in nbs/A3_bench on this 2-core machine
 
 def run_grid(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2000, eval_every:int=10, device:str='cpu',
              shard:int=5, scheduler:str|None=None, workers:int|None=None, threads:int|None=None, store=None,

@@ -4,11 +4,10 @@
 
 # %% auto #0
 __all__ = ['NUMERICS', 'ADAPT_BATCHES', 'BRANCHES', 'METHODS', 'ADAPTING', 'ONE_INNER_BATCH', 'Batches', 'step_batches', 'State',
-           'Record', 'finite_rows', 'finite_theta', 'choose', 'gather', 'gather_theta', 'GuardConfig', 'lstm_options',
+           'Record', 'finite_rows', 'finite_theta', 'choose', 'gather', 'gather_theta', 'GuardConfig', 'lstm_step_for',
            'Candidates', 'keep_best', 'sgd_step', 'l2o_step', 'lgl2o_candidates', 'lgl2o_step', 'lgl2o_no_update_step',
            'adapt_batch', 'adapt_objective', 'smg_candidates', 'smg_step', 'amg_fallback', 'amg_candidates', 'amg_step',
-           'safe_amg_step', 'inner_batches', 'method_step', 'init_state', 'quadratic', 'full_batch',
-           'convergence_trace']
+           'safe_amg_step', 'inner_batches', 'method_step', 'init_state']
 
 # %% ../nbs/03_guards.ipynb #842f6ad5
 import math, os
@@ -17,7 +16,8 @@ from typing import NamedTuple
 
 import torch
 
-from .lstm import LSTMConfig, Theta, per_seed, resolve_tile, start_state, step_function, unroll
+from .compiled import resolve_tile, step_function
+from .lstm import LSTMConfig, Theta, per_seed, start_state, unroll
 from .optimizees import Optimizee, batched_grad, batched_loss
 
 # %% ../nbs/03_guards.ipynb #8b541149
@@ -38,7 +38,7 @@ class State(NamedTuple):
     "A method's seed-batched state between steps."
     eta: torch.Tensor # optimizee parameters [S, m]
     theta: Theta # learned optimizer: shared (L2O, LGL2O) or per seed (SMG, AMG)
-    lstm: tuple|None # carried per-coordinate LSTM state (L2O, LGL2O w/ Update), else None
+    carry: tuple|None # the per-coordinate LSTM state carried to the next step (L2O, LGL2O w/ Update), else None
     counters: torch.Tensor # cumulative [S, 3]: gradient evaluations, forward evaluations, LSTM steps
 
 class Record(NamedTuple):
@@ -106,16 +106,16 @@ class GuardConfig:
         for k in ('T', 'eval_batch_size'):
             if not isinstance(getattr(self, k), int) or getattr(self, k) <= 0: raise ValueError(f'{k}={getattr(self, k)!r}: use a positive integer')
 
-def lstm_options(cfg:GuardConfig, like:torch.Tensor) -> dict:
-    "How to run the LSTM on `like`'s device: `unroll`'s compile and tile arguments."
-    return dict(compile=cfg.compile, tile=resolve_tile(cfg.tile, like.device))
+def lstm_step_for(cfg:GuardConfig, like:torch.Tensor) -> callable:
+    "The LSTM step the guards run on `like`'s device: compiled and tiled as `cfg` says (appendix A2_compiled)."
+    return step_function(cfg.compile, resolve_tile(cfg.tile, like.device))
 
 def _count(S:int, grads:int, fwds:int, lstm:int, device) -> torch.Tensor:
     "This step's counters [S, 3], made on the device (no host-to-device copy, so no sync on a GPU)."
     return torch.stack([torch.full((S,), v, dtype=torch.long, device=device) for v in (grads, fwds, lstm)], 1)
 
-def _next(state:State, eta, theta, lstm, branch, loss, step_counts, candidates=None) -> tuple:
-    return State(eta, theta, lstm, state.counters + step_counts), Record(branch, loss.detach(), step_counts, candidates)
+def _next(state:State, eta, theta, carry, branch, loss, step_counts, candidates=None) -> tuple:
+    return State(eta, theta, carry, state.counters + step_counts), Record(branch, loss.detach(), step_counts, candidates)
 
 class Candidates(NamedTuple):
     "A guard's candidates in tie order, before the choice."
@@ -124,7 +124,7 @@ class Candidates(NamedTuple):
     losses: list # [S] each, on B_e
     counts: list # this step's [gradient evaluations, forward evaluations, LSTM steps]
 
-def keep_best(state:State, c:Candidates, lstm=None) -> tuple:
+def keep_best(state:State, c:Candidates, carry=None) -> tuple:
     "The guard: keep each seed's best finite candidate (first in tie order); keep the state where none is finite."
     frozen = all(t is state.theta for t in c.thetas)  # L2O and LGL2O: theta is shared and not a choice
     idx = choose(c.losses, c.etas, None if frozen else c.thetas)
@@ -133,7 +133,7 @@ def keep_best(state:State, c:Candidates, lstm=None) -> tuple:
     L = torch.stack(c.losses, 1).detach()
     loss = gather(idx, [*L.T, torch.full_like(L[:, 0], math.nan)])
     counts = _count(eta.shape[0], *c.counts, eta.device)
-    return _next(state, eta, theta, lstm, idx, loss, counts, torch.where(torch.isfinite(L), L, math.inf))
+    return _next(state, eta, theta, carry, idx, loss, counts, torch.where(torch.isfinite(L), L, math.inf))
 
 # %% ../nbs/03_guards.ipynb #a61c6d61
 def sgd_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
@@ -148,27 +148,27 @@ def _learned(cfg:GuardConfig, lcfg, problem, state:State, b:Batches):
     "One step of g from the carried (or freshly broadcast) LSTM state, on B_1: (eta_L, new LSTM state, grad, loss)."
     S, m = state.eta.shape
     g, l = batched_grad(problem, state.eta, b.xs[:, 0], b.ys[:, 0])
-    lstm = state.lstm if state.lstm is not None else start_state(state.theta.h, S, m)
-    u, lstm = step_function(**lstm_options(cfg, g))(lcfg, state.theta.W, g, l, lstm)
-    return state.eta + u, lstm, g
+    carry = state.carry if state.carry is not None else start_state(state.theta.h, S, m)
+    u, carry = lstm_step_for(cfg, g)(lcfg, state.theta.W, g, l, carry)
+    return state.eta + u, carry, g
 
 def l2o_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
-    eta, lstm, _ = _learned(cfg, lcfg, problem, state, b)
+    eta, carry, _ = _learned(cfg, lcfg, problem, state, b)
     S = eta.shape[0]
-    return _next(state, eta, state.theta, lstm, torch.zeros(S, dtype=torch.long, device=eta.device),
+    return _next(state, eta, state.theta, carry, torch.zeros(S, dtype=torch.long, device=eta.device),
                  batched_loss(problem, eta, b.xe, b.ye), _count(S, 1, 0, 1, eta.device))
 
 # %% ../nbs/03_guards.ipynb #b700e072
 def lgl2o_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches, update:bool=True) -> tuple:
     "(Candidates [learned, sgd], the learned candidate's LSTM state)."
-    eta_l, lstm, g = _learned(cfg, lcfg, problem, state if update else state._replace(lstm=None), b)
+    eta_l, carry, g = _learned(cfg, lcfg, problem, state if update else state._replace(carry=None), b)
     eta_s = state.eta - cfg.lr_eta*g
     losses = [batched_loss(problem, e, b.xe, b.ye) for e in (eta_l, eta_s)]
-    return Candidates([eta_l, eta_s], [state.theta]*2, losses, [1, 2, 1]), lstm
+    return Candidates([eta_l, eta_s], [state.theta]*2, losses, [1, 2, 1]), carry
 
 def lgl2o_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches, update:bool=True) -> tuple:
-    c, lstm = lgl2o_candidates(cfg, lcfg, problem, state, b, update)
-    return keep_best(state, c, lstm if update else None)
+    c, carry = lgl2o_candidates(cfg, lcfg, problem, state, b, update)
+    return keep_best(state, c, carry if update else None)
 
 def lgl2o_no_update_step(cfg, lcfg, problem, state, b): return lgl2o_step(cfg, lcfg, problem, state, b, update=False)
 
@@ -200,7 +200,7 @@ def adapt_objective(cfg:GuardConfig, lcfg, problem, b:Batches, pairs:list) -> li
     S, n = b.xs.shape[0], len(pairs)
     rep = lambda t: t.repeat(n, *[1]*(t.dim() - 1))
     r = unroll(lcfg, problem, torch.cat([e for e, _ in pairs]), _cat_theta([t for _, t in pairs]), rep(b.xs), rep(b.ys),
-               **lstm_options(cfg, b.xs))
+               step=lstm_step_for(cfg, b.xs))
     return list(batched_loss(problem, r.eta, rep(b.xe), rep(b.ye)).split(S))
 
 # %% ../nbs/03_guards.ipynb #2c5eb3c0
@@ -210,7 +210,7 @@ def _learned_candidate(learned, theta:Theta) -> tuple:
 def smg_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> Candidates:
     "Algorithm 1's candidates [learned, fallback], each scored by L^Adapt on B_e."
     eta, theta = _leaf(state)
-    learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, **lstm_options(cfg, eta))  # Alg. 1, line 2
+    learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, step=lstm_step_for(cfg, eta))  # Alg. 1, line 2
     eta_f, theta_f = _descend(cfg, batched_loss(problem, learned.eta, *adapt_batch(cfg, b)), eta, theta)  # Alg. 1, line 3 (Eq. 5)
     eta_l, theta_l = _learned_candidate(learned, theta)
     scores = adapt_objective(cfg, lcfg, problem, b, [(eta_l, theta_l), (eta_f, theta_f)])  # Alg. 1, line 4: both L^Adapt
@@ -246,11 +246,11 @@ def amg_fallback(cfg:GuardConfig, problem:Optimizee, eta, theta:Theta, eta_learn
 def amg_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
     "(Algorithm 2's Candidates, plain [S]: where line 3's fallback was plain SGD)."
     eta, theta = _leaf(state)
-    learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, **lstm_options(cfg, eta))  # Alg. 2, line 2
+    learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, step=lstm_step_for(cfg, eta))  # Alg. 2, line 2
     eta_f, theta_f, plain, l_now, l_learned = amg_fallback(cfg, problem, eta, theta, learned.eta, b)  # Alg. 2, line 3
     eta_l, theta_l = _learned_candidate(learned, theta)
     with torch.no_grad():
-        ft = unroll(lcfg, problem, eta_f, theta_f, b.xs, b.ys, **lstm_options(cfg, eta_f))  # Alg. 2, line 4
+        ft = unroll(lcfg, problem, eta_f, theta_f, b.xs, b.ys, step=lstm_step_for(cfg, eta_f))  # Alg. 2, line 4
         judge = lambda e: batched_loss(problem, e, b.xe, b.ye)  # Alg. 2, lines 5-8 compare on B_e
         j_now, j_learned = (l_now, l_learned) if cfg.adapt_batch == 'eval' else (judge(state.eta), judge(eta_l))
         l_f, l_ft = judge(eta_f), judge(ft.eta)
@@ -294,36 +294,3 @@ def init_state(name:str, eta:torch.Tensor, theta:Theta) -> State:
     theta = Theta({k: v.to(dev) for k, v in theta.W.items()}, theta.h.to(dev))
     if name in ADAPTING: theta = per_seed(theta, S)
     return State(eta, theta, None, torch.zeros(S, 3, dtype=torch.long, device=dev))
-
-# %% ../nbs/03_guards.ipynb #33df5242
-class _Quadratic(torch.nn.Module):
-    "eta itself is the output: the loss function does all the work."
-    def __init__(self, m): super().__init__(); self.w = torch.nn.Parameter(torch.zeros(m))
-    def reset_parameters(self): torch.nn.init.normal_(self.w, std=3.0)
-    def forward(self, x): return self.w.expand(x.shape[0], -1)
-
-def quadratic(m:int=20, # dimension
-              mu:float=0.5, L:float=2.0, # strong convexity and smoothness constants (the extreme curvatures)
-              seed:int=0) -> tuple:
-    "(Optimizee with l(eta) = 1/2 sum a_i (eta_i - c_i)^2, a spread over [mu, L], the minimiser c). l* = 0."
-    a = torch.linspace(mu, L, m)
-    c = torch.randn(m, generator=torch.Generator().manual_seed(seed))
-    loss = lambda out, y: 0.5*(a*(out[0] - c)**2).sum()
-    return Optimizee(_Quadratic(m), loss_fn=loss, name='quadratic', config=dict(m=m, mu=mu, L=L)), c
-
-def full_batch(S:int, T:int=10) -> Batches:
-    "Dummy batches for a full-batch (data-free) optimizee: every 'batch' is the same."
-    return Batches(torch.zeros(S, T, 1, 1), torch.zeros(S, T, 1, dtype=torch.long), torch.zeros(S, 1, 1), torch.zeros(S, 1, dtype=torch.long))
-
-def convergence_trace(method:str, theta:Theta, lcfg:LSTMConfig, steps:int=150, seeds=range(4), lr:float=0.5) -> dict:
-    "Run `method` on the quadratic: per step l(eta_k), l(eta^GD_k) and l(eta_{k+1}) [S, steps], and the branches."
-    problem, c = quadratic()
-    cfg, seeds = GuardConfig(lr_eta=lr, compile=False), list(seeds)  # m = 20: nothing for a compiler to win
-    st, b = init_state(method, problem.init(seeds), theta), full_batch(len(seeds))
-    now, gd, nxt, branch = [], [], [], []
-    for k in range(steps):
-        g, l = batched_grad(problem, st.eta, b.xs[:, 0], b.ys[:, 0])
-        now.append(l); gd.append(batched_loss(problem, st.eta - lr*g, b.xe, b.ye))
-        st, rec = method_step(method)(cfg, lcfg, problem, st, b)
-        nxt.append(batched_loss(problem, st.eta, b.xe, b.ye).detach()); branch.append(rec.branch)
-    return {k: torch.stack(v, 1) for k, v in dict(now=now, gd=gd, next=nxt, branch=branch).items()}

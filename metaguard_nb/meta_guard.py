@@ -6,14 +6,14 @@
 __all__ = ['learned_optimizer', 'check_model', 'StepInfo', 'MetaGuard']
 
 # %% ../nbs/06_your_model.ipynb #0432cf44
-import copy, itertools, math
+import copy, itertools
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from .guards import BRANCHES, METHODS, Batches, GuardConfig, init_state, method_step
+from .guards import BRANCHES, Batches, GuardConfig, init_state, method_step
 from .lstm import LSTMConfig, Theta
 from .metatrain import SETTINGS, load_checkpoint
 from .optimizees import Optimizee
@@ -75,7 +75,7 @@ class MetaGuard:
         self.lstm_cfg, theta = learned_optimizer(optimizer, lstm_cfg)
         self.cfg = GuardConfig(lr_eta=lr_eta, lr_theta=lr_theta, T=T, **guard)
         self.template = copy.deepcopy(model)
-        self.problem = Optimizee(self.template, loss_fn=loss_fn, name=type(model).__name__)
+        self.optimizee = Optimizee(self.template, loss_fn=loss_fn, name=type(model).__name__)
         self.template.to(self.device)  # buffers (and the template's own parameters) on the step's device
         eta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).to(self.device)
         self.state = init_state(method, eta0.expand(seeds, -1).clone(), theta)
@@ -118,7 +118,7 @@ class MetaGuard:
 
     def _check_loss(self, b:Batches):
         with torch.no_grad():
-            try: out = self.problem.loss(self.state.eta[0], b.xe[0], b.ye[0])
+            try: out = self.optimizee.loss(self.state.eta[0], b.xe[0], b.ye[0])
             except Exception as e: raise ValueError(f'the model and loss fail on a batch of shape {tuple(b.xe.shape[1:])}: {type(e).__name__}: {e}') from None
         if out.dim() != 0: raise ValueError(f'the loss must be a scalar (the mean over the batch); it has shape {tuple(out.shape)}')
 
@@ -126,7 +126,7 @@ class MetaGuard:
         "One step of the method on S x (T + 1) batches drawn from `batches`; returns what the step did."
         b = self._batches(self._draw(batches))
         if self.steps == 0: self._check_loss(b)
-        self.state, rec = self.step_fn(self.cfg, self.lstm_cfg, self.problem, self.state, b)
+        self.state, rec = self.step_fn(self.cfg, self.lstm_cfg, self.optimizee, self.state, b)
         self.steps += 1
         names = list(BRANCHES[self.method]) + ['none finite']
         return StepInfo([names[i] for i in rec.branch.tolist()], rec.loss, rec.counters, rec.candidates)
@@ -140,4 +140,4 @@ class MetaGuard:
     @property
     def model(self) -> nn.Module: return self.module(0)
     def state_dict(self, seed:int=0) -> dict: return self.module(seed).state_dict()
-    def __repr__(self): return f'MetaGuard({self.method}, {self.problem.name}, m={self.problem.m}, seeds={self.S}, steps={self.steps})'
+    def __repr__(self): return f'MetaGuard({self.method}, {self.optimizee.name}, m={self.optimizee.m}, seeds={self.S}, steps={self.steps})'

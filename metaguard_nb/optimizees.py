@@ -6,8 +6,6 @@
 __all__ = ['ACTS', 'OPTIMIZEES', 'Optimizee', 'batched_loss', 'batched_grad', 'mlp', 'cnn', 'optimizee']
 
 # %% ../nbs/01_optimizees.ipynb #d51eb618
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -19,8 +19,9 @@ from fastprogress.fastprogress import progress_bar
 from .data import Sampler, checkout, load
 from .guards import NUMERICS, GuardConfig, init_state, inner_batches, method_step, step_batches
 from .lstm import Theta
-from .metatrain import deferred_interrupt, load_checkpoint, monitor_set, save_atomic
-from .optimizees import Optimizee, batched_loss, optimizee
+from .metatrain import load_checkpoint, monitor_set
+from .persist import deferred_interrupt, save_atomic
+from .optimizees import Optimizee, optimizee
 
 # %% ../nbs/03b_runner.ipynb #7efdd1f9
 FIGURE_SETTINGS = {'a': ('cnn_fashionmnist', 'cnn', 'fashionmnist'), 'b': ('cnn_fashionmnist', 'mlp', 'fashionmnist'),
@@ -46,7 +47,7 @@ def check_device(device:str) -> torch.device:
 @dataclass
 class Problem:
     "Everything a run needs besides the method: optimizee, data samplers, evaluation sets, the meta-trained theta."
-    problem: Optimizee
+    optimizee: Optimizee
     lstm_cfg: object
     theta: Theta
     inner: Sampler
@@ -80,14 +81,14 @@ def evaluate(p:Problem, eta:torch.Tensor, chunk:int=2500, test:bool=True) -> tor
     mx, my = p.monitor
     # seed by seed: without the seed dimension a convolution is an ordinary one (measured, CNN, 25 seeds: 1.0-1.5 s
     # for both sets against 4.2-4.6 s through vmap, whose batched weights make it a grouped convolution)
-    mon = torch.stack([p.problem.loss(eta[s], mx[s], my[s]) for s in range(S)])
+    mon = torch.stack([p.optimizee.loss(eta[s], mx[s], my[s]) for s in range(S)])
     if not test: return torch.stack([mon, torch.full_like(mon, math.nan), torch.full_like(mon, math.nan)], 1)
     tx, ty = p.test
     loss, correct = torch.zeros(S, device=eta.device), torch.zeros(S, device=eta.device)
     for i in range(0, len(ty), chunk):
         x, y = tx[i:i + chunk].unsqueeze(1).float().div(255), ty[i:i + chunk]
         for s in range(S):
-            out = p.problem.logits(eta[s], x)
+            out = p.optimizee.logits(eta[s], x)
             loss[s] += torch.nn.functional.cross_entropy(out, y, reduction='sum')
             correct[s] += (out.argmax(-1) == y).sum()
     return torch.stack([mon, loss/len(ty), correct/len(ty)], 1)
@@ -181,7 +182,7 @@ def _run_batch(method, p:Problem, steps, eval_every, gcfg, partial:Path|None, sa
         if len(evals) < sum(k <= done for k in _eval_steps(steps, eval_every)): evaluate_now()  # step 0, or an interrupted evaluation
         for k in bar:
             t0 = time.perf_counter()
-            new, r = step(gcfg, p.lstm_cfg, p.problem, st, step_batches(p.inner, p.evals, gcfg.T, used))
+            new, r = step(gcfg, p.lstm_cfg, p.optimizee, st, step_batches(p.inner, p.evals, gcfg.T, used))
             with deferred_interrupt():  # the step is committed whole or not at all
                 st, done, samplers = new, k + 1, (p.inner.state(), p.evals.state())
                 pending.append(r); wall.append(time.perf_counter() - t0)

@@ -28,7 +28,7 @@ def no_sync_check(method, S=25, steps=3):
     step, cfg, st = method_step(method), GuardConfig(), init_state(method, p.eta0, p.theta)
 
     def one(st):
-        return step(cfg, p.lstm_cfg, p.problem, st, step_batches(p.inner, p.evals, cfg.T))[0]
+        return step(cfg, p.lstm_cfg, p.optimizee, st, step_batches(p.inner, p.evals, cfg.T))[0]
     for _ in range(2): st = one(st)  # compilation happens here, outside the check
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode('error')

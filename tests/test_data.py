@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from metaguard_nb import data
-from metaguard_nb.data import Sampler, dataset_name, load, write_idx
+from metaguard_nb.data import Sampler, dataset_name, load
+from metaguard_nb.prepare import write_idx
 
 OFFICIAL_COUNTS = {
     ('mnist', True): [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from metaguard_nb.data import Sampler, load
-from metaguard_nb.lstm import LSTMConfig, Theta, init_theta, preprocess, theta_to, tiny_problem, unroll
+from metaguard_nb.lstm import LSTMConfig, Theta, init_theta, preprocess, theta_to, unroll
 from metaguard_nb.metatrain import SETTINGS, checkpoint_dir, load_checkpoint, monitor_set, sgd_run
-from metaguard_nb.optimizees import batched_loss, cnn, mlp, optimizee
+from metaguard_nb.optimizees import Optimizee, batched_loss, cnn, mlp, optimizee
 
 
 def test_parameter_counts():
@@ -53,7 +53,11 @@ def test_unroll_is_deterministic():
 def test_meta_gradient_matches_finite_differences(second_order):
     # first order is exact where the dropped Hessian terms vanish: a linear loss, gradient-only inputs
     cfg = LSTMConfig(hidden=4, use_loss_input=second_order)
-    problem, eta, x, y = tiny_problem(linear=not second_order, seed=2)
+    g = torch.Generator().manual_seed(2)
+    loss = torch.nn.functional.cross_entropy if second_order else (lambda out, y: out.sum() / len(y))
+    problem = Optimizee(torch.nn.Linear(3, 2), loss_fn=loss)  # 8 parameters, 4 examples, two steps
+    eta = problem.init([2]).double()
+    x, y = torch.randn(1, 2, 4, 3, generator=g, dtype=torch.float64), torch.randint(2, (1, 2, 4), generator=g)
     th = theta_to(init_theta(cfg, seed=2), dtype=torch.float64)
 
     def f(eta, w_ih1, b_out, h):
@@ -81,7 +85,7 @@ def test_shipped_checkpoints_match_their_settings(name):
 def test_shipped_cnn_optimizer_beats_sgd_early():
     "Measured, not assumed: L2O vs SGD (lr 3) after 100 steps on its own training setting, 5 seeds."
     cfg, theta, _ = load_checkpoint('cnn_fashionmnist')
-    problem, seeds = cfg.problem(), [1000 + s for s in range(5)]
+    problem, seeds = cfg.optimizee(), [1000 + s for s in range(5)]
     xs, ys = Sampler(load(cfg.dataset), seeds)(100)
     eta0 = problem.init(seeds)
     mx, my = monitor_set(cfg.dataset, seeds)

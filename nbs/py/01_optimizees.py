@@ -28,8 +28,6 @@
 
 # %%
 #| export
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,6 +36,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from metaguard_nb.data import generator
 
 # %%
+import math
 from fastcore.test import test_close, test_eq, test_fail, test_ne
 
 
@@ -189,6 +188,8 @@ assert e1[:, :200].abs().max() <= bound and e1[:, :200].abs().max() > 0.9*bound
 
 # %%
 from metaguard_nb.data import Sampler, load
+
+# %%
 x, y = Sampler(load('fashionmnist'), seeds=[0, 1])(1)
 x, y = x[:, 0], y[:, 0]  # one batch per seed: [S, B, 1, 28, 28], [S, B]
 eta = net.init([0, 1])

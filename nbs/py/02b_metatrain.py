@@ -38,7 +38,7 @@
 
 # %%
 #| export
-import contextlib, math, signal, threading, time
+import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -48,10 +48,13 @@ from fastprogress.fastprogress import progress_bar
 
 from metaguard_nb.data import Sampler, checkout, load
 from metaguard_nb.lstm import LSTMConfig, Theta, init_theta, unroll
-from metaguard_nb.optimizees import Optimizee, batched_grad, batched_loss, optimizee
+from metaguard_nb.optimizees import Optimizee, batched_grad, optimizee
+from metaguard_nb.persist import deferred_interrupt, save_atomic
 
 # %%
+import math
 from fastcore.test import test_close, test_eq, test_fail
+from metaguard_nb.optimizees import batched_loss
 
 
 # %% [markdown]
@@ -85,7 +88,7 @@ class MetaTrainConfig:
 
     @property
     def lstm(self) -> LSTMConfig: return LSTMConfig(self.hidden, self.out_scale, self.p, self.use_loss_input)
-    def problem(self) -> Optimizee:
+    def optimizee(self) -> Optimizee:
         return optimizee(self.net, act=self.act, **({'padding': self.padding} if self.net == 'cnn' else {}))
     def to_dict(self) -> dict: return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
@@ -99,8 +102,8 @@ def setting(name:str) -> MetaTrainConfig:
 
 
 # %%
-test_eq(setting('cnn_fashionmnist').problem().m, 7306)
-test_eq(setting('mlp_mnist').problem().m, 15910)
+test_eq(setting('cnn_fashionmnist').optimizee().m, 7306)
+test_eq(setting('mlp_mnist').optimizee().m, 15910)
 test_fail(lambda: setting('cnn_mnist'), contains="use one of 'cnn_fashionmnist', 'mlp_mnist'")
 
 
@@ -113,24 +116,6 @@ test_fail(lambda: setting('cnn_mnist'), contains="use one of 'cnn_fashionmnist',
 
 # %%
 #| export
-def save_atomic(obj, path:Path):
-    "torch.save, atomically: an interrupted save never leaves a broken file."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-@contextlib.contextmanager
-def deferred_interrupt():
-    "Hold back Ctrl-C (SIGINT) until the block is done, so that what the block commits is committed whole (main thread only)."
-    if threading.current_thread() is not threading.main_thread(): yield; return
-    got = []
-    old = signal.signal(signal.SIGINT, lambda *a: got.append(1))
-    try: yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-        if got: raise KeyboardInterrupt
-
 def checkpoint_dir() -> Path:
     "Where the shipped checkpoints live: outputs/checkpoints in the checkout."
     return (checkout() or Path.cwd())/'outputs'/'checkpoints'
@@ -223,7 +208,7 @@ def meta_train(cfg:MetaTrainConfig, # the run
                stop_after:int|None=None, # stop after this many windows in this call, keeping the resume state
               ) -> tuple:
     "Meta-train theta by Eq. 2; resumable. Returns (theta, curve); the checkpoint is written when all windows are done."
-    path, problem = Path(path), cfg.problem()
+    path, problem = Path(path), cfg.optimizee()
     resume_path = path.with_name(path.stem + '.resume.pt')
     data = load(cfg.dataset)
     if cfg.meta_batch not in ('fresh', 'same'): raise ValueError(f"meta_batch={cfg.meta_batch!r}: use 'fresh' or 'same'")
@@ -288,6 +273,8 @@ def meta_train(cfg:MetaTrainConfig, # the run
 
 # %%
 import tempfile
+
+# %%
 tiny = replace(setting('mlp_mnist'), windows=6, horizon=20, trajectories=2)
 with tempfile.TemporaryDirectory() as d:
     th_a, curve_a = meta_train(tiny, Path(d)/'a.pt', progress=False)
@@ -339,6 +326,8 @@ def metatrain_cli(name:str, # the setting: cnn_fashionmnist or mlp_mnist
 
 # %%
 import matplotlib.pyplot as plt
+
+# %%
 fig, axs = plt.subplots(1, 2, figsize=(10, 3.2))
 for ax, name in zip(axs, SETTINGS):
     try: cfg_, _, ck = load_checkpoint(name)
@@ -375,7 +364,7 @@ def monitor_set(dataset:str, seeds:list, n:int=2048, device='cpu') -> tuple:
 # %%
 def early_check(name='cnn_fashionmnist', seeds=range(5), steps=100):
     cfg, theta, _ = load_checkpoint(name)
-    problem, seeds = cfg.problem(), list(seeds)
+    problem, seeds = cfg.optimizee(), list(seeds)
     xs, ys = Sampler(load(cfg.dataset), [1000 + s for s in seeds])(steps)
     eta0 = problem.init([1000 + s for s in seeds])
     mx, my = monitor_set(cfg.dataset, [1000 + s for s in seeds])

@@ -42,7 +42,8 @@ from typing import NamedTuple
 
 import torch
 
-from metaguard_nb.lstm import LSTMConfig, Theta, per_seed, resolve_tile, start_state, step_function, unroll
+from metaguard_nb.compiled import resolve_tile, step_function
+from metaguard_nb.lstm import LSTMConfig, Theta, per_seed, start_state, unroll
 from metaguard_nb.optimizees import Optimizee, batched_grad, batched_loss
 
 # %%
@@ -71,7 +72,7 @@ class State(NamedTuple):
     "A method's seed-batched state between steps."
     eta: torch.Tensor # optimizee parameters [S, m]
     theta: Theta # learned optimizer: shared (L2O, LGL2O) or per seed (SMG, AMG)
-    lstm: tuple|None # carried per-coordinate LSTM state (L2O, LGL2O w/ Update), else None
+    carry: tuple|None # the per-coordinate LSTM state carried to the next step (L2O, LGL2O w/ Update), else None
     counters: torch.Tensor # cumulative [S, 3]: gradient evaluations, forward evaluations, LSTM steps
 
 class Record(NamedTuple):
@@ -172,16 +173,16 @@ class GuardConfig:
         for k in ('T', 'eval_batch_size'):
             if not isinstance(getattr(self, k), int) or getattr(self, k) <= 0: raise ValueError(f'{k}={getattr(self, k)!r}: use a positive integer')
 
-def lstm_options(cfg:GuardConfig, like:torch.Tensor) -> dict:
-    "How to run the LSTM on `like`'s device: `unroll`'s compile and tile arguments."
-    return dict(compile=cfg.compile, tile=resolve_tile(cfg.tile, like.device))
+def lstm_step_for(cfg:GuardConfig, like:torch.Tensor) -> callable:
+    "The LSTM step the guards run on `like`'s device: compiled and tiled as `cfg` says (appendix A2_compiled)."
+    return step_function(cfg.compile, resolve_tile(cfg.tile, like.device))
 
 def _count(S:int, grads:int, fwds:int, lstm:int, device) -> torch.Tensor:
     "This step's counters [S, 3], made on the device (no host-to-device copy, so no sync on a GPU)."
     return torch.stack([torch.full((S,), v, dtype=torch.long, device=device) for v in (grads, fwds, lstm)], 1)
 
-def _next(state:State, eta, theta, lstm, branch, loss, step_counts, candidates=None) -> tuple:
-    return State(eta, theta, lstm, state.counters + step_counts), Record(branch, loss.detach(), step_counts, candidates)
+def _next(state:State, eta, theta, carry, branch, loss, step_counts, candidates=None) -> tuple:
+    return State(eta, theta, carry, state.counters + step_counts), Record(branch, loss.detach(), step_counts, candidates)
 
 class Candidates(NamedTuple):
     "A guard's candidates in tie order, before the choice."
@@ -190,7 +191,7 @@ class Candidates(NamedTuple):
     losses: list # [S] each, on B_e
     counts: list # this step's [gradient evaluations, forward evaluations, LSTM steps]
 
-def keep_best(state:State, c:Candidates, lstm=None) -> tuple:
+def keep_best(state:State, c:Candidates, carry=None) -> tuple:
     "The guard: keep each seed's best finite candidate (first in tie order); keep the state where none is finite."
     frozen = all(t is state.theta for t in c.thetas)  # L2O and LGL2O: theta is shared and not a choice
     idx = choose(c.losses, c.etas, None if frozen else c.thetas)
@@ -199,7 +200,7 @@ def keep_best(state:State, c:Candidates, lstm=None) -> tuple:
     L = torch.stack(c.losses, 1).detach()
     loss = gather(idx, [*L.T, torch.full_like(L[:, 0], math.nan)])
     counts = _count(eta.shape[0], *c.counts, eta.device)
-    return _next(state, eta, theta, lstm, idx, loss, counts, torch.where(torch.isfinite(L), L, math.inf))
+    return _next(state, eta, theta, carry, idx, loss, counts, torch.where(torch.isfinite(L), L, math.inf))
 
 
 # %% [markdown]
@@ -230,14 +231,14 @@ def _learned(cfg:GuardConfig, lcfg, problem, state:State, b:Batches):
     "One step of g from the carried (or freshly broadcast) LSTM state, on B_1: (eta_L, new LSTM state, grad, loss)."
     S, m = state.eta.shape
     g, l = batched_grad(problem, state.eta, b.xs[:, 0], b.ys[:, 0])
-    lstm = state.lstm if state.lstm is not None else start_state(state.theta.h, S, m)
-    u, lstm = step_function(**lstm_options(cfg, g))(lcfg, state.theta.W, g, l, lstm)
-    return state.eta + u, lstm, g
+    carry = state.carry if state.carry is not None else start_state(state.theta.h, S, m)
+    u, carry = lstm_step_for(cfg, g)(lcfg, state.theta.W, g, l, carry)
+    return state.eta + u, carry, g
 
 def l2o_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
-    eta, lstm, _ = _learned(cfg, lcfg, problem, state, b)
+    eta, carry, _ = _learned(cfg, lcfg, problem, state, b)
     S = eta.shape[0]
-    return _next(state, eta, state.theta, lstm, torch.zeros(S, dtype=torch.long, device=eta.device),
+    return _next(state, eta, state.theta, carry, torch.zeros(S, dtype=torch.long, device=eta.device),
                  batched_loss(problem, eta, b.xe, b.ye), _count(S, 1, 0, 1, eta.device))
 
 
@@ -256,14 +257,14 @@ def l2o_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b
 #| export
 def lgl2o_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches, update:bool=True) -> tuple:
     "(Candidates [learned, sgd], the learned candidate's LSTM state)."
-    eta_l, lstm, g = _learned(cfg, lcfg, problem, state if update else state._replace(lstm=None), b)
+    eta_l, carry, g = _learned(cfg, lcfg, problem, state if update else state._replace(carry=None), b)
     eta_s = state.eta - cfg.lr_eta*g
     losses = [batched_loss(problem, e, b.xe, b.ye) for e in (eta_l, eta_s)]
-    return Candidates([eta_l, eta_s], [state.theta]*2, losses, [1, 2, 1]), lstm
+    return Candidates([eta_l, eta_s], [state.theta]*2, losses, [1, 2, 1]), carry
 
 def lgl2o_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches, update:bool=True) -> tuple:
-    c, lstm = lgl2o_candidates(cfg, lcfg, problem, state, b, update)
-    return keep_best(state, c, lstm if update else None)
+    c, carry = lgl2o_candidates(cfg, lcfg, problem, state, b, update)
+    return keep_best(state, c, carry if update else None)
 
 def lgl2o_no_update_step(cfg, lcfg, problem, state, b): return lgl2o_step(cfg, lcfg, problem, state, b, update=False)
 
@@ -320,7 +321,7 @@ def adapt_objective(cfg:GuardConfig, lcfg, problem, b:Batches, pairs:list) -> li
     S, n = b.xs.shape[0], len(pairs)
     rep = lambda t: t.repeat(n, *[1]*(t.dim() - 1))
     r = unroll(lcfg, problem, torch.cat([e for e, _ in pairs]), _cat_theta([t for _, t in pairs]), rep(b.xs), rep(b.ys),
-               **lstm_options(cfg, b.xs))
+               step=lstm_step_for(cfg, b.xs))
     return list(batched_loss(problem, r.eta, rep(b.xe), rep(b.ye)).split(S))
 
 
@@ -350,7 +351,7 @@ def _learned_candidate(learned, theta:Theta) -> tuple:
 def smg_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> Candidates:
     "Algorithm 1's candidates [learned, fallback], each scored by L^Adapt on B_e."
     eta, theta = _leaf(state)
-    learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, **lstm_options(cfg, eta))  # Alg. 1, line 2
+    learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, step=lstm_step_for(cfg, eta))  # Alg. 1, line 2
     eta_f, theta_f = _descend(cfg, batched_loss(problem, learned.eta, *adapt_batch(cfg, b)), eta, theta)  # Alg. 1, line 3 (Eq. 5)
     eta_l, theta_l = _learned_candidate(learned, theta)
     scores = adapt_objective(cfg, lcfg, problem, b, [(eta_l, theta_l), (eta_f, theta_f)])  # Alg. 1, line 4: both L^Adapt
@@ -426,11 +427,11 @@ def amg_fallback(cfg:GuardConfig, problem:Optimizee, eta, theta:Theta, eta_learn
 def amg_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
     "(Algorithm 2's Candidates, plain [S]: where line 3's fallback was plain SGD)."
     eta, theta = _leaf(state)
-    learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, **lstm_options(cfg, eta))  # Alg. 2, line 2
+    learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, step=lstm_step_for(cfg, eta))  # Alg. 2, line 2
     eta_f, theta_f, plain, l_now, l_learned = amg_fallback(cfg, problem, eta, theta, learned.eta, b)  # Alg. 2, line 3
     eta_l, theta_l = _learned_candidate(learned, theta)
     with torch.no_grad():
-        ft = unroll(lcfg, problem, eta_f, theta_f, b.xs, b.ys, **lstm_options(cfg, eta_f))  # Alg. 2, line 4
+        ft = unroll(lcfg, problem, eta_f, theta_f, b.xs, b.ys, step=lstm_step_for(cfg, eta_f))  # Alg. 2, line 4
         judge = lambda e: batched_loss(problem, e, b.xe, b.ye)  # Alg. 2, lines 5-8 compare on B_e
         j_now, j_learned = (l_now, l_learned) if cfg.adapt_batch == 'eval' else (judge(state.eta), judge(eta_l))
         l_f, l_ft = judge(eta_f), judge(ft.eta)
@@ -500,6 +501,7 @@ from metaguard_nb.data import Sampler, load
 from metaguard_nb.lstm import init_theta
 from metaguard_nb.optimizees import cnn
 
+# %%
 net, lcfg, gcfg = cnn(), LSTMConfig(), GuardConfig(compile=False)
 theta0 = init_theta(lcfg, seed=0)
 split = load('fashionmnist')
@@ -540,6 +542,8 @@ for name in progress_bar(list(METHODS)):
 
 # %%
 from metaguard_nb.ablation import branch_table, load_ablation, plot_ablation, summary
+
+# %%
 try: curves, branches = load_ablation()
 except FileNotFoundError as e: curves = None; print(e)
 if curves is not None: plot_ablation(curves);
@@ -605,7 +609,6 @@ if curves is not None: display(summary(curves)); display(branch_table(branches))
 # step, $l(\eta_{k+1})$ against $l(\eta^{GD}_k)$.
 
 # %%
-#| export
 class _Quadratic(torch.nn.Module):
     "eta itself is the output: the loss function does all the work."
     def __init__(self, m): super().__init__(); self.w = torch.nn.Parameter(torch.zeros(m))
@@ -641,6 +644,8 @@ def convergence_trace(method:str, theta:Theta, lcfg:LSTMConfig, steps:int=150, s
 
 # %%
 from metaguard_nb.metatrain import load_checkpoint
+
+# %%
 try: ck_cfg, theta_q, _ = load_checkpoint('cnn_fashionmnist'); lcfg_q = ck_cfg.lstm
 except FileNotFoundError: theta_q, lcfg_q = init_theta(LSTMConfig()), LSTMConfig()
 traces = {m: convergence_trace(m, theta_q, lcfg_q) for m in ('amg', 'safe_amg')}
@@ -650,8 +655,8 @@ for m, tr in traces.items():
           f"branches used {sorted(set(tr['branch'].flatten().tolist()))}")
 
 # %% [markdown]
-# Safe AMG satisfies (G) at every step and reaches l* = 0 to float precision; the test below holds it
-# to that. What plain AMG does is printed above and plotted below: it is a measurement, not an
+# Safe AMG satisfies (G) at every step and reaches $l^* = 0$ to float precision; the cell below holds
+# it to that (and runs with the test suite). What plain AMG does is printed above and plotted below: it is a measurement, not an
 # assumption.
 
 # %%
@@ -661,6 +666,8 @@ assert tr['next'][:, -1].max() < 1e-8
 
 # %%
 import matplotlib.pyplot as plt
+
+# %%
 fig, axs = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
 for ax, (m, tr) in zip(axs, traces.items()):
     for s in range(tr['next'].shape[0]):
@@ -690,9 +697,10 @@ axs[0].set_ylabel('loss (l* = 0)'); plt.tight_layout()
 #
 # 1. **The assumption does not hold for an LSTM optimizer.** $L^{\text{Adapt}}$ depends on the
 #    weights $W$ through the LSTM's sigmoids and tanhs; measured below, along random directions in
-#    $W$ it curves downwards as often as upwards, so it is not convex in $\theta$, let alone strongly
-#    convex. (It is also exactly invariant under permuting the LSTM's hidden units, which a strongly
-#    convex function allows only if its single minimiser has all units alike.)
+#    $W$ it curves upwards near the trained weights and downwards further out, so it is not convex
+#    in $\theta$, let alone strongly convex. (It is also exactly invariant under permuting the LSTM's
+#    hidden units, which a strongly convex function allows only if its single minimiser has all
+#    units alike.)
 # 2. **The conclusion is about $L^{\text{Adapt}}$, not about the optimizee.**
 #    $L^{\text{Adapt}}(\eta_k, \theta_k) = l(g^T(\eta_k, \theta_k))$ is the loss *after T more learned
 #    steps* from $\eta_k$; it going to its minimum says where the learned optimizer would take

@@ -35,8 +35,9 @@ from fastprogress.fastprogress import progress_bar
 from metaguard_nb.data import Sampler, checkout, load
 from metaguard_nb.guards import NUMERICS, GuardConfig, init_state, inner_batches, method_step, step_batches
 from metaguard_nb.lstm import Theta
-from metaguard_nb.metatrain import deferred_interrupt, load_checkpoint, monitor_set, save_atomic
-from metaguard_nb.optimizees import Optimizee, batched_loss, optimizee
+from metaguard_nb.metatrain import load_checkpoint, monitor_set
+from metaguard_nb.persist import deferred_interrupt, save_atomic
+from metaguard_nb.optimizees import Optimizee, optimizee
 
 # %%
 from fastcore.test import test_close, test_eq, test_fail
@@ -91,7 +92,7 @@ test_fail(lambda: check_device('tpu'), contains="use 'cpu'")
 @dataclass
 class Problem:
     "Everything a run needs besides the method: optimizee, data samplers, evaluation sets, the meta-trained theta."
-    problem: Optimizee
+    optimizee: Optimizee
     lstm_cfg: object
     theta: Theta
     inner: Sampler
@@ -124,7 +125,7 @@ def make_problem(setting:str, seeds:list, device:str='cpu', ck:tuple|None=None, 
 # The test split (10,000 images) goes through every seed's optimizee in chunks, so memory stays
 # small for 25 seeds. It is five times the monitor set, and on the protocol's shapes it was most of
 # a cheap method's time (measured, 25 seeds on the CNN: one evaluation of both sets 4.3 s, 80% of an
-# SGD protocol step and 57% of an LGL2O one when every tenth step evaluated both; nbs/05_bench), so
+# SGD protocol step and 57% of an LGL2O one when every tenth step evaluated both; nbs/A3_bench), so
 # the runner measures it every `test_every` steps (default 100) and the monitor loss, which Figure 1
 # draws, every `eval_every` steps; in between the test columns hold NaN. Both run seed by seed.
 
@@ -137,14 +138,14 @@ def evaluate(p:Problem, eta:torch.Tensor, chunk:int=2500, test:bool=True) -> tor
     mx, my = p.monitor
     # seed by seed: without the seed dimension a convolution is an ordinary one (measured, CNN, 25 seeds: 1.0-1.5 s
     # for both sets against 4.2-4.6 s through vmap, whose batched weights make it a grouped convolution)
-    mon = torch.stack([p.problem.loss(eta[s], mx[s], my[s]) for s in range(S)])
+    mon = torch.stack([p.optimizee.loss(eta[s], mx[s], my[s]) for s in range(S)])
     if not test: return torch.stack([mon, torch.full_like(mon, math.nan), torch.full_like(mon, math.nan)], 1)
     tx, ty = p.test
     loss, correct = torch.zeros(S, device=eta.device), torch.zeros(S, device=eta.device)
     for i in range(0, len(ty), chunk):
         x, y = tx[i:i + chunk].unsqueeze(1).float().div(255), ty[i:i + chunk]
         for s in range(S):
-            out = p.problem.logits(eta[s], x)
+            out = p.optimizee.logits(eta[s], x)
             loss[s] += torch.nn.functional.cross_entropy(out, y, reduction='sum')
             correct[s] += (out.argmax(-1) == y).sum()
     return torch.stack([mon, loss/len(ty), correct/len(ty)], 1)
@@ -271,7 +272,7 @@ def _run_batch(method, p:Problem, steps, eval_every, gcfg, partial:Path|None, sa
         if len(evals) < sum(k <= done for k in _eval_steps(steps, eval_every)): evaluate_now()  # step 0, or an interrupted evaluation
         for k in bar:
             t0 = time.perf_counter()
-            new, r = step(gcfg, p.lstm_cfg, p.problem, st, step_batches(p.inner, p.evals, gcfg.T, used))
+            new, r = step(gcfg, p.lstm_cfg, p.optimizee, st, step_batches(p.inner, p.evals, gcfg.T, used))
             with deferred_interrupt():  # the step is committed whole or not at all
                 st, done, samplers = new, k + 1, (p.inner.state(), p.evals.state())
                 pending.append(r); wall.append(time.perf_counter() - t0)
@@ -351,6 +352,8 @@ def run(method:str, # one of guards.METHODS
 
 # %%
 import tempfile
+
+# %%
 with tempfile.TemporaryDirectory() as d:
     t0 = time.time()
     r = run('amg', 'c', steps=4, seeds=[0, 1], eval_every=2, store=d, progress=False)

