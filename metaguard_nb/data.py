@@ -26,7 +26,8 @@ DATA_ENV = 'METAGUARD_DATA'
 PREPARE_CMD = 'make data'  # the command a user runs to prepare both datasets
 
 def checkout() -> Path|None:
-    "The project checkout this code runs from (the module's folder or the notebook's), if any."
+    "The project checkout this code runs from (the module's folder or the notebook's), if any; `$METAGUARD_CHECKOUT` overrides it."
+    if os.environ.get('METAGUARD_CHECKOUT'): return Path(os.environ['METAGUARD_CHECKOUT'])
     here = Path(globals().get('__file__', Path.cwd()/'notebook')).resolve().parent
     return next((d for d in (here, here.parent) if (d/'settings.ini').exists()), None)
 

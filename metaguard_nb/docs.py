@@ -91,12 +91,18 @@ def site(out:Path|None=None, root:Path|None=None) -> Path:
     out, src = Path(out or root/'_docs'), root/'_docs_src'
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(root/'nbs', src, ignore=shutil.ignore_patterns('py', '.ipynb_checkpoints'))
+    for nb in src.glob('*.ipynb'):  # nbdev's directives (#| export, ...) are for the tools, not the reader
+        d = json.loads(nb.read_text())
+        for c in d['cells']:
+            if c['cell_type'] == 'code': c['source'] = ''.join(l for l in ''.join(c['source']).splitlines(True) if not l.startswith('#|'))
+        d['cells'] = [c for c in d['cells'] if c['cell_type'] != 'code' or c['source'].strip()]
+        nb.write_text(json.dumps(d))
     index = json.loads((src/'index.ipynb').read_text())
     filled = blocks(root)
     for c in index['cells']:  # links and images of the README are relative to the repository's root
         if c['cell_type'] == 'markdown': c['source'] = fill(''.join(c['source']), filled).replace('](nbs/', '](').replace('](outputs/', '](../outputs/')
     chapters = [p.stem for p in sorted(src.glob('*.ipynb')) if p.stem != 'index'] + ['decisions']
-    index['cells'].append(dict(cell_type='markdown', metadata={}, source='```{toctree}\n:maxdepth: 1\n:caption: Chapters\n\n' + '\n'.join(chapters) + '\n```\n'))
+    index['cells'].append(dict(cell_type='markdown', id='toctree', metadata={}, source='```{toctree}\n:maxdepth: 1\n:caption: Chapters\n\n' + '\n'.join(chapters) + '\n```\n'))
     (src/'index.ipynb').write_text(json.dumps(index))
     (src/'conf.py').write_text(CONF)
     shutil.copytree(_mathjax(root/'.docs_tools'), src/'_static'/'mathjax')

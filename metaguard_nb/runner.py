@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['FIGURE_SETTINGS', 'FIGURE_METHODS', 'RUN_SEED_OFFSET', 'figure_setting', 'check_device', 'Problem',
            'setting_checkpoint', 'make_problem', 'evaluate', 'weights_hash', 'run_key', 'key_hash', 'store_dir',
-           'save_seed', 'load_seed', 'serves', 'cut', 'run']
+           'seed_file', 'save_seed', 'load_seed', 'stored_lengths', 'find_seed', 'cut', 'run']
 
 # %% ../nbs/03b_runner.ipynb #70cd6150
 import hashlib, json, math, time
@@ -112,11 +112,13 @@ def key_hash(key:dict) -> str: return hashlib.sha256(json.dumps(key, sort_keys=T
 
 def store_dir() -> Path: return (checkout() or Path.cwd())/'outputs'/'results'
 
-def _seed_file(folder:Path, seed:int) -> Path: return folder/f'seed{seed}.npz'
+def seed_file(folder:Path, seed:int, steps:int) -> Path: return folder/f'seed{seed}_{steps}.npz'
 
 def save_seed(folder:Path, seed:int, r:dict):
-    "One finished seed, atomically: step records, evaluations, wall time, and how it was computed (`r['info']`)."
-    f = _seed_file(folder, seed); f.parent.mkdir(parents=True, exist_ok=True)
+    "One finished seed, atomically: step records, evaluations, wall time, how it was computed (`r['info']`); never over an existing file."
+    f = seed_file(folder, seed, r['record'].shape[0])
+    if f.exists(): return  # nothing is written twice
+    f.parent.mkdir(parents=True, exist_ok=True)
     tmp = f.with_name(f.name + '.tmp')
     rec = r['record'].numpy()
     with open(tmp, 'wb') as out:
@@ -125,24 +127,28 @@ def save_seed(folder:Path, seed:int, r:dict):
                             wall=r['wall'].numpy().astype(np.float32), info=np.array(json.dumps(r.get('info', {}))))
     tmp.replace(f)
 
-def load_seed(folder:Path, seed:int) -> dict|None:
-    "A stored seed as tensors (record [steps, 5], evals [K, 6], eval_steps [K], wall [steps]), or None."
-    f = _seed_file(folder, seed)
-    if not f.exists(): return None
+def load_seed(f:Path) -> dict:
+    "A stored seed file as tensors (record [steps, 5], evals [K, 6], eval_steps [K], wall [steps], info)."
     with np.load(f) as z:
         record = np.concatenate([z['branch'][:, None], z['loss'][:, None], z['counters']], 1).astype(np.float32)
         return dict(record=torch.from_numpy(record), evals=torch.from_numpy(z['evals']), eval_steps=torch.from_numpy(z['eval_steps']),
                     wall=torch.from_numpy(z['wall']), info=json.loads(str(z['info'])))
 
+def stored_lengths(folder:Path, seed:int) -> list:
+    "The run lengths stored for `seed`, shortest first."
+    return sorted(int(f.stem.split('_')[1]) for f in folder.glob(f'seed{seed}_*.npz'))
+
+def find_seed(folder:Path, seed:int, steps:int, eval_every:int, test_every:int|None=100) -> dict|None:
+    "The stored run of `seed` that serves a `steps`-step run, cut to it: its own length, else the shortest longer one that holds its evaluations."
+    for n in stored_lengths(folder, seed):
+        if n == steps or (n > steps and steps % eval_every == 0 and (test_every is None or steps % test_every == 0)):
+            return cut(load_seed(seed_file(folder, seed, n)), steps, eval_every)
+    return None
+
 def _eval_steps(steps:int, eval_every:int) -> list: return sorted({*range(0, steps, eval_every), steps})
 
-def serves(r:dict, steps:int, eval_every:int, test_every:int|None=100) -> bool:
-    "Does stored seed `r` hold a `steps`-step run's records and every one of its evaluations (the last one tested too)?"
-    n = r['record'].shape[0]
-    return n == steps or (n > steps and steps % eval_every == 0 and (test_every is None or steps % test_every == 0))
-
 def cut(r:dict, steps:int, eval_every:int) -> dict:
-    "The first `steps` steps of stored seed `r` (see `serves`)."
+    "The first `steps` steps of stored seed `r` (see `find_seed`)."
     k = len(_eval_steps(steps, eval_every))
     assert r['eval_steps'][:k].tolist() == _eval_steps(steps, eval_every)
     return dict(record=r['record'][:steps], evals=r['evals'][:k], eval_steps=r['eval_steps'][:k], wall=r['wall'][:steps], info=r['info'])
@@ -221,8 +227,8 @@ def run(method:str, # one of guards.METHODS
     folder = root/setting/method/key_hash(key)
     done = {}
     for s in seeds:
-        r = load_seed(folder, s) if keep else None
-        if r is not None and serves(r, steps, eval_every, test_every): done[s] = cut(r, steps, eval_every)
+        r = find_seed(folder, s, steps, eval_every, test_every) if keep else None
+        if r is not None: done[s] = r
     todo = [s for s in seeds if s not in done]
     if todo:
         p = make_problem(setting, [RUN_SEED_OFFSET + s for s in todo], device, ck, guard.eval_batch_size)

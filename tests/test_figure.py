@@ -59,3 +59,40 @@ def test_bad_parameters_fail_with_one_line_before_compute(tmp_path, params, msg)
         run_nb(tmp_path, out_dir=str(tmp_path), **params)
     assert msg in str(e.value.evalue) and '\n' not in e.value.evalue
     assert not list(tmp_path.rglob('*.csv')) and not list(tmp_path.rglob('*.pt'))
+
+
+def test_a_trial_run_never_replaces_the_shipped_results(tmp_path, monkeypatch):
+    "The tiny preset run the default way (no out_dir) in a copy of the checkout: every shipped file keeps its bytes."
+    import hashlib
+    import shutil
+    root = Path(__file__).resolve().parent.parent
+    shutil.copy(root / 'settings.ini', tmp_path)
+    shutil.copytree(root / 'outputs', tmp_path / 'outputs', ignore=shutil.ignore_patterns('partial', 'cache'))
+    digest = lambda: {p.relative_to(tmp_path): hashlib.sha256(p.read_bytes()).hexdigest()
+                      for p in (tmp_path / 'outputs').rglob('*') if p.is_file()}
+    before = digest()
+    monkeypatch.setenv('METAGUARD_CHECKOUT', str(tmp_path))
+    pm.execute_notebook(str(NB), str(tmp_path / 'run.ipynb'), parameters=dict(setting='c', preset='tiny'), kernel_name='python3',
+                        progress_bar=False, cwd=str(NB.parent))
+    after = digest()
+    assert {p: h for p, h in after.items() if p in before} == before
+    assert {str(p) for p in after if p not in before if 'figure1' in str(p)} >= {f'outputs/figure1/tiny/c.{x}' for x in ('png', 'pdf', 'csv')}
+
+
+@pytest.mark.parametrize('args,msg', [
+    (['SETTING=C'], "SETTING='C' is not a Figure 1 panel"), (['PRESET=paperr'], "PRESET='paperr' is not a protocol"),
+    (['DEVICE=gpu'], "DEVICE='gpu' is not a device"),
+])
+def test_make_figure1_refuses_a_bad_parameter_in_one_line_before_anything_runs(args, msg):
+    import subprocess
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run(['make', '-s', 'figure1', *args], cwd=root, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_the_figure_check_command_fails_in_one_line():
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, '-m', 'metaguard_nb.figure', 'check', '--preset', 'quick', '--device', 'cuda:7'],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and r.stderr.strip().startswith('error:') and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from conftest import interrupted_on_call
 from metaguard_nb import guards, lstm, runner
 from metaguard_nb.data import Sampler, load
 from metaguard_nb.guards import (BRANCHES, METHODS, GuardConfig, Theta, amg_candidates, choose,
@@ -429,14 +430,8 @@ def test_runner_bad_input_fails_before_compute(kwargs, match, tmp_path):
 def test_runner_resume_equals_uninterrupted(tmp_path, monkeypatch):
     kw = dict(setting='b', steps=6, seeds=[0, 1], eval_every=2, save_every=2, progress=False)
     full = runner.run('lgl2o', store=tmp_path / 'full', **kw)
-    real, calls = METHODS['lgl2o'], {'n': 0}
-
-    def flaky(*a, **k):
-        calls['n'] += 1
-        if calls['n'] == 4:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-    monkeypatch.setitem(guards.METHODS, 'lgl2o', flaky)
+    real = METHODS['lgl2o']
+    monkeypatch.setitem(guards.METHODS, 'lgl2o', interrupted_on_call(4, real))
     with pytest.raises(KeyboardInterrupt):
         runner.run('lgl2o', store=tmp_path / 'resumed', **kw)
     monkeypatch.setitem(guards.METHODS, 'lgl2o', real)
@@ -483,14 +478,8 @@ def test_an_interrupted_evaluation_does_not_replay_a_step(tmp_path, monkeypatch)
     "Ctrl-C during the evaluation after step 2: the resumed run equals an uninterrupted one, no step recorded twice."
     kw = dict(setting='b', steps=6, seeds=[0, 1], eval_every=2, save_every=2, progress=False)
     full = runner.run('lgl2o', store=tmp_path / 'full', **kw)
-    real, calls = runner.evaluate, {'n': 0}
-
-    def flaky(*a, **k):
-        calls['n'] += 1
-        if calls['n'] == 2:  # the evaluation after step 2 (the first is step 0's)
-            raise KeyboardInterrupt
-        return real(*a, **k)
-    monkeypatch.setattr(runner, 'evaluate', flaky)
+    real = runner.evaluate
+    monkeypatch.setattr(runner, 'evaluate', interrupted_on_call(2, real))  # the evaluation after step 2 (the first is step 0's)
     with pytest.raises(KeyboardInterrupt):
         runner.run('lgl2o', store=tmp_path / 'resumed', **kw)
     monkeypatch.setattr(runner, 'evaluate', real)
@@ -515,15 +504,7 @@ def test_a_run_that_keeps_nothing_writes_no_file(tmp_path, monkeypatch):
     "store=False: not even the resume state of an interrupted run is written."
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(runner, 'store_dir', lambda: tmp_path / 'default_store')
-    real = METHODS['sgd']
-    calls = {'n': 0}
-
-    def flaky(*a, **k):
-        calls['n'] += 1
-        if calls['n'] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-    monkeypatch.setitem(guards.METHODS, 'sgd', flaky)
+    monkeypatch.setitem(guards.METHODS, 'sgd', interrupted_on_call(3, METHODS['sgd']))
     with pytest.raises(KeyboardInterrupt):
         runner.run('sgd', 'b', steps=4, seeds=[0], eval_every=2, save_every=2, store=False, progress=False)
     assert not any(tmp_path.rglob('*'))
@@ -532,8 +513,18 @@ def test_a_run_that_keeps_nothing_writes_no_file(tmp_path, monkeypatch):
 def test_the_store_holds_one_small_file_per_seed_and_its_key(tmp_path):
     r = runner.run('sgd', 'b', steps=4, seeds=[0, 3], eval_every=2, store=tmp_path, progress=False)
     folder = tmp_path / 'b' / 'sgd' / runner.key_hash(r['key'])
-    assert sorted(f.name for f in folder.iterdir()) == ['run.json', 'seed0.npz', 'seed3.npz']
+    assert sorted(f.name for f in folder.iterdir()) == ['run.json', 'seed0_4.npz', 'seed3_4.npz']
     assert r['key']['numerics'] == guards.NUMERICS and r['key']['device'] == 'cpu' and len(r['key']['checkpoint_weights']) == 12
-    back = runner.load_seed(folder, 3)
+    back = runner.load_seed(runner.seed_file(folder, 3, 4))
     assert torch.equal(back['record'], r['record'][1])
     same(back['evals'], r['evals'][1])
+
+
+def test_each_length_of_a_seed_is_its_own_file_and_none_is_replaced(tmp_path):
+    kw = dict(setting='b', seeds=[0], eval_every=2, progress=False, store=tmp_path)
+    long = runner.run('sgd', steps=6, **kw)
+    folder = tmp_path / 'b' / 'sgd' / runner.key_hash(long['key'])
+    before = runner.seed_file(folder, 0, 6).read_bytes()
+    runner.run('sgd', steps=5, **kw)  # not served by the 6-step seed (no evaluation at step 5): computed, stored beside it
+    runner.run('sgd', steps=6, **kw)  # read, not written again
+    assert runner.stored_lengths(folder, 0) == [5, 6] and runner.seed_file(folder, 0, 6).read_bytes() == before

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from conftest import interrupted_on_call
 
 from metaguard_nb.data import Sampler, load
 from metaguard_nb.lstm import LSTMConfig, Theta, init_theta, preprocess, theta_to, unroll
@@ -101,14 +102,8 @@ def test_meta_training_interrupted_mid_window_resumes_to_the_same_result(tmp_pat
     from metaguard_nb import metatrain
     tiny = replace(SETTINGS['mlp_mnist'], windows=6, horizon=20, trajectories=2)
     th_a, curve_a = metatrain.meta_train(tiny, tmp_path / 'a.pt', progress=False)
-    real, calls = metatrain.window_loss, {'n': 0}
-
-    def flaky(*a, **k):
-        calls['n'] += 1
-        if calls['n'] == 4:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-    monkeypatch.setattr(metatrain, 'window_loss', flaky)
+    real = metatrain.window_loss
+    monkeypatch.setattr(metatrain, 'window_loss', interrupted_on_call(4, real))
     with pytest.raises(KeyboardInterrupt):
         metatrain.meta_train(tiny, tmp_path / 'b.pt', progress=False, save_every=100)
     monkeypatch.setattr(metatrain, 'window_loss', real)

@@ -12,13 +12,17 @@
 # > The optimizee interface: flat parameters with a leading seed dimension, pure losses and gradients.
 
 # %% [markdown]
-# > "Let eta in R^m represent the optimizee parameters, for example, the parameters of a
+# > "Let $\eta \in \mathbb{R}^m$ represent the optimizee parameters, for example, the parameters of a
 # > convolutional neural network (CNN) that classifies handwritten digit images. Given a loss
-# > function l: R^m -> R ..." (paper, section 2)
+# > function $l : \mathbb{R}^m \to \mathbb{R}$ that measures the performance of the optimizee on
+# > specific data ..." (paper, section 2)
+#
+# Here the data are a minibatch $B$ and the loss is the mean cross-entropy,
+# $l(\eta; B) = \frac{1}{|B|} \sum_{(x, y) \in B} -\log \operatorname{softmax}(f_\eta(x))_y$.
 
 # %% [markdown]
-# The learned optimizer sees the optimizee only as a vector `eta` of m numbers and a loss
-# `l(eta; B)`. This chapter turns any `torch.nn.Module` plus a loss function into exactly that: a
+# The learned optimizer sees the optimizee only as a vector $\eta$ of m numbers and a loss
+# $l(\eta; B)$. This chapter turns any `torch.nn.Module` plus a loss function into exactly that: a
 # flat parameter tensor with a leading seed dimension `[S, m]` and pure functions (through
 # `torch.func.functional_call`), so that `vmap` runs S seeds in one call. The paper's MLP and
 # CNN are two instances; a user's own model goes through the same door.

@@ -7,13 +7,18 @@
 # ---
 
 # %% [markdown]
-# # The learned optimizer g_theta (Eq. 1) and its unroll g^T
+# # The learned optimizer $g_\theta$ (Eq. 1) and its unroll $g^T$
 #
 # > The coordinate-wise LSTM optimizer, its preprocessing, and the T-step unroll.
 
 # %% [markdown]
-# > "eta_t, h_t <- g_theta(eta_{t-1}, h_{t-1}, sigma(eta_{t-1}))  (1)
-# > ... sigma(eta_{t-1}) = (l(eta_{t-1}), grad_eta l(eta)|eta=eta_{t-1})." (paper, section 2)
+# > "The learned optimizer is expressed as a function
+# >
+# > $$\eta_t, h_t \leftarrow g_\theta(\eta_{t-1}, h_{t-1}, \sigma(\eta_{t-1})), \tag{1}$$
+# >
+# > ... The function $\sigma(\eta_{t-1})$ includes auxiliary variables regarding the previous optimizee
+# > parameters, such as loss and gradient, denoted as
+# > $\sigma(\eta_{t-1}) = (l(\eta_{t-1}), \nabla_\eta l(\eta)|_{\eta=\eta_{t-1}})$." (paper, section 2)
 
 # %% [markdown]
 # The optimizer is the coordinate-wise two-layer LSTM of Andrychowicz et al. (2016): one small
@@ -43,10 +48,10 @@ from fastcore.test import test_close, test_eq, test_fail, test_ne
 # %% [markdown]
 # ## Preprocessing the inputs
 #
-# Gradients and losses span many orders of magnitude, so each scalar x becomes two features
-# (Andrychowicz et al., appendix A), with p = 10:
+# Gradients and losses span many orders of magnitude, so each scalar $x$ becomes two features
+# (Andrychowicz et al., appendix A), with $p = 10$:
 #
-# (log|x| / p, sign x) if |x| >= e^-p, else (-1, e^p x).
+# $$x \mapsto \begin{cases} \left(\frac{\log |x|}{p},\ \operatorname{sign} x\right) & \text{if } |x| \ge e^{-p} \\ (-1,\ e^p x) & \text{otherwise.} \end{cases}$$
 #
 # The log is taken of |x| clamped at e^-p, so that the branch not taken never produces an
 # infinity or a NaN gradient.
@@ -75,10 +80,10 @@ assert torch.isfinite(xg.grad).all()
 
 
 # %% [markdown]
-# ## theta = (W, h)
+# ## $\theta = (W, h)$
 #
-# "For notational simplicity, the initial memory state h_0 is included in the parameter vector
-# theta." `Theta` makes that literal: the LSTM weights `W` (a dict of tensors, in
+# "For notational simplicity, the initial memory state $h_0$ is included in the parameter vector
+# $\theta$." `Theta` makes that literal: the LSTM weights `W` (a dict of tensors, in
 # `torch.nn.LSTMCell`'s layout so that the cell can be checked against PyTorch's) and the memory
 # `h` = (h1, c1, h2, c2), one vector of `hidden` numbers each. Both may carry a leading seed
 # dimension: at meta-training theta is shared; at meta-test the guards adapt one theta per seed.
@@ -129,8 +134,14 @@ test_eq(per_seed(th, 3).W['w_hh2'].shape, (3, 80, 20))
 # %% [markdown]
 # ## One step of g (Eq. 1)
 #
-# Per coordinate i: features `preprocess(g_i)` (and `preprocess(l)`), two LSTM cells, then
-# `u_i = out_scale * (w_out . h2_i + b_out)` and eta_i <- eta_i + u_i. All m coordinates of all S
+# Per coordinate $i$, with $x_i = (\text{pre}(\nabla_i l),\ \text{pre}(l))$ the four features:
+#
+# $$h^1_i, c^1_i \leftarrow \text{LSTMCell}_1(x_i;\ h^1_i, c^1_i), \qquad h^2_i, c^2_i \leftarrow \text{LSTMCell}_2(h^1_i;\ h^2_i, c^2_i),$$
+# $$u_i = 0.1\,(w_{out} \cdot h^2_i + b_{out}), \qquad \eta_i \leftarrow \eta_i + u_i,$$
+#
+# where each cell is PyTorch's: gates $(i, f, g, o) = W_{ih} x + b_{ih} + W_{hh} h + b_{hh}$,
+# $c \leftarrow \sigma(f) c + \sigma(i) \tanh(g)$, $h \leftarrow \sigma(o) \tanh(c)$. The four states
+# $(h^1, c^1, h^2, c^2)$ of all coordinates are Eq. 1's memory $h_t$. All m coordinates of all S
 # seeds go through one batched matmul per gate block: the state is `[S, m, hidden]`, and `W` is
 # either shared or `[S, ...]` (the `.mT` and broadcasting handle both).
 #
@@ -205,13 +216,17 @@ test_eq(u.shape, (S, m)); test_eq(len(st), 4)
 # %% [markdown]
 # ## The unroll g^T
 #
-# > "Unrolling the learned optimizer for T steps leads to eta_T, theta_T <- g^T(eta_0, theta_0) ...
-# > Starting with a unique theta_0, this results in multiple variants theta_T^i ... To reduce them
-# > back into a single theta_T, we calculate the average as theta_T = (1/m) sum_i theta_T^i. This
-# > averaging operation is applied after T steps as part of g^T." (section 2)
+# > "Unrolling the learned optimizer for T steps leads to $\eta_T, \theta_T \leftarrow g^T(\eta_0, \theta_0)$ ...
+# > Starting with a unique $\theta_0$, this results in multiple variants $\theta_T^i$ ... To reduce
+# > them back into a single $\theta_T$, we calculate the average as
+# > $\theta_T = \frac{1}{m} \sum_{i=1}^m \theta_T^i$. This averaging operation is applied after T
+# > steps as part of $g^T$." (section 2)
 #
-# Step t draws on batch B_t: g_t = grad l(eta_{t-1}; B_t), (u_t, state) = g(g_t, l_t, state),
-# eta_t = eta_{t-1} + u_t. At the end, theta_T = (W, the coordinate-mean of the state).
+# Step $t$ draws on batch $B_t$:
+#
+# $$g_t = \nabla l(\eta_{t-1}; B_t), \qquad (u_t, h_t) = g_\theta(g_t, l(\eta_{t-1}; B_t), h_{t-1}), \qquad \eta_t = \eta_{t-1} + u_t,$$
+#
+# and at the end $\theta_T = (W, \frac{1}{m}\sum_i h_T^i)$, the coordinate-mean of the state.
 #
 # **What is differentiated.** eta_T depends on theta through every u_t, and on eta_0 directly and
 # through the gradients g_t. By default (`second_order=False`) the gradients and losses fed to the

@@ -9,21 +9,26 @@
 # %% [markdown]
 # # Meta-training (Eq. 2) and the shipped checkpoints
 #
-# > Truncated-BPTT meta-training of theta, resumable, and the checkpoints Figure 1 loads.
+# > Truncated-BPTT meta-training of $\theta$, resumable, and the checkpoints Figure 1 loads.
 
 # %% [markdown]
-# > "L(theta) = E_{l ~ p(l), eta_0 ~ p(eta_0)} [ (1/T) sum_{t=1}^T l(eta_t) ]  (2)"
-# > (paper, section 2). "The learned optimizers are meta-trained using Adam with its default
-# > parameters in PyTorch 2.0.0, e.g., learning rate equal to 0.001." (Appendix A.1)
+# > "meta-training typically involves minimizing a meta-objective L with respect to $\theta$:
+# >
+# > $$L(\theta) = \mathbb{E}_{l \sim p(l),\, \eta_0 \sim p(\eta_0)} \left[ \frac{1}{T} \sum_{t=1}^T l(\eta_t) \right], \tag{2}$$
+# >
+# > where the expectation is taken over a particular distribution of tasks $p(l)$ and initial
+# > optimizee parameters $p(\eta_0)$." (paper, section 2). "The learned optimizers are meta-trained
+# > using Adam with its default parameters in PyTorch 2.0.0, e.g., learning rate equal to 0.001."
+# > (Appendix A.1)
 
 # %% [markdown]
 # Eq. 2 averages the optimizee's loss along its trajectory. We minimise it the way Andrychowicz et
 # al. did ([decisions](decisions.md), section 5): truncated back-propagation through time in windows of T = 10
 # steps. A window is one `unroll` with `meta_loss=True`; its mean loss is the meta-loss; Adam takes
-# one step on theta = (W, h). The optimizee parameters and the per-coordinate LSTM state are
+# one step on $\theta = (W, h)$. The optimizee parameters and the per-coordinate LSTM state are
 # carried, detached, into the next window, and every `horizon` steps the trajectories restart from
 # a fresh initialisation and the learned memory h. Several trajectories (`trajectories`) run side
-# by side as the seed dimension, so the expectation over eta_0 is a batch mean.
+# by side as the seed dimension, so the expectation over $\eta_0$ is a batch mean.
 #
 # Figure 1 needs two meta-trained optimizers: one trained on (CNN, FashionMNIST), one on
 # (MLP, MNIST). Their checkpoints ship in `outputs/checkpoints/`, so the figure runs without this

@@ -206,8 +206,10 @@ def keep_best(state:State, c:Candidates, carry=None) -> tuple:
 # %% [markdown]
 # ## SGD
 #
-# eta <- eta - lambda_eta grad l(eta; B_1). Counts: 1 gradient evaluation. (The recorded l(eta; B_e)
-# is for the report only and is not counted, here and for L2O.)
+# $$\eta \leftarrow \eta - \lambda_\eta \nabla l(\eta; B_1), \qquad \lambda_\eta = 3.$$
+#
+# Counts: 1 gradient evaluation. (The recorded $l(\eta; B_e)$ is for the report only and is not
+# counted, here and for L2O.)
 
 # %%
 #| export
@@ -222,8 +224,11 @@ def sgd_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b
 # %% [markdown]
 # ## L2O
 #
-# One application of the frozen learned optimizer per step, its per-coordinate state carried:
-# eta <- eta + g_theta(grad l(eta; B_1), l(eta; B_1)). Counts: 1 gradient evaluation, 1 LSTM step.
+# One application of the frozen learned optimizer per step (Eq. 1), its per-coordinate state carried:
+#
+# $$\eta, h \leftarrow g_\theta\big(\eta, h, (l(\eta; B_1), \nabla l(\eta; B_1))\big).$$
+#
+# Counts: 1 gradient evaluation, 1 LSTM step.
 
 # %%
 #| export
@@ -248,8 +253,12 @@ def l2o_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b
 # > "if the performance of the learned optimizer falls short when compared to a hand-crafted
 # > optimizer such as SGD, it switches to using SGD." (section 2)
 #
-# Candidates, in tie order: the learned step eta + g(...) and the SGD step eta - lambda_eta grad,
-# both from the one gradient on B_1, compared on B_e. **w/ Update** carries the LSTM state the
+# Candidates, in tie order, both from the one gradient on $B_1$:
+#
+# $$\eta^L = g_\theta(\eta, h, \sigma(\eta)), \qquad \eta^{SGD} = \eta - \lambda_\eta \nabla l(\eta; B_1), \qquad
+# \eta \leftarrow \begin{cases} \eta^L & \text{if } l(\eta^L; B_e) \le l(\eta^{SGD}; B_e) \\ \eta^{SGD} & \text{otherwise.} \end{cases}$$
+#
+# **w/ Update** carries the LSTM state the
 # learned candidate produced, whichever candidate won; **w/o Update** starts every step from the
 # meta-trained memory. Counts: 1 gradient evaluation, 2 forward evaluations, 1 LSTM step.
 

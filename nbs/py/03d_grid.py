@@ -49,8 +49,8 @@ import torch
 from fastprogress.fastprogress import progress_bar
 
 from metaguard_nb.guards import GuardConfig
-from metaguard_nb.runner import (check_device, figure_setting, key_hash, load_seed, run, run_key, save_seed,
-                                 serves, setting_checkpoint, store_dir)
+from metaguard_nb.runner import (check_device, figure_setting, find_seed, key_hash, run, run_key, save_seed,
+                                 setting_checkpoint, store_dir)
 
 # %%
 from fastcore.test import test_eq, test_fail
@@ -75,7 +75,7 @@ def missing(setting:str, method:str, seeds, steps:int, eval_every:int=10, guard:
     "The seeds of (setting, method) that the store cannot serve for a `steps`-step run (the runner's default test_every)."
     key = run_key(method, setting, eval_every, guard or GuardConfig(), setting_checkpoint(setting)[2], device)
     folder = Path(store or store_dir())/setting/method/key_hash(key)
-    return [s for s in seeds if not ((r := load_seed(folder, s)) is not None and serves(r, steps, eval_every, key['test_every']))]
+    return [s for s in seeds if find_seed(folder, s, steps, eval_every, key['test_every']) is None]
 
 def plan(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2000, eval_every:int=10, guard:GuardConfig|None=None,
          device:str='cpu', store=None, shard:int=5) -> list:
@@ -135,6 +135,8 @@ def run_grid(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2
     n = sum(len(t.seeds) for t in tasks)
     if not tasks: log('nothing to run: the store has every seed'); return []
     workers, threads = workers or LAYOUT['workers'], threads or LAYOUT['threads']
+    import dask
+    dask.config.set({'distributed.scheduler.worker-ttl': None})  # a worker busy in one long step (or paused) is not dead
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                   dashboard_address='127.0.0.1:0', silence_logs=40)
     client = Client(scheduler or cluster)
@@ -150,7 +152,7 @@ def run_grid(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2
             res = fut.result()
             folder = Path(store or store_dir())/res['task'].setting/res['task'].method/key_hash(res['key'])
             for s, r in res['seeds'].items():
-                if load_seed(folder, s) is None: save_seed(folder, s, r)  # a worker without the client's filesystem
+                save_seed(folder, s, r)  # a worker without the client's filesystem (where the worker wrote it, nothing is written)
             done.append(dict(setting=res['task'].setting, method=res['task'].method, seeds=res['task'].seeds,
                              seconds=round(res['seconds'], 1), worker=res['worker']))
             if progress:

@@ -264,13 +264,10 @@ def save_panel(df:pd.DataFrame, fig, out:Path, setting:str):
 def collect(setting:str, method:str, seeds, steps:int, eval_every:int=10, device:str='cpu', store=None) -> dict|None:
     "The stored seeds of (setting, method) for a `steps`-step run, read only: a runner-like result, or None if none is in."
     from metaguard_nb.guards import GuardConfig
-    from metaguard_nb.runner import cut, key_hash, load_seed, run_key, serves, setting_checkpoint, store_dir
+    from metaguard_nb.runner import find_seed, key_hash, run_key, setting_checkpoint, store_dir
     key = run_key(method, setting, eval_every, GuardConfig(), setting_checkpoint(setting)[2], device)
     folder = Path(store or store_dir())/setting/method/key_hash(key)
-    got = {}
-    for sd in seeds:
-        r = load_seed(folder, sd)
-        if r is not None and serves(r, steps, eval_every, key['test_every']): got[sd] = cut(r, steps, eval_every)
+    got = {sd: r for sd in seeds if (r := find_seed(folder, sd, steps, eval_every, key['test_every'])) is not None}
     if not got: return None
     return dict(seeds=list(got), evals=torch.stack([r['evals'] for r in got.values()]), eval_steps=next(iter(got.values()))['eval_steps'])
 

@@ -256,6 +256,7 @@ mg
 import os
 import matplotlib.pyplot as plt
 import torchvision
+from fastprogress.fastprogress import progress_bar
 from torch.utils.data import DataLoader
 from metaguard_nb.data import data_dir
 from metaguard_nb.prepare import prepare
@@ -280,7 +281,7 @@ def train_curve(make_model, method, lr_eta, steps=steps, **kw):
     "Monitor-set loss every eval_every steps of `method` on a fresh model, the same batches for every method."
     mg, data = MetaGuard(make_model(), method=method, lr_eta=lr_eta, **kw), loader(0)
     curve, branches = [monitor_loss(mg.model)], []
-    for k in range(steps):
+    for k in progress_bar(range(steps), leave=False):
         branches += mg.step(data).branch
         if (k + 1) % eval_every == 0: curve.append(monitor_loss(mg.model))
     return curve, branches
