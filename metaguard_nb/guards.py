@@ -81,7 +81,7 @@ def gather_theta(idx, thetas:list) -> Theta:
     return Theta({k: gather(idx, [t.W[k] for t in thetas]) for k in thetas[0].W}, gather(idx, [t.h for t in thetas]))
 
 # %% ../nbs/03_guards.ipynb #7b172e5a
-NUMERICS = 2  # 1: fallbacks fitted on B_e (to 2026-11-28); 2: fitted on the inner batches, NaN-safe AMG
+NUMERICS = 2  # 1: to 2026-11-28; 2: fallbacks fitted on the inner batches, NaN-safe AMG, the LSTM step's per-seed terms and tiles
 ADAPT_BATCHES = ('inner', 'eval')
 
 def _compile_default() -> bool: return os.environ.get('METAGUARD_COMPILE', '1') != '0'
@@ -97,7 +97,7 @@ class GuardConfig:
     adapt_batch:str='inner' # fallbacks' gradients on the last inner batch B_T ('inner') or on B_e ('eval', ablation only)
     eval_batch_size:int=128 # examples in B_e, the batch that judges the candidates
     compile:bool=field(default_factory=_compile_default) # torch.compile the LSTM step (METAGUARD_COMPILE=0 turns it off)
-    tile:int|str|None='auto' # compiled LSTM step in tiles of this many (seed, coordinate) rows, recomputed in the backward ('auto': see lstm.resolve_tile)
+    tile:int|str|None='auto' # compiled LSTM step in tiles of this many (seed, coordinate) rows, recomputed in the backward ('auto': see compiled.resolve_tile)
 
     def __post_init__(self):
         resolve_tile(self.tile, 'cpu')  # a bad value fails here, in one line

@@ -7,17 +7,18 @@
 # ---
 
 # %% [markdown]
-# # The experiment runner: a method, a test setting, S seeds, resumable
+# # The experiment runner: a method, a test setting, S seeds, resumable, and the results store
 #
-# > run(method, setting, ...) runs one method on one Figure 1 setting for S seeds in one call, with a per-seed cache.
+# > run(method, setting, ...) runs one method on one Figure 1 setting for S seeds in one call; finished seeds go to the results store.
 
 # %% [markdown]
 # The runner is where a guard meets an experiment. It loads the meta-trained optimizer a setting
 # names, draws each seed's optimizee initialisation and batches (identical for every method of that
-# seed: common random numbers across methods too), steps the method, and every `eval_every` steps
-# measures the loss on the seed's fixed monitor set of 2,048 training examples and the loss and
-# accuracy on the test split ([decisions](decisions.md), section 7). Finished seeds are cached one file each; an
-# interrupted run saves its whole state and resumes from it, computing the same numbers.
+# seed: common random numbers across methods too), steps the method, every `eval_every` steps
+# measures the loss on the seed's fixed monitor set of 2,048 training examples, and every
+# `test_every` steps the loss and accuracy on the test split ([decisions](decisions.md), section 7).
+# Finished seeds go to the results store, one small committed file each; an interrupted run saves its
+# whole state and resumes from it, computing the same numbers.
 
 # %%
 #| default_exp runner
