@@ -32,7 +32,9 @@ def blocks(root:Path|None=None) -> dict:
     out = {}
     for preset in ('quick', 'paper'):
         f = root/'outputs'/'figure1'/preset/'report.md'
-        out[f'report:{preset}'] = f.read_text() if f.exists() else f'(no {preset} results yet: `make figure1-all PRESET={preset}`)\n'
+        img = f.with_name('figure1.png')  # the figure comes with its report, so the page never links a missing image
+        figure = f'![Figure 1, {preset} protocol]({img.relative_to(root).as_posix()})\n\n' if img.exists() else ''
+        out[f'report:{preset}'] = figure + f.read_text() if f.exists() else f'(no {preset} results yet: `make figure1-all PRESET={preset}`)\n'
     f = root/'outputs'/'ablation'/'summary.md'
     out['ablation'] = f.read_text() if f.exists() else '(no ablation results yet: `make ablation`)\n'
     out['bench'] = _bench_block(root)

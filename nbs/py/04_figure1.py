@@ -13,8 +13,9 @@
 
 # %% [markdown]
 # ```bash
-# make figure1 SETTING=c     # = papermill nbs/04_figure1.ipynb outputs/figure1/c.ipynb -p setting c
-# make figure1-all           # the four panels and one combined 2x2 figure
+# make figure1 SETTING=c                # = papermill nbs/04_figure1.ipynb outputs/figure1/quick/c.ipynb -p setting c
+# make figure1-all PRESET=quick         # the four panels, then the report: 2x2 figures, table, verdicts
+# make figure1 SETTING=c PRESET=tiny    # a trial run: its own folder, outputs/figure1/tiny/
 # ```
 #
 # > "Figure 1: Our adapting learned optimizers (SMG & AMG) generalize to various problem settings.

@@ -431,7 +431,9 @@ ceilings = [speed_ceiling(m, 'cnn', 25, ref_rate[m, 25]) for m in ('amg', 'smg')
 for c in ceilings: print({k: round(v, 2) if isinstance(v, float) else v for k, v in c.items()})
 
 # %% [markdown]
-# Measured when this section was written (2 cores, 2 threads; three runs of `python -m metaguard_nb.bench
+# Measured when this section was written, before the tiled step of A2 (commit d7758eb; the kernel rates it rests on
+# are PyTorch's and did not change with it, the reference's own rate on this machine has drifted 16-45% since,
+# see `outputs/bench.json`) (2 cores, 2 threads; three runs of `python -m metaguard_nb.bench
 # --ceiling --methods amg smg --nets cnn --seeds 25`, against the shipped reference rates): AMG does 72.7
 # GFLOP of matrix products and 29.0 GFLOP of convolutions per step at S = 25. The best product rate was
 # 163-197 GFLOP/s at one seed's shapes (103-116 at 25 seeds'), the convolutions ran at 34-56 GFLOP/s.

@@ -58,7 +58,8 @@
 # `make figure1-paper` (the paper's protocol on Dask: a LocalCluster here, `SCHEDULER=tcp://host:8786`
 # for an existing cluster), `make ablation`, `make bench`, `make checkpoints` (Eq. 2 meta-training of
 # the two shipped optimizers), `make docs` (this documentation as a static site, built offline, in
-# `_docs/`), `make sync` (after editing a notebook: pair, clean, export), `make readme`.
+# `_docs/`), `make notebooks` (execute the chapters in place, so their figures and tables are saved
+# in them; about 20 minutes here), `make sync` (after editing a notebook: pair, clean, export), `make readme`.
 
 # %% [markdown]
 # ## Meta Guard on your own model
@@ -118,13 +119,14 @@
 # `outputs/figure1/quick/figure1.png` (against steps) and `figure1_compute.png` (against optimizee
 # gradient evaluations: SMG and AMG spend 31 and 22 per step, SGD one).
 #
-# ![Figure 1, quick protocol](outputs/figure1/quick/figure1.png)
-#
 # <!-- report:quick -->
 # <!-- /report:quick -->
 #
-# Three seeds are too few to judge AMG and SMG: each seed of AMG either trains or stays near the
-# CNN's plateau, and which one it does can change with float rounding. The paper's 25 seeds answer it.
+# Three seeds are too few to judge AMG and SMG: their intervals above span most of the plot, because
+# single seeds of SMG blow up (it has no candidate that keeps the parameters; the ablation below shows
+# it on 8 seeds) and single seeds of AMG stop well above the others. The paper's 25 seeds answer it.
+# The quick protocol's seeds 0-2 of AMG and SMG on panels (a) and (c) are the ablation's default
+# variant: the results store serves both from the same files.
 
 # %% [markdown]
 # ### The paper's protocol (25 seeds x 2,000 steps), as far as it has run
@@ -132,8 +134,6 @@
 # The grid of 4 panels x 7 methods x 25 seeds runs on Dask (`make figure1-paper`) and its finished
 # seeds are committed in `outputs/results/`, so any machine continues where the last one stopped.
 # Until all 700 seed-runs are in, the table says how many are and each cell gives its number of seeds.
-#
-# ![Figure 1, paper protocol](outputs/figure1/paper/figure1.png)
 #
 # <!-- report:paper -->
 # <!-- /report:paper -->
@@ -191,7 +191,7 @@
 # - Data go to `data/` in the checkout, or to `$METAGUARD_DATA` (make passes `DATA=...` through).
 # - Every random draw comes from a generator owned by the run: the same seed gives the same numbers,
 #   and a seed's batches do not depend on which other seeds run beside it or which method runs.
-# - Results: `outputs/results/<setting>/<method>/<key>/seed<N>.npz`, one small file per seed, keyed by
+# - Results: `outputs/results/<setting>/<method>/<key>/seed<N>_<steps>.npz`, one small file per seed and run length, keyed by
 #   everything that changes the numbers (method, setting, guard settings, checkpoint weights, device
 #   type, and `guards.NUMERICS`, the version of what the methods compute).
 # - Layout: `settings.ini` (nbdev 2), `nbs/` (the source notebooks; `nbs/py/` their paired text
