@@ -72,7 +72,7 @@
 # from metaguard_nb.data import data_dir
 # from metaguard_nb.prepare import prepare
 # from metaguard_nb.meta_guard import MetaGuard
-# prepare('fashionmnist')
+# prepare('fashionmnist'); torch.manual_seed(0)  # the same initial weights and batches on every run
 # train = torchvision.datasets.FashionMNIST(str(data_dir()), train=True, transform=torchvision.transforms.ToTensor())
 # loader = torch.utils.data.DataLoader(train, batch_size=128, shuffle=True, drop_last=True)
 # model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
