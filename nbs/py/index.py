@@ -134,6 +134,10 @@
 # The grid of 4 panels x 7 methods x 25 seeds runs on Dask (`make figure1-paper`) and its finished
 # seeds are committed in `outputs/results/`, so any machine continues where the last one stopped.
 # Until all 700 seed-runs are in, the table says how many are and each cell gives its number of seeds.
+# The cheap baselines run first (SGD: about 3.7 seed-runs of 2,000 steps a minute on this 2-core machine,
+# evaluations included); AMG, SMG and safe AMG take most of what is left: at the rates of the Speed
+# section below (its projected hours per panel, from `outputs/bench.json`), about a day of CPU here, or
+# minutes per panel on a cluster (`SCHEDULER=...`) or a GPU (`DEVICE=cuda`).
 #
 # <!-- report:paper -->
 # <!-- /report:paper -->
