@@ -317,17 +317,6 @@ def report(preset:str='paper', store=None, out=None, device:str='cpu') -> str:
     (out/'report.md').write_text(md)
     return md
 
-def readme_block(preset:str, readme:Path|None=None) -> str|None:
-    "The README's generated block of `preset`, between its markers, or None."
-    text = (readme or (checkout() or Path.cwd())/'README.md').read_text()
-    a, b = f'<!-- report:{preset} -->\n', f'<!-- /report:{preset} -->'
-    return text[text.index(a) + len(a):text.index(b)] if a in text and b in text else None
-
-def update_readme():
-    "Regenerate README.md from nbs/index.ipynb and the committed reports (one generator for the whole page: `docs.readme`)."
-    from metaguard_nb.docs import readme
-    (checkout() or Path.cwd()).joinpath('README.md').write_text(readme())
-
 def main(argv=None):
     "python -m metaguard_nb.figure check|report: check make figure1's parameters in one line, or write the report of a protocol."
     import argparse
@@ -345,7 +334,9 @@ def main(argv=None):
                      num(a.eval_every) if a.eval_every else 10)
             return
         md = report(a.preset)
-        if not a.no_readme: update_readme()
+        if not a.no_readme:
+            from metaguard_nb.docs import write_readme
+            write_readme()
         print(md)
     except ValueError as e: raise SystemExit(f'error: {e}')
 

@@ -98,6 +98,12 @@ def readme(root:Path|None=None) -> str:
     head = '<!-- Generated from nbs/index.ipynb and the committed results by `make readme`; edit those, not this file. -->\n\n'
     return head + fill(notebook_markdown(root/'nbs'/'index.ipynb'), blocks(root))
 
+def write_readme(root:Path|None=None) -> Path:
+    "Write README.md (`readme`'s text) into the checkout; the one place that writes it (`make readme`, `figure report`)."
+    root = root or _root()
+    (root/'README.md').write_text(readme(root))
+    return root/'README.md'
+
 
 # %%
 test_eq(fill('a <!-- x -->old<!-- /x --> b', {'x': 'new\n'}), 'a <!-- x -->\nnew\n<!-- /x --> b')
@@ -167,7 +173,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog='python -m metaguard_nb.docs')
     ap.add_argument('what', choices=['readme', 'site'])
     a = ap.parse_args(argv)
-    if a.what == 'readme': (_root()/'README.md').write_text(readme()); print('wrote README.md')
+    if a.what == 'readme': print('wrote', write_readme())
     else: print('site:', site())
 
 if __name__ == '__main__' and not hasattr(__import__('builtins'), '__IPYTHON__'): main()  # not when a notebook runs this cell
