@@ -96,3 +96,21 @@ def test_the_figure_check_command_fails_in_one_line():
     r = subprocess.run([sys.executable, '-m', 'metaguard_nb.figure', 'check', '--preset', 'quick', '--device', 'cuda:7'],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and r.stderr.strip().startswith('error:') and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_the_report_reads_each_panel_from_the_source_with_most_seeds(tmp_path):
+    "CPU and GPU, compiled and eager seeds key apart; a panel is read from one of them, never a mix."
+    from metaguard_nb.figure import SOURCES, panel_results, protocol, report
+    from metaguard_nb.guards import GuardConfig
+    from metaguard_nb.runner import run
+    P = protocol('c', 'tiny')  # 2 seeds x 20 steps
+    run('sgd', 'c', steps=20, seeds=[0], store=tmp_path, progress=False, guard=GuardConfig(compile=True))
+    run('sgd', 'c', steps=20, seeds=[0, 1], store=tmp_path, progress=False, guard=GuardConfig(compile=False))
+    src, got = panel_results('c', P, tmp_path)
+    assert src == ('cpu', False) and got['sgd']['seeds'] == [0, 1]
+    run('l2o', 'c', steps=20, seeds=[0], store=tmp_path, progress=False, guard=GuardConfig(compile=True))
+    src, got = panel_results('c', P, tmp_path)  # a tie, 2 and 2: the first source
+    assert src == SOURCES[0] == ('cpu', True) and sorted(got) == ['l2o', 'sgd'] and got['sgd']['seeds'] == [0]
+    assert panel_results('a', P, tmp_path) == (SOURCES[0], {})
+    md = report('tiny', store=tmp_path, out=tmp_path / 'report')
+    assert '(c) CPU, compiled step, 2 seed-runs' in md and '(a) CPU, compiled step, 0 seed-runs' in md

@@ -193,6 +193,52 @@ with tempfile.TemporaryDirectory() as d:
 test_fail(lambda: plan('e'), contains='use one of a, b, c, d')
 test_fail(lambda: plan('c', methods=('adam',)), contains='use any of sgd')
 
+# %% [markdown]
+# ## On a GPU, and the CPU against the GPU
+#
+# The same grid runs on a CUDA machine with `--device cuda`. The machine this project was lent (one
+# H200, 16 cores, no network, its own PyTorch 2.11) ran it through `scripts/device_grid.sh`, which
+# brings the wheels and data the image lacks, checks every method for 3 steps, then runs
+# `python -m metaguard_nb.grid --device cuda --shard 25 --workers 14 --threads 1` (one task per panel
+# and method, 25 seeds in one call, eager LSTM step) for a fixed time. Measured there (2026-11-29):
+#
+# - the four cheap baselines on all four panels, 400 seed-runs of 2,000 steps, finished in 3.4 minutes;
+# - AMG, SMG and safe AMG (12 tasks, started as the cheap ones finished) had saved their resume
+#   state at steps 500-650 of 2,000 (8 of them; 4 had saved none) when the call ended 4-6 minutes
+#   later, and nothing of them was kept: the step is bound by the host, not the GPU. `scripts/gpu_time_step.py` times one
+#   process alone (S = 25, panel c; `outputs/gpu_time_step.json`): AMG 0.187 s a step eager, 0.174 s
+#   compiled; SMG 0.165 / 0.167 s; LGL2O 0.013 s; SGD 0.009 s. This 2-core CPU takes about 3.6 s for
+#   the AMG step. So the expensive 300 seed-runs need about 20 minutes of such a GPU with 12 tasks in
+#   parallel, and about a day of this CPU.
+#
+# The store keys the GPU's seeds apart (`device` in the key), and the report reads each panel from
+# one device and one kind of LSTM step (`figure.panel_results`). The cell below shows why, on the
+# seeds that both devices ran: the same seed agrees to float32 rounding (about 1e-7) for hundreds of
+# steps, and then, on the sigmoid CNN, the step at which a seed leaves SGD's plateau depends on that
+# rounding, so single seeds end far apart while the medians stay close. Mixed within a panel, such
+# seeds would compare two devices as well as two methods.
+
+# %%
+import numpy as np
+from metaguard_nb.figure import collect
+
+rows = []
+for s, m in (('a', 'sgd'), ('b', 'sgd'), ('c', 'sgd'), ('d', 'sgd'), ('b', 'l2o')):
+    cpu, gpu = collect(s, m, range(25), 2000, device='cpu', compile=True), collect(s, m, range(25), 2000, device='cuda', compile=False)
+    if cpu is None or gpu is None: continue
+    both = [x for x in cpu['seeds'] if x in gpu['seeds']]
+    c = cpu['evals'][[cpu['seeds'].index(x) for x in both]][..., 0].double().numpy()
+    g = gpu['evals'][[gpu['seeds'].index(x) for x in both]][..., 0].double().numpy()
+    steps = list(cpu['eval_steps'].numpy())
+    row = dict(panel=s, method=m, seeds=len(both))
+    for k in (100, 200, 1000, 2000):
+        d = np.abs(c[:, steps.index(k)] - g[:, steps.index(k)])
+        row[f'median |cpu-gpu| @{k}'], row[f'max @{k}'] = f'{np.median(d):.1e}', f'{d.max():.1e}'
+    row['mean cpu @2000'], row['mean gpu @2000'] = round(c[:, -1].mean(), 3), round(g[:, -1].mean(), 3)
+    rows.append(row)
+import pandas as pd
+pd.DataFrame(rows)
+
 
 # %% [markdown]
 # ## The command

@@ -134,10 +134,14 @@
 # The grid of 4 panels x 7 methods x 25 seeds runs on Dask (`make figure1-paper`) and its finished
 # seeds are committed in `outputs/results/`, so any machine continues where the last one stopped.
 # Until all 700 seed-runs are in, the table says how many are and each cell gives its number of seeds.
-# The cheap baselines run first (SGD: about 3.7 seed-runs of 2,000 steps a minute on this 2-core machine,
-# evaluations included); AMG, SMG and safe AMG take most of what is left: at the rates of the Speed
-# section below (its projected hours per panel, from `outputs/bench.json`), about a day of CPU here, or
-# minutes per panel on a cluster (`SCHEDULER=...`) or a GPU (`DEVICE=cuda`).
+# The four cheap baselines on all four panels (400 seed-runs) came from one call on a lent H200 GPU
+# (`scripts/device_grid.sh`: the grid with `--device cuda`, 14 Dask workers, 25 seeds per task; 3.4
+# minutes). AMG, SMG and safe AMG take the rest: their step is bound by the host even there (0.19 s
+# for 25 seeds of AMG alone, `scripts/gpu_time_step.py`), about 20 minutes of such a GPU for all 300
+# of their seed-runs, or about a day of this 2-core CPU (3.6 s a step; 3.7 seed-runs of SGD a minute).
+# Each panel is read from one device, the one with the most seed-runs in, because CPU and GPU round
+# differently: the same seed agrees to about 1e-7 for hundreds of steps and then, on the sigmoid CNN,
+# leaves SGD's plateau at another step ([03d_grid](nbs/03d_grid.ipynb) compares the seeds both ran).
 #
 # <!-- report:paper -->
 # <!-- /report:paper -->
