@@ -114,3 +114,18 @@ def test_the_report_reads_each_panel_from_the_source_with_most_seeds(tmp_path):
     assert panel_results('a', P, tmp_path) == (SOURCES[0], {})
     md = report('tiny', store=tmp_path, out=tmp_path / 'report')
     assert '(c) CPU, compiled step, 2 seed-runs' in md and '(a) CPU, compiled step, 0 seed-runs' in md
+
+
+def test_a_panel_the_store_holds_whole_is_read_not_run_again(tmp_path):
+    "Every seed of every method in the store from one source (here: the eager step): the notebook reads it, whatever it was asked to run with."
+    from metaguard_nb.figure import REPORT_METHODS
+    from metaguard_nb.guards import GuardConfig
+    from metaguard_nb.runner import run
+    store = tmp_path / 'results'
+    for m in REPORT_METHODS: run(m, 'b', steps=20, seeds=[0, 1], store=store, progress=False, guard=GuardConfig(compile=False))
+    folders = sorted(p.relative_to(store) for p in store.glob('b/*/*') if (p / 'run.json').exists())
+    out = run_nb(tmp_path, setting='b', preset='tiny', out_dir=str(tmp_path), compile=1)
+    assert 'every seed is in the results store: read, computed on cpu with the eager LSTM step' in out.read_text()
+    assert sorted(p.relative_to(store) for p in store.glob('b/*/*') if (p / 'run.json').exists()) == folders  # nothing compiled, nothing new
+    df = pd.read_csv(tmp_path / 'b.csv')
+    assert set(df['method']) == set(REPORT_METHODS) and (df['n_seeds'] == 2).all()
