@@ -134,8 +134,8 @@ def claims(df:pd.DataFrame) -> pd.DataFrame:
     verdict = lambda v: 'not tested' if v is None else ('reproduced' if v else 'not reproduced')
     return pd.DataFrame([dict(claim=c, rule=r, verdict=verdict(v), numbers=n) for c, r, v, n in rows])
 
-def combined_figure(dfs:dict, out:Path, view:str='step'):
-    "The 2x2 figure from the four panels' summaries (`summarize` frames, by setting), against steps or gradient evaluations."
+def combined_figure(dfs:dict, out:Path, view:str='step', sources:dict|None=None):
+    "The 2x2 figure from the four panels' summaries (`summarize` frames, by setting), against steps or gradient evaluations; `sources`: (device, compiled) by setting, named in the titles."
     fig, axs = plt.subplots(2, 2, figsize=(11, 7.5))
     for ax, s in zip(axs.flat, 'abcd'):
         df = dfs.get(s)
@@ -144,7 +144,8 @@ def combined_figure(dfs:dict, out:Path, view:str='step'):
         plot_panel(df, axs=[ax], legend=s == 'a', views=(view,))
         n = df.groupby('method')['n_seeds'].max()
         seeds = f'{n.min()}-{n.max()} seeds' if n.min() != n.max() else f'{n.max()} seeds'
-        ax.set_title(f"({s}) train: {name.replace('_', ' & ')}, test: {net} & {data}; {seeds}", fontsize=8)
+        src = f"; {sources[s][0].upper()}, {'compiled' if sources[s][1] else 'eager'} step" if sources and s in sources else ''
+        ax.set_title(f"({s}) train: {name.replace('_', ' & ')}, test: {net} & {data}; {seeds}{src}", fontsize=8)
     fig.tight_layout()
     tmp = Path(out).with_name('.' + Path(out).name + '.tmp.png'); fig.savefig(tmp, dpi=120); tmp.replace(out)
     return fig
@@ -208,7 +209,7 @@ def report(preset:str='paper', store=None, out=None, sources=SOURCES) -> str:
         if got:
             tmp = out/f'.{s}.tmp.csv'; dfs[s].to_csv(tmp, index=False); tmp.replace(out/f'{s}.csv')
     for view, name in (('step', 'figure1.png'), ('grad_evals', 'figure1_compute.png')):
-        plt.close(combined_figure(dfs, out/name, view))
+        plt.close(combined_figure(dfs, out/name, view, src))
     total, want = sum(counts.values()), 4*len(REPORT_METHODS)*len(P['seeds'])
     status = 'complete' if total == want else f'partial: {total} of {want} seed-runs in'
     lines = [f"**{preset} protocol** ({len(P['seeds'])} seeds x {P['steps']} steps per method and panel; {status}). "
