@@ -77,13 +77,15 @@ def run_grid(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2
     client = Client(scheduler or cluster)
     log(f'{len(tasks)} tasks, {n} seed-runs of {steps} steps on {scheduler or f"a LocalCluster of {workers} x {threads} threads"}; '
         f'Dask dashboard: {client.dashboard_link}')
-    done, bar = [], progress_bar(range(n), display=progress)
+    done, failed, bar = [], [], progress_bar(range(n), display=progress)
     try:
         futures = [client.submit(run_task, t, steps, eval_every, asdict(guard), device, store, threads, priority=len(tasks) - i,
                                  key=f'{t.setting}-{t.method}-{"-".join(map(str, t.seeds))}-{steps}', retries=2, pure=False)
                    for i, t in enumerate(tasks)]
         if progress: bar.update(0)
         for fut in as_completed(futures):
+            if fut.status == 'error':  # this task alone is lost (after Dask's retries); the others run on
+                failed.append(fut.key); log(f'task {fut.key} failed: ' + (repr(fut.exception()).splitlines() or [''])[0]); continue
             res = fut.result()
             folder = Path(store or store_dir())/res['task'].setting/res['task'].method/key_hash(res['key'])
             for s, r in res['seeds'].items():
@@ -95,6 +97,9 @@ def run_grid(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2
     finally:
         client.close()
         if cluster is not None: cluster.close()
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(tasks)} tasks failed ({', '.join(failed)}); the other tasks' seeds are stored: "
+                           'mend the cause and run the grid again (it computes only what is missing)')
     return done
 
 # %% ../nbs/03d_grid.ipynb #2eb3eae8
@@ -117,6 +122,6 @@ def main(argv=None):
             return
         run_grid(a.settings, a.methods, range(a.seeds), a.steps, device=a.device, shard=a.shard, scheduler=a.scheduler,
                  workers=a.workers, threads=a.threads)
-    except ValueError as e: raise SystemExit(f'error: {e}')
+    except (ValueError, RuntimeError) as e: raise SystemExit(f'error: {e}')
 
 if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()  # not when a notebook runs this cell

@@ -142,13 +142,15 @@ def run_grid(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2
     client = Client(scheduler or cluster)
     log(f'{len(tasks)} tasks, {n} seed-runs of {steps} steps on {scheduler or f"a LocalCluster of {workers} x {threads} threads"}; '
         f'Dask dashboard: {client.dashboard_link}')
-    done, bar = [], progress_bar(range(n), display=progress)
+    done, failed, bar = [], [], progress_bar(range(n), display=progress)
     try:
         futures = [client.submit(run_task, t, steps, eval_every, asdict(guard), device, store, threads, priority=len(tasks) - i,
                                  key=f'{t.setting}-{t.method}-{"-".join(map(str, t.seeds))}-{steps}', retries=2, pure=False)
                    for i, t in enumerate(tasks)]
         if progress: bar.update(0)
         for fut in as_completed(futures):
+            if fut.status == 'error':  # this task alone is lost (after Dask's retries); the others run on
+                failed.append(fut.key); log(f'task {fut.key} failed: ' + (repr(fut.exception()).splitlines() or [''])[0]); continue
             res = fut.result()
             folder = Path(store or store_dir())/res['task'].setting/res['task'].method/key_hash(res['key'])
             for s, r in res['seeds'].items():
@@ -160,6 +162,9 @@ def run_grid(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2
     finally:
         client.close()
         if cluster is not None: cluster.close()
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(tasks)} tasks failed ({', '.join(failed)}); the other tasks' seeds are stored: "
+                           'mend the cause and run the grid again (it computes only what is missing)')
     return done
 
 
@@ -192,6 +197,22 @@ with tempfile.TemporaryDirectory() as d:
     finally: torch.set_num_threads(threads)
 test_fail(lambda: plan('e'), contains='use one of a, b, c, d')
 test_fail(lambda: plan('c', methods=('adam',)), contains='use any of sgd')
+
+# %% [markdown]
+# A task that fails loses only itself: the grid stores what the other tasks finish and then stops
+# with one line that names the failed tasks. Here panel (b)'s folder in the store is a file, so its
+# tasks compute and then cannot write; panel (c)'s seeds are stored.
+
+# %%
+with tempfile.TemporaryDirectory() as d:
+    (Path(d)/'b').write_text('not a folder')
+    failures = []
+    try: run_grid(settings='bc', methods=('sgd',), seeds=range(2), steps=3, shard=1, store=d, workers=2, threads=1, progress=False, log=failures.append)
+    except RuntimeError as e: msg = str(e)
+    else: raise AssertionError('the grid did not report its failed tasks')
+    assert msg.startswith('2 of 4 tasks failed (b-sgd-0-3, b-sgd-1-3)') or msg.startswith('2 of 4 tasks failed (b-sgd-1-3, b-sgd-0-3)'), msg
+    test_eq(len(failures), 3)  # the plan's line and one per failed task
+    test_eq(plan('c', ('sgd',), range(2), 3, store=d), [])
 
 # %% [markdown]
 # ## On a GPU, and the CPU against the GPU
@@ -264,6 +285,6 @@ def main(argv=None):
             return
         run_grid(a.settings, a.methods, range(a.seeds), a.steps, device=a.device, shard=a.shard, scheduler=a.scheduler,
                  workers=a.workers, threads=a.threads)
-    except ValueError as e: raise SystemExit(f'error: {e}')
+    except (ValueError, RuntimeError) as e: raise SystemExit(f'error: {e}')
 
 if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()  # not when a notebook runs this cell
