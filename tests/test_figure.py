@@ -106,14 +106,15 @@ def test_the_report_reads_each_panel_from_the_source_with_most_seeds(tmp_path):
     P = protocol('c', 'tiny')  # 2 seeds x 20 steps
     run('sgd', 'c', steps=20, seeds=[0], store=tmp_path, progress=False, guard=GuardConfig(compile=True))
     run('sgd', 'c', steps=20, seeds=[0, 1], store=tmp_path, progress=False, guard=GuardConfig(compile=False))
-    src, got = panel_results('c', P, tmp_path)
-    assert src == ('cpu', False) and got['sgd']['seeds'] == [0, 1]
+    src, got, held = panel_results('c', P, tmp_path)
+    assert src == ('cpu', False) and got['sgd']['seeds'] == [0, 1] and held == {('cpu', True): 1, ('cpu', False): 2, ('cuda', True): 0, ('cuda', False): 0}
     run('l2o', 'c', steps=20, seeds=[0], store=tmp_path, progress=False, guard=GuardConfig(compile=True))
-    src, got = panel_results('c', P, tmp_path)  # a tie, 2 and 2: the first source
+    src, got, _ = panel_results('c', P, tmp_path)  # a tie, 2 and 2: the first source
     assert src == SOURCES[0] == ('cpu', True) and sorted(got) == ['l2o', 'sgd'] and got['sgd']['seeds'] == [0]
-    assert panel_results('a', P, tmp_path) == (SOURCES[0], {})
+    assert panel_results('a', P, tmp_path)[:2] == (SOURCES[0], {})
     md = report('tiny', store=tmp_path, out=tmp_path / 'report')
     assert '(c) CPU, compiled step, 2 seed-runs' in md and '(a) CPU, compiled step, 0 seed-runs' in md
+    assert 'The store holds 2 more seed-runs of this protocol from the other sources, not read here.' in md
 
 
 def test_a_panel_the_store_holds_whole_is_read_not_run_again(tmp_path):

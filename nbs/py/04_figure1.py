@@ -282,13 +282,14 @@ def collect(setting:str, method:str, seeds, steps:int, eval_every:int=10, device
     return dict(seeds=list(got), evals=torch.stack([r['evals'] for r in got.values()]), eval_steps=next(iter(got.values()))['eval_steps'])
 
 def panel_results(setting:str, P:dict, store=None, sources=SOURCES) -> tuple:
-    "((device, compiled), {method: collected}) of the one source a panel is read from: the most stored seed-runs, the first of `sources` on a tie."
-    best = ((sources[0]), {})
+    "((device, compiled), {method: collected}, {source: seed-runs}): the one source a panel is read from (the most stored seed-runs, the first of `sources` on a tie), and what each source holds."
+    best, counts = None, {}
     for src in sources:
         got = {m: r for m in REPORT_METHODS
                if (r := collect(setting, m, P['seeds'], P['steps'], P['eval_every'], src[0], store, src[1])) is not None}
-        if sum(len(r['seeds']) for r in got.values()) > sum(len(r['seeds']) for r in best[1].values()): best = (src, got)
-    return best
+        counts[src] = sum(len(r['seeds']) for r in got.values())
+        if best is None or counts[src] > counts[best[0]]: best = (src, got)
+    return (*best, counts)
 
 def _shown(path:Path) -> str:
     "A path as the report names it: relative to the checkout where it lies inside it."
@@ -301,9 +302,10 @@ def report(preset:str='paper', store=None, out=None, sources=SOURCES) -> str:
     P = protocol('a', preset)
     out = Path(out) if out else output_dir(P)
     out.mkdir(parents=True, exist_ok=True)
-    dfs, counts, src = {}, {}, {}
+    dfs, counts, src, unread = {}, {}, {}, 0
     for s in 'abcd':
-        src[s], got = panel_results(s, P, store, sources)
+        src[s], got, held = panel_results(s, P, store, sources)
+        unread += sum(held.values()) - held.get(src[s], 0)
         counts.update({(s, m): len(r['seeds']) for m, r in got.items()})
         dfs[s] = summarize(got, s) if got else pd.DataFrame()
         if got:
@@ -318,7 +320,8 @@ def report(preset:str='paper', store=None, out=None, sources=SOURCES) -> str:
              'Each panel is read from one device and LSTM step (float rounding differs between them; the store keys them apart), '
              'the one with the most seed-runs in: ' + '; '.join(
                  f"({s}) {src[s][0].upper()}, {'compiled' if src[s][1] else 'eager'} step, "
-                 f"{sum(n for (p, _), n in counts.items() if p == s)} seed-runs" for s in 'abcd') + '.', '']
+                 f"{sum(n for (p, _), n in counts.items() if p == s)} seed-runs" for s in 'abcd') + '.'
+             + (f' The store holds {unread} more seed-runs of this protocol from the other sources, not read here.' if unread else ''), '']
     steps = [k for k in (200, 1000) if k < P['steps']] + [P['steps']]
     lines += ['Monitor-set loss, mean [95% CI] (n seeds):', '',
               '| panel | method | ' + ' | '.join(f'step {k:,}' for k in steps) + ' |', '|---|---|' + '---|'*len(steps)]
@@ -413,7 +416,7 @@ from metaguard_nb.guards import GuardConfig
 
 # %%
 guard = GuardConfig() if compile is None else GuardConfig(compile=bool(compile))
-src, stored = panel_results(setting, P, store)
+src, stored, _ = panel_results(setting, P, store)
 if all(m in stored and len(stored[m]['seeds']) == len(P['seeds']) for m in P['methods']):
     results = {m: stored[m] for m in P['methods']}
     print(f"every seed is in the results store: read, computed on {src[0]} with the {'compiled' if src[1] else 'eager'} LSTM step")
