@@ -7,6 +7,12 @@
 # network. What the image lacks travels with the call: .whl/ (the wheels of dask, distributed, fastcore,
 # fastprogress and their missing dependencies) and .gpu/data/ (both datasets' IDX files, gzipped).
 # fastprogress 1.1.6 imports fasthtml for its notebook bar only; a console run gets an empty stand-in.
+# Both folders are ignored by git; they were made on a machine with the project's venv and data:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux1_x86_64 -d .whl \
+#     dask==2026.8.0 distributed==2026.8.0 fastcore==1.14.5 fastprogress==1.1.6 locket==1.0.0 partd==1.4.2 \
+#     tblib==3.2.2 zict==3.0.0 tornado==6.6.1
+#   for d in MNIST FashionMNIST; do mkdir -p .gpu/data/$d/raw; for f in data/$d/raw/*; do gzip -c $f > .gpu/$f.gz; done; done
 #
 # 1. a smoke test: every method, 3 steps, 2 seeds, panels c and b, store=False: a method that fails
 #    here is left out of the grid (one failing task would stop the grid);

@@ -1,4 +1,10 @@
-# seconds per step of the guards on CUDA at S = 25, panel c, eager and compiled, one process alone on the GPU
+"""Seconds per step on CUDA at S = 25 seeds, panel (c), eager and compiled LSTM step, one process alone on the GPU.
+
+    python scripts/gpu_time_step.py OUT.json      (on a CUDA machine; set up as scripts/device_grid.sh does)
+
+Each method runs 10 steps (warm-up and compilation), then 110 steps with evaluations only at the ends;
+the second time over 110 is the rate. Measured on an H200 on 2026-11-29: outputs/gpu_time_step.json.
+"""
 import json, sys, time, torch
 from metaguard_nb.guards import GuardConfig
 from metaguard_nb.runner import run
