@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper protocol's grid on a lent GPU machine, in one prepared call (issue 13, item 3).
 #
-#   bash scripts/device_grid.sh SECONDS [OUT]
+#   [SETTINGS="c a d b"] [METHODS="sgd ... safe_amg"] [WORKERS=14] bash scripts/device_grid.sh SECONDS [OUT]
 #
 # run in the repository root of a machine with CUDA whose python3 has PyTorch but neither our venv nor a
 # network. What the image lacks travels with the call: .whl/ (the wheels of dask, distributed, fastcore,
@@ -24,6 +24,7 @@
 set -u
 T=${1:-480}; OUT=${2:-${OUT:-/tmp/device_out}}; START=$(date +%s)
 mkdir -p "$OUT"
+# the eager LSTM step: the committed GPU seeds are eager, and a panel is read from one source
 export PYTHONUNBUFFERED=1 METAGUARD_COMPILE=${METAGUARD_COMPILE:-0} PYTHONPATH=$PWD:/tmp/site
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -34,13 +35,13 @@ if [ -d .gpu/data ]; then
 fi
 touch /tmp/device_grid.start
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-python3 - <<'EOF' 2>&1 | tee "$OUT/smoke.log"
-import time, traceback, torch
+python3 - ${METHODS:-} <<'EOF' 2>&1 | tee "$OUT/smoke.log"
+import sys, time, traceback, torch
 from metaguard_nb.grid import GRID_METHODS
 from metaguard_nb.runner import run
 print('torch', torch.__version__, torch.cuda.get_device_name())
 ok = []
-for m in GRID_METHODS:
+for m in sys.argv[1:] or GRID_METHODS:
     try:
         for s in 'cb':
             t0 = time.perf_counter(); r = run(m, s, steps=3, seeds=range(2), device='cuda', store=False, progress=False)
@@ -54,7 +55,7 @@ METHODS=$(cat /tmp/device_grid.methods 2>/dev/null)
 LEFT=$(( T - ($(date +%s) - START) ))
 echo "grid: methods $METHODS, $LEFT s left"
 timeout -s INT -k 20 $LEFT python3 -m metaguard_nb.grid --device cuda --shard 25 --workers ${WORKERS:-14} --threads 1 \
-  --settings c a d b --methods $METHODS 2>&1 | tee "$OUT/grid.log"
+  --settings ${SETTINGS:-c a d b} --methods $METHODS 2>&1 | tee "$OUT/grid.log"
 find outputs/results -newer /tmp/device_grid.start -type f ! -path '*/partial/*' | tar czf "$OUT/results.tgz" -T -
 find outputs/results/partial -newer /tmp/device_grid.start -type f 2>/dev/null | tar czf "$OUT/partial.tgz" -T -
 tar tzf "$OUT/results.tgz" | grep -c npz; echo "done in $(( $(date +%s) - START )) s"
