@@ -202,10 +202,10 @@ def report(preset:str='paper', store=None, out=None, sources=SOURCES) -> str:
     P = protocol('a', preset)
     out = Path(out) if out else output_dir(P)
     out.mkdir(parents=True, exist_ok=True)
-    dfs, counts, src, unread = {}, {}, {}, 0
+    dfs, counts, src, read, unread = {}, {}, {}, {}, 0
     for s in 'abcd':
         src[s], got, held = panel_results(s, P, store, sources)
-        unread += sum(held.values()) - held.get(src[s], 0)
+        read[s], unread = held[src[s]], unread + sum(held.values()) - held[src[s]]
         counts.update({(s, m): len(r['seeds']) for m, r in got.items()})
         dfs[s] = summarize(got, s) if got else pd.DataFrame()
         if got:
@@ -220,7 +220,7 @@ def report(preset:str='paper', store=None, out=None, sources=SOURCES) -> str:
              'Each panel is read from one device and LSTM step (float rounding differs between them; the store keys them apart), '
              'the one with the most seed-runs in: ' + '; '.join(
                  f"({s}) {src[s][0].upper()}, {'compiled' if src[s][1] else 'eager'} step, "
-                 f"{sum(n for (p, _), n in counts.items() if p == s)} seed-runs" for s in 'abcd') + '.'
+                 f"{read[s]} seed-runs" for s in 'abcd') + '.'
              + (f' The store holds {unread} more seed-runs of this protocol from the other sources, not read here.' if unread else ''), '']
     steps = [k for k in (200, 1000) if k < P['steps']] + [P['steps']]
     lines += ['Monitor-set loss, mean [95% CI] (n seeds):', '',
