@@ -41,7 +41,7 @@
 
 # %%
 #| export
-import argparse, builtins, os, time
+import argparse, builtins, ctypes, os, time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -99,17 +99,42 @@ def plan(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2000,
 # The worker runs the task with `threads` torch threads (one task per worker process at a time:
 # two multi-threaded torch jobs on the same cores slow each other down by up to 40x here), writes
 # its seeds into the store, and returns them.
+#
+# **Dask's memory trimming costs 2.3x here, so a task undoes it.** A Dask nanny starts its worker
+# with `MALLOC_TRIM_THRESHOLD_=65536` (a `distributed.nanny.pre-spawn-environ` default, meant to give
+# memory back to the system sooner). Setting it fixes glibc's thresholds, which also stops glibc's
+# dynamic mmap threshold: every tensor above 128 KiB is then mapped and unmapped again at each use,
+# and the page faults dominate the step. Measured on this machine (2026-11-30, `python
+# scripts/dask_malloc.py`: AMG, panel (c)'s CNN, 5 seeds, one thread, median of 8 steps, two
+# processes at once): a plain process 1.24-1.25 s a step; a Dask worker 2.97-2.99 s; the same worker
+# after `malloc_as_usual` 1.30-1.33 s; a plain process started with the variable set 2.65-2.67 s. The grid's
+# CPU runs before this change ran at the slow rate (their numbers are unchanged: only where memory
+# comes from differs). `malloc_as_usual` puts back the largest thresholds glibc's own adjustment
+# reaches on 64-bit machines (mmap 32 MiB, trim 64 MiB), and does it in the task, so that workers
+# of an existing cluster, started however their owner likes, get it too.
+#
 
 # %%
 #| export
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+def malloc_as_usual() -> bool:
+    "Undo a `MALLOC_TRIM_THRESHOLD_` in this process's environment (a Dask nanny sets one): glibc's large thresholds again. True when it did."
+    if 'MALLOC_TRIM_THRESHOLD_' not in os.environ: return False
+    try: libc = ctypes.CDLL('libc.so.6')
+    except OSError: return False  # not glibc: the variable meant nothing
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 64 << 20))
+
 def run_task(task:Task, steps:int, eval_every:int, guard:dict, device:str, store, threads:int|None) -> dict:
-    "Run one task with `threads` torch threads; return its seeds' results and its wall time."
+    "Run one task with `threads` torch threads; return its seeds' results, its wall time and whether it undid Dask's trimming."
+    malloc = malloc_as_usual()
     if threads: torch.set_num_threads(threads)
     t0 = time.perf_counter()
     r = run(task.method, task.setting, steps, task.seeds, device, eval_every, guard=GuardConfig(**guard), store=store, progress=False)
     seeds = {s: dict(record=r['record'][i], evals=r['evals'][i], eval_steps=r['eval_steps'], wall=r['wall'][i], info=r['info'][i])
              for i, s in enumerate(task.seeds)}
-    return dict(task=task, key=r['key'], seeds=seeds, seconds=time.perf_counter() - t0, worker=os.getpid())
+    return dict(task=task, key=r['key'], seeds=seeds, seconds=time.perf_counter() - t0, worker=os.getpid(), malloc=malloc)
+
 
 
 # %% [markdown]
@@ -156,7 +181,7 @@ def run_grid(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2
             for s, r in res['seeds'].items():
                 save_seed(folder, s, r)  # a worker without the client's filesystem (where the worker wrote it, nothing is written)
             done.append(dict(setting=res['task'].setting, method=res['task'].method, seeds=res['task'].seeds,
-                             seconds=round(res['seconds'], 1), worker=res['worker']))
+                             seconds=round(res['seconds'], 1), worker=res['worker'], malloc=res['malloc']))
             if progress:
                 bar.update(sum(len(d['seeds']) for d in done)); bar.comment = f"{done[-1]['setting']} {done[-1]['method']} {done[-1]['seeds']}"
     finally:
@@ -175,7 +200,8 @@ def run_grid(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2
 # thread, one seed per task, into a temporary store. The numbers equal the in-process runner's run
 # the same way (one seed, one thread: how many seeds share a call and how many threads sum a
 # reduction change the float rounding, which is why each stored seed records both), and a second plan
-# finds nothing missing.
+# finds nothing missing. Every worker undid Dask's memory trimming before its task (above).
+#
 
 # %%
 import tempfile
@@ -185,6 +211,7 @@ from metaguard_nb.runner import run as run_here
 with tempfile.TemporaryDirectory() as d:
     done = run_grid(settings='bc', methods=('sgd', 'l2o'), seeds=range(2), steps=3, shard=1, store=d, workers=2, threads=1, progress=False)
     test_eq(len(done), 8)
+    test_eq({d['malloc'] for d in done}, {True})  # the nanny set MALLOC_TRIM_THRESHOLD_; each task undid it
     test_eq(plan('bc', ('sgd', 'l2o'), range(2), 3, store=d), [])
     threads = torch.get_num_threads(); torch.set_num_threads(1)
     try:
