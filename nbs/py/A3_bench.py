@@ -560,7 +560,12 @@ layout_rates('amg', 'mlp', S=2, steps=1)
 #
 # Two processes of one thread win by 3-8%: each has half the seeds, so half the working set, and no
 # thread of one waits for the other inside a kernel. The grid (nbs/03d_grid) uses that layout,
-# `LAYOUT = dict(workers=2, threads=1)`, on a `LocalCluster` of two workers.
+# `LAYOUT = dict(workers=2, threads=1)`, on a `LocalCluster` of two workers. At the grid's shard of 5 seeds
+# (2026-11-30, `python -m metaguard_nb.bench --layout --methods amg --nets cnn --seeds 5 10 --steps 5`):
+# one process of two threads on 5 seeds 5.80 seed-steps/s; two processes of one thread on 5 seeds
+# each 8.36 (44% more). That holds in Dask's workers only once a task has undone the memory
+# trimming a Dask nanny sets (nbs/03d_grid, "One task, on a worker"); before, a worker's AMG step took
+# 2.3x as long, and the grid's two workers ran slower than one process of two threads.
 
 # %% [markdown]
 # **Where the rest of a protocol step goes.** A step of the protocol is more than the method's step:
