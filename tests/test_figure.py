@@ -130,3 +130,15 @@ def test_a_panel_the_store_holds_whole_is_read_not_run_again(tmp_path):
     assert sorted(p.relative_to(store) for p in store.glob('b/*/*') if (p / 'run.json').exists()) == folders  # nothing compiled, nothing new
     df = pd.read_csv(tmp_path / 'b.csv')
     assert set(df['method']) == set(REPORT_METHODS) and (df['n_seeds'] == 2).all()
+
+
+def test_the_2x2_figure_has_one_legend_naming_every_method_of_any_panel(tmp_path):
+    # AMG drawn only in panel (c) must still be named: the legend used to be panel (a)'s alone
+    import matplotlib.pyplot as plt
+    from metaguard_nb.figure import combined_figure
+    curve = lambda m: dict(method=m, step=[0, 10], grad_evals=[0, 1], mean=[2.0, 1.0], ci_low=[1.9, 0.9], ci_high=[2.1, 1.1], n_seeds=[3, 3])
+    df = lambda *ms: pd.concat([pd.DataFrame(curve(m)) for m in ms], ignore_index=True)
+    fig = combined_figure({'a': df('sgd'), 'c': df('sgd', 'amg')}, tmp_path/'f.png')
+    try: assert [[t.get_text() for t in lg.get_texts()] for lg in fig.legends] == [['SGD', 'AMG']]
+    finally: plt.close(fig)
+    assert (tmp_path/'f.png').exists()

@@ -213,12 +213,15 @@ def combined_figure(dfs:dict, out:Path, view:str='step', sources:dict|None=None)
         df = dfs.get(s)
         if df is None or df.empty: ax.set_title(f'({s}): no seeds yet', fontsize=8); continue
         name, net, data = FIGURE_SETTINGS[s]
-        plot_panel(df, axs=[ax], legend=s == 'a', views=(view,))
+        plot_panel(df, axs=[ax], legend=False, views=(view,))
         n = df.groupby('method')['n_seeds'].max()
         seeds = f'{n.min()}-{n.max()} seeds' if n.min() != n.max() else f'{n.max()} seeds'
         src = f"; {sources[s][0].upper()}, {'compiled' if sources[s][1] else 'eager'} step" if sources and s in sources else ''
         ax.set_title(f"({s}) train: {name.replace('_', ' & ')}, test: {net} & {data}; {seeds}{src}", fontsize=8)
-    fig.tight_layout()
+    drawn = {l.get_label(): l for ax in axs.flat for l in ax.get_lines()}  # one legend for every method of any panel
+    labels = [LABELS[m] for m in LABELS if LABELS[m] in drawn]
+    if labels: fig.legend([drawn[l] for l in labels], labels, loc='lower center', ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     tmp = Path(out).with_name('.' + Path(out).name + '.tmp.png'); fig.savefig(tmp, dpi=120); tmp.replace(out)
     return fig
 

@@ -138,7 +138,10 @@
 # (`scripts/device_grid.sh`: the grid with `--device cuda`, 14 Dask workers, 25 seeds per task; 3.4
 # minutes). AMG, SMG and safe AMG take the rest: their step is bound by the host even there (0.19 s
 # for 25 seeds of AMG alone, `scripts/gpu_time_step.py`), about 20 minutes of such a GPU for all 300
-# of their seed-runs, or about a day of this 2-core CPU (3.6 s a step; 3.7 seed-runs of SGD a minute).
+# of their seed-runs. On this 2-core CPU the grid's two Dask workers of one thread each run a 5-seed
+# AMG task at 1.35 s a step, about 13 AMG seed-runs an hour together (3.7 seed-runs of SGD a minute),
+# once a task undoes the memory trimming a Dask nanny sets, which made that step 2.3x slower
+# ([03d_grid](nbs/03d_grid.ipynb), `scripts/dask_malloc.py`).
 # Each panel is read from one device, the one with the most seed-runs in, because CPU and GPU round
 # differently: the same seed agrees to about 1e-7 for hundreds of steps and then, on the sigmoid CNN,
 # leaves SGD's plateau at another step ([03d_grid](nbs/03d_grid.ipynb) compares the seeds both ran).
