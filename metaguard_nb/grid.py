@@ -67,8 +67,6 @@ def run_task(task:Task, steps:int, eval_every:int, guard:dict, device:str, store
              for i, s in enumerate(task.seeds)}
     return dict(task=task, key=r['key'], seeds=seeds, seconds=time.perf_counter() - t0, worker=os.getpid(), malloc=malloc)
 
-
-
 # %% ../nbs/03d_grid.ipynb #2432540b
 LAYOUT = dict(workers=2, threads=1)  # measured in nbs/A3_bench on this 2-core machine
 

@@ -1,6 +1,6 @@
 """Seconds per AMG step in a Dask worker, with and without Dask's memory trimming, against a plain process.
 
-    python scripts/dask_malloc.py            (CPU; about 5 minutes on 2 cores)
+    python scripts/dask_malloc.py            (CPU; about 2 minutes on 2 cores)
 
 Each layout runs two processes of one torch thread at once (the grid's default), each with 5 seeds of the
 CNN problem (panel c's), one untimed step (compilation) and 8 timed ones; it prints the median per process.
@@ -31,10 +31,13 @@ def steps(undo:bool, threads:int=1, S:int=5, n:int=8) -> float:
 
 def plain(trim:bool) -> list:
     import multiprocessing as mp
-    if trim: os.environ['MALLOC_TRIM_THRESHOLD_'] = '65536'  # inherited by the spawned children only at their start
+    before = os.environ.pop('MALLOC_TRIM_THRESHOLD_', None)  # the spawned children read it at their start
+    if trim: os.environ['MALLOC_TRIM_THRESHOLD_'] = '65536'
     try:
         with mp.get_context('spawn').Pool(2) as pool: return pool.map(steps, [False, False])
-    finally: os.environ.pop('MALLOC_TRIM_THRESHOLD_', None)
+    finally:
+        os.environ.pop('MALLOC_TRIM_THRESHOLD_', None)
+        if before is not None: os.environ['MALLOC_TRIM_THRESHOLD_'] = before
 
 def dask(undo:bool) -> list:
     from dask.distributed import Client, LocalCluster

@@ -136,7 +136,6 @@ def run_task(task:Task, steps:int, eval_every:int, guard:dict, device:str, store
     return dict(task=task, key=r['key'], seeds=seeds, seconds=time.perf_counter() - t0, worker=os.getpid(), malloc=malloc)
 
 
-
 # %% [markdown]
 # ## The grid
 #

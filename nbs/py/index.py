@@ -139,7 +139,7 @@
 # minutes). AMG, SMG and safe AMG take the rest: their step is bound by the host even there (0.19 s
 # for 25 seeds of AMG alone, `scripts/gpu_time_step.py`), about 20 minutes of such a GPU for all 300
 # of their seed-runs. On this 2-core CPU the grid's two Dask workers of one thread each run a 5-seed
-# AMG task at 1.35 s a step, about 13 AMG seed-runs an hour together (3.7 seed-runs of SGD a minute),
+# AMG task at 1.35 s a step, about 13 AMG seed-runs an hour together (3.7 seed-runs of SGD a minute before that fix),
 # once a task undoes the memory trimming a Dask nanny sets, which made that step 2.3x slower
 # ([03d_grid](nbs/03d_grid.ipynb), `scripts/dask_malloc.py`).
 # Each panel is read from one device, the one with the most seed-runs in, because CPU and GPU round
