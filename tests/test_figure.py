@@ -115,6 +115,8 @@ def test_the_report_reads_each_panel_from_the_source_with_most_seeds(tmp_path):
     md = report('tiny', store=tmp_path, out=tmp_path / 'report')
     assert '(c) CPU, compiled step, 2 seed-runs' in md and '(a) CPU, compiled step, 0 seed-runs' in md
     assert 'The store holds 2 more seed-runs of this protocol from the other sources, not read here.' in md
+    assert md.rstrip().endswith('Seeds one by one: no seeds of the guarded methods (SMG, AMG, safe AMG) yet.')
+    assert (tmp_path / 'report' / 'figure1_seeds.png').exists()
 
 
 def test_a_panel_the_store_holds_whole_is_read_not_run_again(tmp_path):

@@ -227,6 +227,119 @@ def combined_figure(dfs:dict, out:Path, view:str='step', sources:dict|None=None)
 
 
 # %% [markdown]
+# ## Seeds one by one
+#
+# A mean and its interval describe seeds that scatter around one value. The guarded methods' seeds
+# need not: at the paper's length on panel (c), plain AMG's seeds split into those that hold a loss
+# below every baseline's and those that climb back towards SGD's, and the mean lies between the two
+# groups, where almost no seed is. So the report adds, for SMG, AMG and safe AMG, each panel's seeds
+# one by one: the loss at the last step and each seed's lowest along the run (median, lowest and
+# highest seed), how many seeds end below the best baseline's mean, how many end higher than
+# they were halfway, and how many have stopped moving: the same monitor-set loss at every
+# evaluation of the run's last tenth. AMG's 'stay' candidate (keep eta and theta) makes that
+# possible: where the learned step, the fallback and the fallback through the unroll all score
+# worse on B_e than staying, AMG keeps eta and theta, and with nothing changed but the batches it
+# can stay at every later step. The stored runs' branch records show it: on panel (c), AMG's
+# seeds whose loss stopped changing chose 'stay' at every step after it did (260 to 1,730 steps). `seeds_figure` draws
+# every seed of the guarded methods against the best baseline's mean curve.
+
+# %%
+#| export
+BASELINES = ('sgd', 'l2o', 'lgl2o', 'lgl2o_no_update')
+GUARDED = ('smg', 'amg', 'safe_amg')
+
+def _monitor(r:dict) -> tuple:
+    "(monitor loss [S, K] as float64, evaluation steps) of a runner-like result."
+    return r['evals'][..., 0].double().numpy(), r['eval_steps'].tolist()
+
+def best_baseline(got:dict) -> tuple:
+    "(method, mean monitor loss at the last step) of the baseline lowest there, or (None, nan) unless all four are in `got`."
+    if any(m not in got for m in BASELINES): return None, math.nan
+    end = {m: _monitor(got[m])[0][:, -1].mean() for m in BASELINES}
+    m = min(end, key=end.get)
+    return m, float(end[m])
+
+def seed_split(got:dict, # method -> runner-like result (`collect`): seeds, evals [S, K, 6], eval_steps
+              ) -> pd.DataFrame:
+    "One row per guarded method in `got`: its seeds at the last step and at their lowest (median, min, max), how many end below the best baseline's mean, how many end above their loss halfway, how many did not move in the last tenth of the run."
+    base, base_end = best_baseline(got)
+    rows = []
+    for m in GUARDED:
+        if m not in got: continue
+        mon, steps = _monitor(got[m])
+        k = int(np.abs(np.array(steps) - steps[-1]//2).argmin())
+        end, low = mon[:, -1], mon.min(1)
+        tail = max(2, (len(steps) - 1)//10 + 1)  # the last tenth of the run's evaluations, at least two
+        rows.append(dict(method=m, n=len(end), last=steps[-1], mid=steps[k], still_from=steps[-tail],
+                         end_median=np.median(end), end_min=end.min(), end_max=end.max(),
+                         low_median=np.median(low), low_min=low.min(), low_max=low.max(),
+                         baseline=base, baseline_end=base_end,
+                         below_baseline=None if base is None else int((end < base_end).sum()),
+                         above_mid=int((end > mon[:, k]).sum()),
+                         unchanged=int((mon[:, -tail:] == end[:, None]).all(1).sum())))
+    return pd.DataFrame(rows)
+
+def seed_lines(gots:dict, # setting -> {method: runner-like result}
+               shown:str='.') -> str:
+    "The report's markdown of `seed_split` for every panel; `shown`: the folder of figure1_seeds.png as the report names it."
+    rows = [(s, r) for s in 'abcd' for _, r in seed_split(gots.get(s) or {}).iterrows()]
+    if not rows: return 'Seeds one by one: no seeds of the guarded methods (SMG, AMG, safe AMG) yet.'
+    last, mid, still = rows[0][1]['last'], rows[0][1]['mid'], rows[0][1]['still_from']
+    rng = lambda r, k: f"{r[k + '_median']:.3f} [{r[k + '_min']:.3f}, {r[k + '_max']:.3f}]"
+    below = lambda r: '-' if r['baseline'] is None else f"{r['below_baseline']} of {r['n']} ({LABELS[r['baseline']]} {r['baseline_end']:.3f})"
+    lines = [f"Seeds one by one, for the guarded methods (a mean hides seeds that split; every seed drawn: "
+             f"[figure1_seeds.png]({shown}/figure1_seeds.png)): monitor-set loss at step {last:,} and each seed's lowest "
+             f"along the run, median [lowest seed, highest seed]; how many seeds end below the best baseline's mean; "
+             f"how many end higher than they were at step {mid:,}; and how many did not move from step {still:,} on "
+             f"(the same monitor-set loss at every evaluation: for AMG, the 'stay' candidate won every step).", '',
+             f"| panel | method | n | step {last:,} | lowest along the run | end below the best baseline's mean | end above step {mid:,} | unchanged from step {still:,} |",
+             '|---|---|---|---|---|---|---|---|']
+    lines += [f"| ({s}) | {LABELS[r['method']]} | {r['n']} | {rng(r, 'end')} | {rng(r, 'low')} | {below(r)} | {r['above_mid']} of {r['n']} | {r['unchanged']} of {r['n']} |"
+              for s, r in rows]
+    return '\n'.join(lines)
+
+def seeds_figure(gots:dict, # setting -> {method: runner-like result}
+                 out:Path, sources:dict|None=None):
+    "2x2: every seed of SMG, AMG and safe AMG (thin lines) against the best baseline's mean (dashed), per panel."
+    fig, axs = plt.subplots(2, 2, figsize=(11, 7.5))
+    for ax, s in zip(axs.flat, 'abcd'):
+        got = gots.get(s) or {}
+        if not any(m in got for m in GUARDED): ax.set_axis_off(); ax.set_title(f'({s}): no seeds of the guarded methods yet', fontsize=8); continue
+        for m in GUARDED:
+            if m not in got: continue
+            mon, steps = _monitor(got[m])
+            for i, y in enumerate(mon): ax.plot(steps, y, color=COLORS[m], lw=0.7, alpha=0.75, label=LABELS[m] if i == 0 else None)
+        base, _ = best_baseline(got)
+        if base:
+            mon, steps = _monitor(got[base])
+            ax.plot(steps, mon.mean(0), color='k', ls='--', lw=1.2, label=f'{LABELS[base]} (mean)')
+        src = f"; {sources[s][0].upper()}, {'compiled' if sources[s][1] else 'eager'} step" if sources and s in sources else ''
+        ax.set(yscale='log', xlabel='step', ylabel='monitor-set loss')
+        ax.set_title(f'({s}) each seed of the guarded methods{src}', fontsize=8)
+        ax.legend(fontsize=7, loc='best')
+    fig.tight_layout()
+    tmp = Path(out).with_name('.' + Path(out).name + '.tmp.png'); fig.savefig(tmp, dpi=120); tmp.replace(out)
+    return fig
+
+
+# %%
+# Four seeds of AMG that split: two end below the best baseline (LGL2O, 0.3), two above; three end above their loss halfway; one stops moving.
+fake = lambda rows: dict(evals=torch.tensor(rows, dtype=torch.float32)[..., None].expand(-1, -1, 6), eval_steps=torch.tensor([0, 10, 20, 30, 40]))
+flat = lambda v, n=3: fake([[2.3, v, v, v, v]]*n)
+toy = {'sgd': flat(1.0), 'l2o': flat(0.5), 'lgl2o': flat(0.3), 'lgl2o_no_update': flat(0.8),
+       'amg': fake([[2.3, 0.5, 0.2, 0.1, 0.1], [2.3, 0.1, 0.1, 0.1, 0.2], [2.3, 0.4, 0.5, 0.6, 0.9], [2.3, 0.3, 0.5, 1.0, 2.0]])}
+sp = seed_split(toy).iloc[0]
+test_eq((sp['method'], sp['n'], sp['mid'], sp['baseline'], sp['below_baseline'], sp['above_mid'], sp['unchanged'], sp['still_from']),
+        ('amg', 4, 20, 'lgl2o', 2, 3, 1, 30))  # the first seed did not move from step 30 on
+test_close([sp['end_median'], sp['end_min'], sp['end_max'], sp['low_min'], sp['low_max']], [0.55, 0.1, 2.0, 0.1, 0.4], eps=1e-6)
+test_eq(seed_split({'amg': toy['amg']}).iloc[0]['below_baseline'], None)  # without all four baselines: not counted
+with tempfile.TemporaryDirectory() as d: plt.close(seeds_figure({'c': toy}, Path(d)/'seeds.png'))
+toy_md = seed_lines({'c': toy})
+assert "| (c) | AMG | 4 | 0.550 [0.100, 2.000] | 0.200 [0.100, 0.400] | 2 of 4 (LGL2O (w/ Update) 0.300) | 3 of 4 | 1 of 4 |" in toy_md, toy_md
+test_eq(seed_lines({'c': {'sgd': toy['sgd']}}), 'Seeds one by one: no seeds of the guarded methods (SMG, AMG, safe AMG) yet.')
+
+
+# %% [markdown]
 # ## Where a panel's files go, and how they are written
 #
 # Each protocol has its own folder, `outputs/figure1/<preset>/` (a run with other seeds or steps goes
@@ -305,16 +418,18 @@ def report(preset:str='paper', store=None, out=None, sources=SOURCES) -> str:
     P = protocol('a', preset)
     out = Path(out) if out else output_dir(P)
     out.mkdir(parents=True, exist_ok=True)
-    dfs, counts, src, read, unread = {}, {}, {}, {}, 0
+    dfs, gots, counts, src, read, unread = {}, {}, {}, {}, {}, 0
     for s in 'abcd':
         src[s], got, held = panel_results(s, P, store, sources)
         read[s], unread = held[src[s]], unread + sum(held.values()) - held[src[s]]
         counts.update({(s, m): len(r['seeds']) for m, r in got.items()})
+        gots[s] = got
         dfs[s] = summarize(got, s) if got else pd.DataFrame()
         if got:
             tmp = out/f'.{s}.tmp.csv'; dfs[s].to_csv(tmp, index=False); tmp.replace(out/f'{s}.csv')
     for view, name in (('step', 'figure1.png'), ('grad_evals', 'figure1_compute.png')):
         plt.close(combined_figure(dfs, out/name, view, src))
+    plt.close(seeds_figure(gots, out/'figure1_seeds.png', src))
     total, want = sum(counts.values()), 4*len(REPORT_METHODS)*len(P['seeds'])
     status = 'complete' if total == want else f'partial: {total} of {want} seed-runs in'
     lines = [f"**{preset} protocol** ({len(P['seeds'])} seeds x {P['steps']} steps per method and panel; {status}). "
@@ -341,6 +456,7 @@ def report(preset:str='paper', store=None, out=None, sources=SOURCES) -> str:
         if dfs[s].empty: lines.append(f'| ({s}) | all | | not tested | no seeds yet |'); continue
         for _, r in claims(dfs[s][dfs[s]['method'] != 'safe_amg']).iterrows():
             lines.append(f"| ({s}) | {r['claim']} | {r['rule']} | **{r['verdict']}** | {r['numbers']} |")
+    lines += ['', seed_lines(gots, _shown(out))]
     md = '\n'.join(lines) + '\n'
     (out/'report.md').write_text(md)
     return md
