@@ -300,25 +300,25 @@ def seed_lines(gots:dict, # setting -> {method: runner-like result}
 
 def seeds_figure(gots:dict, # setting -> {method: runner-like result}
                  out:Path, sources:dict|None=None):
-    "2x2: every seed of SMG, AMG and safe AMG (thin lines) against the best baseline's mean (dashed), per panel."
-    fig, axs = plt.subplots(2, 2, figsize=(11, 7.5))
-    for ax, s in zip(axs.flat, 'abcd'):
+    "A panel per row and a guarded method per column: every seed (thin lines) against the best baseline's mean (dashed)."
+    fig, axs = plt.subplots(4, len(GUARDED), figsize=(12, 11), sharex=True, squeeze=False)
+    for row, s in zip(axs, 'abcd'):
         got = gots.get(s) or {}
-        if not any(m in got for m in GUARDED): ax.set_axis_off(); ax.set_title(f'({s}): no seeds of the guarded methods yet', fontsize=8); continue
-        for m in GUARDED:
-            if m not in got: continue
-            mon, steps = _monitor(got[m])
-            for i, y in enumerate(mon): ax.plot(steps, y, color=COLORS[m], lw=0.7, alpha=0.75, label=LABELS[m] if i == 0 else None)
         base, _ = best_baseline(got)
-        if base:
-            mon, steps = _monitor(got[base])
-            ax.plot(steps, mon.mean(0), color='k', ls='--', lw=1.2, label=f'{LABELS[base]} (mean)')
         src = f"; {sources[s][0].upper()}, {'compiled' if sources[s][1] else 'eager'} step" if sources and s in sources else ''
-        ax.set(yscale='log', xlabel='step', ylabel='monitor-set loss')
-        ax.set_title(f'({s}) each seed of the guarded methods{src}', fontsize=8)
-        ax.legend(fontsize=7, loc='best')
+        for ax, m in zip(row, GUARDED):
+            if m not in got: ax.set_axis_off(); ax.set_title(f'({s}) {LABELS[m]}: no seeds yet', fontsize=8); continue
+            mon, steps = _monitor(got[m])
+            for y in mon: ax.plot(steps, y, color=COLORS[m], lw=0.7, alpha=0.6)
+            if base:
+                b_mon, b_steps = _monitor(got[base])
+                ax.plot(b_steps, b_mon.mean(0), color='k', ls='--', lw=1.2, label=f'{LABELS[base]} (mean)')
+                ax.legend(fontsize=7, loc='upper right')
+            ax.set(yscale='log', ylabel='monitor-set loss' if m == GUARDED[0] else None)
+            ax.set_title(f'({s}) {LABELS[m]}, {len(mon)} seeds{src}', fontsize=8)
+    for ax in axs[-1]: ax.set_xlabel('step')
     fig.tight_layout()
-    tmp = Path(out).with_name('.' + Path(out).name + '.tmp.png'); fig.savefig(tmp, dpi=120); tmp.replace(out)
+    tmp = Path(out).with_name('.' + Path(out).name + '.tmp.png'); fig.savefig(tmp, dpi=110); tmp.replace(out)
     return fig
 
 
