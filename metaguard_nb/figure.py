@@ -27,6 +27,8 @@ LABELS = {'sgd': 'SGD', 'l2o': 'L2O', 'lgl2o': 'LGL2O (w/ Update)', 'lgl2o_no_up
           'smg': 'SMG', 'amg': 'AMG', 'safe_amg': 'safe AMG'}
 COLORS = {'sgd': 'tab:blue', 'l2o': 'tab:orange', 'lgl2o': 'tab:green', 'lgl2o_no_update': 'tab:red',
           'smg': 'tab:purple', 'amg': 'tab:brown', 'safe_amg': 'tab:pink'}
+BASELINES = ('sgd', 'l2o', 'lgl2o', 'lgl2o_no_update')  # what the guarded methods are measured against
+GUARDED = ('smg', 'amg', 'safe_amg')
 
 def protocol(setting:str, preset:str='quick', seeds=None, steps=None, methods=None, device:str='cpu', eval_every:int=10) -> dict:
     "Check every parameter (one-line errors, before any compute) and resolve the preset."
@@ -128,10 +130,10 @@ def claims(df:pd.DataFrame) -> pd.DataFrame:
                 f"SMG {v:+.1%}; at step {last}: SMG {_at(df, 'smg', last):.3f}, SGD {_at(df, 'sgd', last):.3f}")
     add('SMG keeps improving but is slower than SGD', f'SMG improves >= 2% from step {mid} to {last}, and ends above SGD', ('smg', 'sgd'), smg)
     def amg():
-        base = {m: _at(df, m, last) for m in ('sgd', 'l2o', 'lgl2o', 'lgl2o_no_update')}
+        base = {m: _at(df, m, last) for m in BASELINES}
         return (_at(df, 'amg', last) < min(base.values()),
                 f"AMG {_at(df, 'amg', last):.3f}; best baseline {LABELS[min(base, key=base.get)]} {min(base.values()):.3f}")
-    add('AMG beats all baselines', f'AMG below SGD, L2O and both LGL2O at step {last}', ('amg', 'sgd', 'l2o', 'lgl2o', 'lgl2o_no_update'), amg)
+    add('AMG beats all baselines', f'AMG below SGD, L2O and both LGL2O at step {last}', ('amg', *BASELINES), amg)
     verdict = lambda v: 'not tested' if v is None else ('reproduced' if v else 'not reproduced')
     return pd.DataFrame([dict(claim=c, rule=r, verdict=verdict(v), numbers=n) for c, r, v, n in rows])
 
@@ -155,9 +157,6 @@ def combined_figure(dfs:dict, out:Path, view:str='step', sources:dict|None=None)
     return fig
 
 # %% ../nbs/04_figure1.ipynb #f3bc6f4f
-BASELINES = ('sgd', 'l2o', 'lgl2o', 'lgl2o_no_update')
-GUARDED = ('smg', 'amg', 'safe_amg')
-
 def _monitor(r:dict) -> tuple:
     "(monitor loss [S, K] as float64, evaluation steps) of a runner-like result."
     return r['evals'][..., 0].double().numpy(), r['eval_steps'].tolist()
