@@ -157,6 +157,13 @@ def combined_figure(dfs:dict, out:Path, view:str='step', sources:dict|None=None)
     return fig
 
 # %% ../nbs/04_figure1.ipynb #f3bc6f4f
+def _stayed(r:dict, method:str, still:np.ndarray, from_step:int) -> int|None:
+    "How many of the seeds flagged in `still` chose 'stay' at every step from `from_step` on; None where `method` has no 'stay' candidate or `r` no step record."
+    from metaguard_nb.guards import BRANCHES
+    if 'stay' not in BRANCHES[method] or 'record' not in r: return None
+    branch = r['record'][:, from_step:, 0].numpy()
+    return int(((branch == BRANCHES[method].index('stay')).all(1) & still).sum())
+
 def _monitor(r:dict) -> tuple:
     "(monitor loss [S, K] as float64, evaluation steps) of a runner-like result."
     return r['evals'][..., 0].double().numpy(), r['eval_steps'].tolist()
@@ -170,7 +177,7 @@ def best_baseline(got:dict) -> tuple:
 
 def seed_split(got:dict, # method -> runner-like result (`collect`): seeds, evals [S, K, 6], eval_steps
               ) -> pd.DataFrame:
-    "One row per guarded method in `got`: its seeds at the last step and at their lowest (median, min, max), how many end below the best baseline's mean, how many end above their loss halfway, how many did not move in the last tenth of the run."
+    "One row per guarded method in `got`: its seeds at the last step and at their lowest (median, min, max), how many end below the best baseline's mean, how many end above their loss halfway, how many did not move in the last tenth of the run (and of those, how many chose 'stay' at every step of it)."
     base, base_end = best_baseline(got)
     rows = []
     for m in GUARDED:
@@ -185,7 +192,8 @@ def seed_split(got:dict, # method -> runner-like result (`collect`): seeds, eval
                          baseline=base, baseline_end=base_end,
                          below_baseline=None if base is None else int((end < base_end).sum()),
                          above_mid=int((end > mon[:, k]).sum()),
-                         unchanged=int((mon[:, -tail:] == end[:, None]).all(1).sum())))
+                         unchanged=int((still := (mon[:, -tail:] == end[:, None]).all(1)).sum()),
+                         stayed=_stayed(got[m], m, still, steps[-tail])))
     return pd.DataFrame(rows)
 
 def seed_lines(gots:dict, # setting -> {method: runner-like result}
@@ -200,10 +208,12 @@ def seed_lines(gots:dict, # setting -> {method: runner-like result}
              f"[figure1_seeds.png]({shown}/figure1_seeds.png)): monitor-set loss at step {last:,} and each seed's lowest "
              f"along the run, median [lowest seed, highest seed]; how many seeds end below the best baseline's mean; "
              f"how many end higher than they were at step {mid:,}; and how many did not move from step {still:,} on "
-             f"(the same monitor-set loss at every evaluation: for AMG, the 'stay' candidate won every step).", '',
+             f"(the same monitor-set loss at every evaluation; in parentheses, how many of those chose the 'stay' "
+             f"candidate at every step from there, read from their branch records; SMG has no such candidate).", '',
              f"| panel | method | n | step {last:,} | lowest along the run | end below the best baseline's mean | end above step {mid:,} | unchanged from step {still:,} |",
              '|---|---|---|---|---|---|---|---|']
-    lines += [f"| ({s}) | {LABELS[r['method']]} | {r['n']} | {rng(r, 'end')} | {rng(r, 'low')} | {below(r)} | {r['above_mid']} of {r['n']} | {r['unchanged']} of {r['n']} |"
+    stay = lambda r: '' if r['stayed'] is None or pd.isna(r['stayed']) or r['unchanged'] == 0 else f" ({int(r['stayed'])} 'stay' throughout)"
+    lines += [f"| ({s}) | {LABELS[r['method']]} | {r['n']} | {rng(r, 'end')} | {rng(r, 'low')} | {below(r)} | {r['above_mid']} of {r['n']} | {r['unchanged']} of {r['n']}{stay(r)} |"
               for s, r in rows]
     return '\n'.join(lines)
 
@@ -259,7 +269,8 @@ def collect(setting:str, method:str, seeds, steps:int, eval_every:int=10, device
     folder = Path(store or store_dir())/setting/method/key_hash(key)
     got = {sd: r for sd in seeds if (r := find_seed(folder, sd, steps, eval_every, key['test_every'])) is not None}
     if not got: return None
-    return dict(seeds=list(got), evals=torch.stack([r['evals'] for r in got.values()]), eval_steps=next(iter(got.values()))['eval_steps'])
+    return dict(seeds=list(got), evals=torch.stack([r['evals'] for r in got.values()]), eval_steps=next(iter(got.values()))['eval_steps'],
+                record=torch.stack([r['record'] for r in got.values()]))
 
 def panel_results(setting:str, P:dict, store=None, sources=SOURCES) -> tuple:
     "((device, compiled), {method: collected}, {source: seed-runs}): the one source a panel is read from (the most stored seed-runs, the first of `sources` on a tie), and what each source holds."

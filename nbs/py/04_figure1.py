@@ -241,12 +241,24 @@ def combined_figure(dfs:dict, out:Path, view:str='step', sources:dict|None=None)
 # evaluation of the run's last tenth. AMG's 'stay' candidate (keep eta and theta) makes that
 # possible: where the learned step, the fallback and the fallback through the unroll all score
 # worse on B_e than staying, AMG keeps eta and theta, and with nothing changed but the batches it
-# can stay at every later step. The stored runs' branch records show it: on panel (c), AMG's
-# seeds whose loss stopped changing chose 'stay' at every step after it did (260 to 1,730 steps). `seeds_figure` draws
-# every seed of the guarded methods against the best baseline's mean curve.
+# can stay at every later step. Safe AMG has the same candidate, and its SGD candidate can lose to
+# it too (the convergence argument needs lambda_eta < 2/L; METHOD.md's lambda_eta is 3). So the
+# count is read from each seed's branch record rather than asserted: of the seeds that stopped
+# moving, how many chose 'stay' at every step of that stretch (SMG has no such candidate). On panel
+# (c) at the paper's length, the 5 of AMG's 25 seeds that stopped moving chose 'stay' at every step
+# after their loss stopped changing (260 to 1,730 steps), and so did safe AMG's first frozen seed
+# (710 steps). `seeds_figure` draws every seed of the guarded methods against the best baseline's
+# mean curve.
 
 # %%
 #| export
+def _stayed(r:dict, method:str, still:np.ndarray, from_step:int) -> int|None:
+    "How many of the seeds flagged in `still` chose 'stay' at every step from `from_step` on; None where `method` has no 'stay' candidate or `r` no step record."
+    from metaguard_nb.guards import BRANCHES
+    if 'stay' not in BRANCHES[method] or 'record' not in r: return None
+    branch = r['record'][:, from_step:, 0].numpy()
+    return int(((branch == BRANCHES[method].index('stay')).all(1) & still).sum())
+
 def _monitor(r:dict) -> tuple:
     "(monitor loss [S, K] as float64, evaluation steps) of a runner-like result."
     return r['evals'][..., 0].double().numpy(), r['eval_steps'].tolist()
@@ -260,7 +272,7 @@ def best_baseline(got:dict) -> tuple:
 
 def seed_split(got:dict, # method -> runner-like result (`collect`): seeds, evals [S, K, 6], eval_steps
               ) -> pd.DataFrame:
-    "One row per guarded method in `got`: its seeds at the last step and at their lowest (median, min, max), how many end below the best baseline's mean, how many end above their loss halfway, how many did not move in the last tenth of the run."
+    "One row per guarded method in `got`: its seeds at the last step and at their lowest (median, min, max), how many end below the best baseline's mean, how many end above their loss halfway, how many did not move in the last tenth of the run (and of those, how many chose 'stay' at every step of it)."
     base, base_end = best_baseline(got)
     rows = []
     for m in GUARDED:
@@ -275,7 +287,8 @@ def seed_split(got:dict, # method -> runner-like result (`collect`): seeds, eval
                          baseline=base, baseline_end=base_end,
                          below_baseline=None if base is None else int((end < base_end).sum()),
                          above_mid=int((end > mon[:, k]).sum()),
-                         unchanged=int((mon[:, -tail:] == end[:, None]).all(1).sum())))
+                         unchanged=int((still := (mon[:, -tail:] == end[:, None]).all(1)).sum()),
+                         stayed=_stayed(got[m], m, still, steps[-tail])))
     return pd.DataFrame(rows)
 
 def seed_lines(gots:dict, # setting -> {method: runner-like result}
@@ -290,10 +303,12 @@ def seed_lines(gots:dict, # setting -> {method: runner-like result}
              f"[figure1_seeds.png]({shown}/figure1_seeds.png)): monitor-set loss at step {last:,} and each seed's lowest "
              f"along the run, median [lowest seed, highest seed]; how many seeds end below the best baseline's mean; "
              f"how many end higher than they were at step {mid:,}; and how many did not move from step {still:,} on "
-             f"(the same monitor-set loss at every evaluation: for AMG, the 'stay' candidate won every step).", '',
+             f"(the same monitor-set loss at every evaluation; in parentheses, how many of those chose the 'stay' "
+             f"candidate at every step from there, read from their branch records; SMG has no such candidate).", '',
              f"| panel | method | n | step {last:,} | lowest along the run | end below the best baseline's mean | end above step {mid:,} | unchanged from step {still:,} |",
              '|---|---|---|---|---|---|---|---|']
-    lines += [f"| ({s}) | {LABELS[r['method']]} | {r['n']} | {rng(r, 'end')} | {rng(r, 'low')} | {below(r)} | {r['above_mid']} of {r['n']} | {r['unchanged']} of {r['n']} |"
+    stay = lambda r: '' if r['stayed'] is None or pd.isna(r['stayed']) or r['unchanged'] == 0 else f" ({int(r['stayed'])} 'stay' throughout)"
+    lines += [f"| ({s}) | {LABELS[r['method']]} | {r['n']} | {rng(r, 'end')} | {rng(r, 'low')} | {below(r)} | {r['above_mid']} of {r['n']} | {r['unchanged']} of {r['n']}{stay(r)} |"
               for s, r in rows]
     return '\n'.join(lines)
 
@@ -327,14 +342,21 @@ fake = lambda rows: dict(evals=torch.tensor(rows, dtype=torch.float32)[..., None
 flat = lambda v, n=3: fake([[2.3, v, v, v, v]]*n)
 toy = {'sgd': flat(1.0), 'l2o': flat(0.5), 'lgl2o': flat(0.3), 'lgl2o_no_update': flat(0.8),
        'amg': fake([[2.3, 0.5, 0.2, 0.1, 0.1], [2.3, 0.1, 0.1, 0.1, 0.2], [2.3, 0.4, 0.5, 0.6, 0.9], [2.3, 0.3, 0.5, 1.0, 2.0]])}
+# Its step record [seeds, 40 steps, 5]: branch 3 is AMG's 'stay'; the first seed chose it at every step from 30 on.
+branch = torch.zeros(4, 40); branch[0, 30:] = 3; branch[2, 35:] = 3
+toy['amg']['record'] = torch.cat([branch[..., None], torch.zeros(4, 40, 4)], -1)
 sp = seed_split(toy).iloc[0]
-test_eq((sp['method'], sp['n'], sp['mid'], sp['baseline'], sp['below_baseline'], sp['above_mid'], sp['unchanged'], sp['still_from']),
-        ('amg', 4, 20, 'lgl2o', 2, 3, 1, 30))  # the first seed did not move from step 30 on
+test_eq((sp['method'], sp['n'], sp['mid'], sp['baseline'], sp['below_baseline'], sp['above_mid'], sp['unchanged'], sp['still_from'], sp['stayed']),
+        ('amg', 4, 20, 'lgl2o', 2, 3, 1, 30, 1))  # the first seed did not move from step 30 on, and stayed at every step from there
+toy['amg']['record'][0, 35, 0] = 1  # one step of the fallback: the seed no longer counts as staying throughout
+test_eq(seed_split(toy).iloc[0]['stayed'], 0)
+toy['amg']['record'][0, 35, 0] = 3
+assert pd.isna(seed_split({**toy, 'smg': toy['amg']}).set_index('method').loc['smg', 'stayed'])  # SMG has no 'stay' candidate
 test_close([sp['end_median'], sp['end_min'], sp['end_max'], sp['low_min'], sp['low_max']], [0.55, 0.1, 2.0, 0.1, 0.4], eps=1e-6)
 test_eq(seed_split({'amg': toy['amg']}).iloc[0]['below_baseline'], None)  # without all four baselines: not counted
 with tempfile.TemporaryDirectory() as d: plt.close(seeds_figure({'c': toy}, Path(d)/'seeds.png'))
 toy_md = seed_lines({'c': toy})
-assert "| (c) | AMG | 4 | 0.550 [0.100, 2.000] | 0.200 [0.100, 0.400] | 2 of 4 (LGL2O (w/ Update) 0.300) | 3 of 4 | 1 of 4 |" in toy_md, toy_md
+assert "| (c) | AMG | 4 | 0.550 [0.100, 2.000] | 0.200 [0.100, 0.400] | 2 of 4 (LGL2O (w/ Update) 0.300) | 3 of 4 | 1 of 4 (1 'stay' throughout) |" in toy_md, toy_md
 test_eq(seed_lines({'c': {'sgd': toy['sgd']}}), 'Seeds one by one: no seeds of the guarded methods (SMG, AMG, safe AMG) yet.')
 
 
@@ -394,7 +416,8 @@ def collect(setting:str, method:str, seeds, steps:int, eval_every:int=10, device
     folder = Path(store or store_dir())/setting/method/key_hash(key)
     got = {sd: r for sd in seeds if (r := find_seed(folder, sd, steps, eval_every, key['test_every'])) is not None}
     if not got: return None
-    return dict(seeds=list(got), evals=torch.stack([r['evals'] for r in got.values()]), eval_steps=next(iter(got.values()))['eval_steps'])
+    return dict(seeds=list(got), evals=torch.stack([r['evals'] for r in got.values()]), eval_steps=next(iter(got.values()))['eval_steps'],
+                record=torch.stack([r['record'] for r in got.values()]))
 
 def panel_results(setting:str, P:dict, store=None, sources=SOURCES) -> tuple:
     "((device, compiled), {method: collected}, {source: seed-runs}): the one source a panel is read from (the most stored seed-runs, the first of `sources` on a tie), and what each source holds."
