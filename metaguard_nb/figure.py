@@ -235,7 +235,9 @@ def seeds_figure(gots:dict, # setting -> {method: runner-like result}
                 ax.legend(fontsize=7, loc='upper right')
             ax.set(yscale='log', ylabel='monitor-set loss' if m == GUARDED[0] else None)
             ax.set_title(f'({s}) {LABELS[m]}, {len(mon)} seeds{src}', fontsize=8)
-    for ax in axs[-1]: ax.set_xlabel('step')
+    for col in axs.T:  # steps under the lowest drawn axis of each column (the rows below it may have no seeds yet)
+        drawn = [ax for ax in col if ax.axison]
+        if drawn: drawn[-1].tick_params(labelbottom=True); drawn[-1].set_xlabel('step')
     fig.tight_layout()
     tmp = Path(out).with_name('.' + Path(out).name + '.tmp.png'); fig.savefig(tmp, dpi=110); tmp.replace(out)
     return fig

@@ -330,7 +330,9 @@ def seeds_figure(gots:dict, # setting -> {method: runner-like result}
                 ax.legend(fontsize=7, loc='upper right')
             ax.set(yscale='log', ylabel='monitor-set loss' if m == GUARDED[0] else None)
             ax.set_title(f'({s}) {LABELS[m]}, {len(mon)} seeds{src}', fontsize=8)
-    for ax in axs[-1]: ax.set_xlabel('step')
+    for col in axs.T:  # steps under the lowest drawn axis of each column (the rows below it may have no seeds yet)
+        drawn = [ax for ax in col if ax.axison]
+        if drawn: drawn[-1].tick_params(labelbottom=True); drawn[-1].set_xlabel('step')
     fig.tight_layout()
     tmp = Path(out).with_name('.' + Path(out).name + '.tmp.png'); fig.savefig(tmp, dpi=110); tmp.replace(out)
     return fig
@@ -354,7 +356,9 @@ toy['amg']['record'][0, 35, 0] = 3
 assert pd.isna(seed_split({**toy, 'smg': toy['amg']}).set_index('method').loc['smg', 'stayed'])  # SMG has no 'stay' candidate
 test_close([sp['end_median'], sp['end_min'], sp['end_max'], sp['low_min'], sp['low_max']], [0.55, 0.1, 2.0, 0.1, 0.4], eps=1e-6)
 test_eq(seed_split({'amg': toy['amg']}).iloc[0]['below_baseline'], None)  # without all four baselines: not counted
-with tempfile.TemporaryDirectory() as d: plt.close(seeds_figure({'c': toy}, Path(d)/'seeds.png'))
+with tempfile.TemporaryDirectory() as d: fig = seeds_figure({'c': toy}, Path(d)/'seeds.png')
+test_eq([(ax.get_title(), ax.get_xlabel()) for ax in fig.axes if ax.axison], [('(c) AMG, 4 seeds', 'step')])  # the steps under the one drawn axis, though panel (d) below has none
+plt.close(fig)
 toy_md = seed_lines({'c': toy})
 assert "| (c) | AMG | 4 | 0.550 [0.100, 2.000] | 0.200 [0.100, 0.400] | 2 of 4 (LGL2O (w/ Update) 0.300) | 3 of 4 | 1 of 4 (1 'stay' throughout) |" in toy_md, toy_md
 test_eq(seed_lines({'c': {'sgd': toy['sgd']}}), 'Seeds one by one: no seeds of the guarded methods (SMG, AMG, safe AMG) yet.')
