@@ -242,13 +242,13 @@ def combined_figure(dfs:dict, out:Path, view:str='step', sources:dict|None=None)
 # possible: where the learned step, the fallback and the fallback through the unroll all score
 # worse on B_e than staying, AMG keeps eta and theta, and with nothing changed but the batches it
 # can stay at every later step. Safe AMG has the same candidate, and its SGD candidate can lose to
-# it too (the convergence argument needs lambda_eta < 2/L; METHOD.md's lambda_eta is 3). So the
+# it too (the convergence argument needs lambda_eta < 2/L; ours is 3, [decisions](decisions.md)). So the
 # count is read from each seed's branch record rather than asserted: of the seeds that stopped
 # moving, how many chose 'stay' at every step of that stretch (SMG has no such candidate). On panel
 # (c) at the paper's length, the 5 of AMG's 25 seeds that stopped moving chose 'stay' at every step
-# after their loss stopped changing (260 to 1,730 steps), and so did safe AMG's first frozen seed
-# (710 steps). `seeds_figure` draws every seed of the guarded methods against the best baseline's
-# mean curve.
+# after their loss stopped changing (260 to 1,730 steps), and so did the 6 of safe AMG's 25 that
+# stopped moving, at every step of the last tenth. `seeds_figure` draws every seed of the guarded
+# methods against the best baseline's mean curve.
 
 # %%
 #| export

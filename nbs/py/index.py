@@ -162,7 +162,7 @@
 # baseline's mean and 5 that stopped moving, 'stay' chosen at every step
 # ([04_figure1](nbs/04_figure1.ipynb), "Seeds one by one"). Safe AMG, our variant with the SGD point
 # as a candidate too, does not escape that: on (c) 14 of its 25 seeds end below every baseline's mean,
-# and 6 stopped moving with 'stay' chosen over the SGD candidate at every step. The convergence
+# and 6 stopped moving, 'stay' chosen over the SGD candidate at every step from step 1,800 on. The convergence
 # argument behind the SGD candidate (below) holds for lambda_eta < 2/L; every method here uses
 # lambda_eta = 3 ([decisions](nbs/decisions.md)), which these networks need not meet.
 #
