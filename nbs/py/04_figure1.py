@@ -208,6 +208,14 @@ def claims(df:pd.DataFrame) -> pd.DataFrame:
     verdict = lambda v: 'not tested' if v is None else ('reproduced' if v else 'not reproduced')
     return pd.DataFrame([dict(claim=c, rule=r, verdict=verdict(v), numbers=n) for c, r, v, n in rows])
 
+def source_name(src:tuple) -> str:
+    "How the report and the figures name a source (device, compiled LSTM step), e.g. 'CPU, compiled step'."
+    return f"{src[0].upper()}, {'compiled' if src[1] else 'eager'} step"
+
+def _write_png(fig, out:Path, dpi:int):
+    "Save `fig` to `out` through a temporary file, so a stopped run never leaves a broken figure."
+    tmp = Path(out).with_name('.' + Path(out).name + '.tmp.png'); fig.savefig(tmp, dpi=dpi); tmp.replace(out)
+
 def combined_figure(dfs:dict, out:Path, view:str='step', sources:dict|None=None):
     "The 2x2 figure from the four panels' summaries (`summarize` frames, by setting), against steps or gradient evaluations; `sources`: (device, compiled) by setting, named in the titles."
     fig, axs = plt.subplots(2, 2, figsize=(11, 7.5))
@@ -218,13 +226,13 @@ def combined_figure(dfs:dict, out:Path, view:str='step', sources:dict|None=None)
         plot_panel(df, axs=[ax], legend=False, views=(view,))
         n = df.groupby('method')['n_seeds'].max()
         seeds = f'{n.min()}-{n.max()} seeds' if n.min() != n.max() else f'{n.max()} seeds'
-        src = f"; {sources[s][0].upper()}, {'compiled' if sources[s][1] else 'eager'} step" if sources and s in sources else ''
+        src = f'; {source_name(sources[s])}' if sources and s in sources else ''
         ax.set_title(f"({s}) train: {name.replace('_', ' & ')}, test: {net} & {data}; {seeds}{src}", fontsize=8)
     drawn = {l.get_label(): l for ax in axs.flat for l in ax.get_lines()}  # one legend for every method of any panel
     labels = [LABELS[m] for m in LABELS if LABELS[m] in drawn]
     if labels: fig.legend([drawn[l] for l in labels], labels, loc='lower center', ncol=len(labels), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    tmp = Path(out).with_name('.' + Path(out).name + '.tmp.png'); fig.savefig(tmp, dpi=120); tmp.replace(out)
+    _write_png(fig, out, dpi=120)
     return fig
 
 
@@ -319,13 +327,13 @@ def seeds_figure(gots:dict, # setting -> {method: runner-like result}
     for row, s in zip(axs, 'abcd'):
         got = gots.get(s) or {}
         base, _ = best_baseline(got)
-        src = f"; {sources[s][0].upper()}, {'compiled' if sources[s][1] else 'eager'} step" if sources and s in sources else ''
+        if base: b_mon, b_steps = _monitor(got[base])
+        src = f'; {source_name(sources[s])}' if sources and s in sources else ''
         for ax, m in zip(row, GUARDED):
             if m not in got: ax.set_axis_off(); ax.set_title(f'({s}) {LABELS[m]}: no seeds yet', fontsize=8); continue
             mon, steps = _monitor(got[m])
             for y in mon: ax.plot(steps, y, color=COLORS[m], lw=0.7, alpha=0.6)
             if base:
-                b_mon, b_steps = _monitor(got[base])
                 ax.plot(b_steps, b_mon.mean(0), color='k', ls='--', lw=1.2, label=f'{LABELS[base]} (mean)')
                 ax.legend(fontsize=7, loc='upper right')
             ax.set(yscale='log', ylabel='monitor-set loss' if m == GUARDED[0] else None)
@@ -334,7 +342,7 @@ def seeds_figure(gots:dict, # setting -> {method: runner-like result}
         drawn = [ax for ax in col if ax.axison]
         if drawn: drawn[-1].tick_params(labelbottom=True); drawn[-1].set_xlabel('step')
     fig.tight_layout()
-    tmp = Path(out).with_name('.' + Path(out).name + '.tmp.png'); fig.savefig(tmp, dpi=110); tmp.replace(out)
+    _write_png(fig, out, dpi=110)
     return fig
 
 
@@ -463,7 +471,7 @@ def report(preset:str='paper', store=None, out=None, sources=SOURCES) -> str:
              f"figures and CSVs in `{_shown(out)}/`.", '',
              'Each panel is read from one device and LSTM step (float rounding differs between them; the store keys them apart), '
              'the one with the most seed-runs in: ' + '; '.join(
-                 f"({s}) {src[s][0].upper()}, {'compiled' if src[s][1] else 'eager'} step, "
+                 f"({s}) {source_name(src[s])}, "
                  f"{read[s]} seed-runs" for s in 'abcd') + '.'
              + (f' The store holds {unread} more seed-runs of this protocol from the other sources, not read here.' if unread else ''), '']
     steps = [k for k in (200, 1000) if k < P['steps']] + [P['steps']]
