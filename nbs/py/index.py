@@ -163,8 +163,10 @@
 # ([04_figure1](nbs/04_figure1.ipynb), "Seeds one by one"). Safe AMG, our variant with the SGD point
 # as a candidate too, does not escape that: on (c) 14 of its 25 seeds end below every baseline's mean,
 # and 6 stopped moving, 'stay' chosen over the SGD candidate at every step from step 1,800 on.
-# On (a), 20 of its 25 seeds are in: 11 end below LGL2O's mean (0.682), the median seed at 0.625, while
-# one seed climbs from 0.457 at step 1,000 to 2.341 and lifts the mean at step 2,000 to 0.792. The convergence
+# On (a), with all 25 seeds, 15 end below LGL2O's mean (0.682), the median seed at 0.590, while one seed
+# climbs from 0.457 at step 1,000 to 2.341 and lifts the mean at step 2,000 to 0.773. AMG's first 5 seeds
+# on (a) all end below that mean, so its "beats all baselines" reads reproduced there; 5 of 25 seeds
+# decide nothing yet. The convergence
 # argument behind the SGD candidate (below) holds for lambda_eta < 2/L; every method here uses
 # lambda_eta = 3 ([decisions](nbs/decisions.md)), which these networks need not meet.
 #
