@@ -241,11 +241,14 @@ def seeds_figure(gots:dict, # setting -> {method: runner-like result}
             if base:
                 ax.plot(b_steps, b_mon.mean(0), color='k', ls='--', lw=1.2, label=f'{LABELS[base]} (mean)')
                 ax.legend(fontsize=7, loc='upper right')
-            ax.set(yscale='log', ylabel='monitor-set loss' if m == GUARDED[0] else None)
+            ax.set_yscale('log')
             ax.set_title(f'({s}) {LABELS[m]}, {len(mon)} seeds{src}', fontsize=8)
-    for col in axs.T:  # steps under the lowest drawn axis of each column (the rows below it may have no seeds yet)
-        drawn = [ax for ax in col if ax.axison]
-        if drawn: drawn[-1].tick_params(labelbottom=True); drawn[-1].set_xlabel('step')
+    for row in axs:  # the loss named on the first drawn axis of each row (a column on its left may have no seeds yet)
+        drawn = [ax for ax in row if ax.axison]
+        if drawn: drawn[0].set_ylabel('monitor-set loss')
+    for col in axs.T:  # steps under every drawn axis with no drawn axis below it (a row below may have no seeds yet)
+        for ax, below in zip(col, [*col[1:], None]):
+            if ax.axison and not (below is not None and below.axison): ax.tick_params(labelbottom=True); ax.set_xlabel('step')
     fig.tight_layout()
     _write_png(fig, out, dpi=110)
     return fig

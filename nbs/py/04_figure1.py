@@ -336,11 +336,14 @@ def seeds_figure(gots:dict, # setting -> {method: runner-like result}
             if base:
                 ax.plot(b_steps, b_mon.mean(0), color='k', ls='--', lw=1.2, label=f'{LABELS[base]} (mean)')
                 ax.legend(fontsize=7, loc='upper right')
-            ax.set(yscale='log', ylabel='monitor-set loss' if m == GUARDED[0] else None)
+            ax.set_yscale('log')
             ax.set_title(f'({s}) {LABELS[m]}, {len(mon)} seeds{src}', fontsize=8)
-    for col in axs.T:  # steps under the lowest drawn axis of each column (the rows below it may have no seeds yet)
-        drawn = [ax for ax in col if ax.axison]
-        if drawn: drawn[-1].tick_params(labelbottom=True); drawn[-1].set_xlabel('step')
+    for row in axs:  # the loss named on the first drawn axis of each row (a column on its left may have no seeds yet)
+        drawn = [ax for ax in row if ax.axison]
+        if drawn: drawn[0].set_ylabel('monitor-set loss')
+    for col in axs.T:  # steps under every drawn axis with no drawn axis below it (a row below may have no seeds yet)
+        for ax, below in zip(col, [*col[1:], None]):
+            if ax.axison and not (below is not None and below.axison): ax.tick_params(labelbottom=True); ax.set_xlabel('step')
     fig.tight_layout()
     _write_png(fig, out, dpi=110)
     return fig
@@ -364,8 +367,11 @@ toy['amg']['record'][0, 35, 0] = 3
 assert pd.isna(seed_split({**toy, 'smg': toy['amg']}).set_index('method').loc['smg', 'stayed'])  # SMG has no 'stay' candidate
 test_close([sp['end_median'], sp['end_min'], sp['end_max'], sp['low_min'], sp['low_max']], [0.55, 0.1, 2.0, 0.1, 0.4], eps=1e-6)
 test_eq(seed_split({'amg': toy['amg']}).iloc[0]['below_baseline'], None)  # without all four baselines: not counted
-with tempfile.TemporaryDirectory() as d: fig = seeds_figure({'c': toy}, Path(d)/'seeds.png')
-test_eq([(ax.get_title(), ax.get_xlabel()) for ax in fig.axes if ax.axison], [('(c) AMG, 4 seeds', 'step')])  # the steps under the one drawn axis, though panel (d) below has none
+with tempfile.TemporaryDirectory() as d: fig = seeds_figure({'a': toy, 'c': toy}, Path(d)/'seeds.png')
+# steps under both drawn axes: (a)'s, though panel (b) below it has no seeds, and (c)'s, though (d) has none;
+# the loss named on each row's first drawn axis, though the SMG column on their left has no seeds
+test_eq([(ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes if ax.axison],
+        [('(a) AMG, 4 seeds', 'step', 'monitor-set loss'), ('(c) AMG, 4 seeds', 'step', 'monitor-set loss')])
 plt.close(fig)
 toy_md = seed_lines({'c': toy})
 assert "| (c) | AMG | 4 | 0.550 [0.100, 2.000] | 0.200 [0.100, 0.400] | 2 of 4 (LGL2O (w/ Update) 0.300) | 3 of 4 | 1 of 4 (1 'stay' throughout) |" in toy_md, toy_md
