@@ -343,7 +343,7 @@ def seeds_figure(gots:dict, # setting -> {method: runner-like result}
         if drawn: drawn[0].set_ylabel('monitor-set loss')
     for col in axs.T:  # steps under every drawn axis with no drawn axis below it (a row below may have no seeds yet)
         for ax, below in zip(col, [*col[1:], None]):
-            if ax.axison and not (below is not None and below.axison): ax.tick_params(labelbottom=True); ax.set_xlabel('step')
+            if ax.axison and (below is None or not below.axison): ax.tick_params(labelbottom=True); ax.set_xlabel('step')
     fig.tight_layout()
     _write_png(fig, out, dpi=110)
     return fig
