@@ -139,7 +139,8 @@
 # minutes). AMG, SMG and safe AMG take the rest: their step is bound by the host even there (0.19 s
 # for 25 seeds of AMG alone, `scripts/gpu_time_step.py`), about 20 minutes of such a GPU for all 300
 # of their seed-runs. On this 2-core CPU the grid's two Dask workers of one thread each run a 5-seed
-# AMG task at 1.35 s a step, about 13 AMG seed-runs an hour together (SMG: 1.8 s a step; 3.7 seed-runs of SGD a minute before that fix),
+# AMG task at 1.35 s a step, about 13 AMG seed-runs an hour together (SMG: 1.8 s a step; 3.7 seed-runs of SGD a minute before that fix;
+# machines of this kind differ: on a 2-core AMD EPYC with AVX2 only, SMG's step took 4.5 s with two tasks at once, 2.7 s alone on two threads),
 # once a task undoes the memory trimming a Dask nanny sets, which made that step 2.3x slower
 # ([03d_grid](nbs/03d_grid.ipynb), `scripts/dask_malloc.py`).
 # Each panel is read from one device, the one with the most seed-runs in, because CPU and GPU round
@@ -168,9 +169,11 @@
 # all 25 seeds, splits as on (c): 18 end below LGL2O's mean, the median seed at 0.574, and 5 stopped
 # moving, 'stay' chosen at every step of the last tenth; its mean at step 2,000, 0.709, ends above
 # LGL2O's 0.682, so "AMG beats all baselines" on (a) is not reproduced by the rule on the means (with
-# its first 5 seeds, all below, it had read reproduced). SMG's first 5 seeds on (a) all end above every
-# baseline's mean (median 3.342 at step 2,000, each having been below 0.53 along the run), as SMG's seeds
-# do on (c); 20 of its 25 are still to run. The convergence
+# its first 5 seeds, all below, it had read reproduced). SMG's first 10 seeds on (a) split: each was
+# below 0.53 along the run; seeds 0-4 end above every baseline's mean (2.31 to 4.30 at step 2,000), as
+# SMG's seeds do on (c), while of seeds 5-9 two end below LGL2O's mean (0.547 and 0.672) and one at 2.304,
+# chance; the median seed ends at 2.307 and 6 of the 10 end higher than at step 1,000. 15 of its 25 are
+# still to run. The convergence
 # argument behind the SGD candidate (below) holds for lambda_eta < 2/L; every method here uses
 # lambda_eta = 3 ([decisions](nbs/decisions.md)), which these networks need not meet.
 #
