@@ -53,11 +53,13 @@ test: setup data
 	$(PY) -m pytest -q tests
 
 # One panel: parameters checked in one line, then papermill into a temporary notebook that replaces the
-# panel's executed notebook only when the run succeeded (a failed run leaves every shipped file as it was).
+# panel's executed notebook only when the run succeeded (a failed run leaves every shipped file as it was),
+# without papermill's clock times, so a rerun that computes the same panel leaves the checkout clean.
 figure1: setup data
 	@$(PY) -m metaguard_nb.figure check --setting $(SETTING) --preset $(PRESET) --device $(DEVICE)
 	@mkdir -p $(FIG)/$(PRESET)
 	papermill nbs/04_figure1.ipynb $(FIG)/$(PRESET)/.$(SETTING).running.ipynb -p setting $(SETTING) -p preset $(PRESET) -p device $(DEVICE) -k python3 \
+	  && $(PY) -m metaguard_nb.figure drop-run-times $(FIG)/$(PRESET)/.$(SETTING).running.ipynb \
 	  && mv $(FIG)/$(PRESET)/.$(SETTING).running.ipynb $(FIG)/$(PRESET)/$(SETTING).ipynb
 
 # All four panels of a protocol, then its report (2x2 figures, table, verdicts) from the results store.

@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['PRESETS', 'REPORT_METHODS', 'LABELS', 'COLORS', 'BASELINES', 'GUARDED', 'SOURCES', 'protocol', 'mean_ci', 'summarize',
            'plot_panel', 'table', 'claims', 'source_name', 'combined_figure', 'best_baseline', 'seed_split',
-           'seed_lines', 'seeds_figure', 'output_dir', 'save_panel', 'collect', 'panel_results', 'report', 'main']
+           'seed_lines', 'seeds_figure', 'output_dir', 'save_panel', 'drop_run_times', 'collect', 'panel_results',
+           'report', 'main']
 
 # %% ../nbs/04_figure1.ipynb #56862ab5
 import builtins, math
@@ -262,13 +263,24 @@ def output_dir(P:dict, out_dir=None) -> Path:
     return (checkout() or Path.cwd())/'outputs'/'figure1'/name
 
 def save_panel(df:pd.DataFrame, fig, out:Path, setting:str):
-    "The panel's png, pdf and csv, each written whole."
+    "The panel's png, pdf and csv, each written whole; the pdf carries no creation date, so the same panel gives the same bytes."
     out.mkdir(parents=True, exist_ok=True)
     for ext in ('png', 'pdf', 'csv'):
         tmp = out/f'.{setting}.tmp.{ext}'
         if ext == 'csv': df.to_csv(tmp, index=False)
-        else: fig.savefig(tmp, dpi=120)
+        else: fig.savefig(tmp, dpi=120, **({'metadata': {'CreationDate': None}} if ext == 'pdf' else {}))
         tmp.replace(out/f'{setting}.{ext}')
+
+def drop_run_times(nb:Path):
+    "Remove what differs between two runs of the same panel from an executed notebook, in place: papermill's clock times, the kernel's per-cell timestamps and the random id of the injected parameters' cell."
+    import nbformat
+    d = nbformat.read(nb, as_version=4)
+    for m in [d.metadata.get('papermill', {})] + [c.metadata.get('papermill', {}) for c in d.cells]:
+        for k in ('start_time', 'end_time', 'duration'): m.pop(k, None)
+    for c in d.cells:
+        c.metadata.pop('execution', None)
+        if 'injected-parameters' in c.metadata.get('tags', []): c.id = 'injected-parameters'
+    nbformat.write(d, nb)
 
 # %% ../nbs/04_figure1.ipynb #40bf5199
 SOURCES = (('cpu', True), ('cpu', False), ('cuda', True), ('cuda', False))  # (device, compiled LSTM step): what a seed's rounding depends on
@@ -350,7 +362,7 @@ def report(preset:str='paper', store=None, out=None, sources=SOURCES) -> str:
     return md
 
 def main(argv=None):
-    "python -m metaguard_nb.figure check|report: check make figure1's parameters in one line, or write the report of a protocol."
+    "python -m metaguard_nb.figure check|report|drop-run-times: check make figure1's parameters in one line, write the report of a protocol, or tidy executed notebooks."
     import argparse
     ap = argparse.ArgumentParser(prog='python -m metaguard_nb.figure')
     sub = ap.add_subparsers(dest='cmd', required=True)
@@ -358,8 +370,13 @@ def main(argv=None):
     for k in ('setting', 'preset', 'device', 'seeds', 'steps', 'methods', 'eval_every'): c.add_argument(f'--{k}', default='')
     r = sub.add_parser('report', help='Figure 1, table and verdicts of a protocol from the results store')
     r.add_argument('--preset', default='paper'); r.add_argument('--no-readme', action='store_true')
+    t = sub.add_parser('drop-run-times', help="remove papermill's clock times from executed notebooks, in place")
+    t.add_argument('notebooks', nargs='+')
     a = ap.parse_args(argv)
     try:
+        if a.cmd == 'drop-run-times':
+            for nb in a.notebooks: drop_run_times(nb)
+            return
         if a.cmd == 'check':
             num = lambda v: None if v == '' else int(v) if v.lstrip('-').isdigit() else v
             protocol(a.setting or 'c', a.preset or 'quick', num(a.seeds), num(a.steps), a.methods.split() or None, a.device or 'cpu',

@@ -237,8 +237,11 @@ def run(method:str, # one of guards.METHODS
         if keep:
             folder.mkdir(parents=True, exist_ok=True)
             (folder/'run.json').write_text(json.dumps(key, indent=1, sort_keys=True))
-        # how many seeds shared the call and how many threads summed its reductions change the float rounding: recorded, not keyed
-        info = dict(seeds_in_call=len(todo), torch_threads=torch.get_num_threads(), torch=torch.__version__, steps=steps)
+        # how many seeds shared the call, how many threads summed its reductions and which CPU (its vector
+        # instructions) or GPU ran it change the float rounding: recorded, not keyed
+        info = dict(seeds_in_call=len(todo), torch_threads=torch.get_num_threads(), torch=torch.__version__, steps=steps,
+                    cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                    **({'gpu': torch.cuda.get_device_name(dev)} if dev.type == 'cuda' else {}))
         for i, s in enumerate(todo):
             done[s] = dict(record=rec[i], evals=evals[i], eval_steps=torch.tensor(_eval_steps(steps, eval_every)), wall=torch.tensor(wall), info=info)
             if keep: save_seed(folder, s, done[s])

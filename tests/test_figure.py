@@ -49,6 +49,26 @@ def test_second_identical_run_reuses_the_cache(tiny, tmp_path):
     assert second < first / 2, f'second run {second:.1f}s vs first {first:.1f}s'
 
 
+def test_a_rerun_of_the_same_panel_leaves_the_same_bytes(tiny, tmp_path):
+    """What make figure1 ships is the same after a rerun: png, pdf and csv byte for byte, and the executed notebook, once
+    drop_run_times has run (as make figure1 runs it), in everything but the outputs (the first run computed, the second read the store)."""
+    import nbformat
+    from metaguard_nb.figure import drop_run_times
+    d, _ = tiny
+    files = lambda: {p.name: p.read_bytes() for p in sorted(d.glob('b.*'))}
+    before = files()
+    assert set(before) == {'b.png', 'b.pdf', 'b.csv'}
+    run_nb(tmp_path, setting='b', preset='tiny', out_dir=str(d))
+    assert files() == before  # the pdf carried its creation date before
+    nbs = []
+    for nb in (d / 'executed.ipynb', tmp_path / 'executed.ipynb'):
+        drop_run_times(nb)
+        assert '_time"' not in nb.read_text() and '"duration"' not in nb.read_text() and 'iopub' not in nb.read_text()
+        n = nbformat.read(nb, as_version=4); n.metadata.papermill.pop('output_path')
+        nbs.append((n.metadata, [(c.id, c.metadata, c.source) for c in n.cells]))
+    assert nbs[0] == nbs[1]
+
+
 @pytest.mark.parametrize('params,msg', [
     (dict(setting='e'), 'use one of a, b, c, d'),
     (dict(preset='huge'), 'use one of tiny, quick, paper'),

@@ -305,7 +305,8 @@ def _run_batch(method, p:Problem, steps, eval_every, gcfg, partial:Path|None, sa
 # - `evals` `[S, K, 6]` at the K evaluation steps `eval_steps` (step 0, every `eval_every` steps and
 #   the last step): monitor loss, test loss, test accuracy, and the cumulative counters;
 # - `eval_steps`, `seeds`, `method`, `setting`, `key` (what keyed the store), `wall` (seconds per
-#   step, for the batch that ran it), `info` (per seed: how many seeds shared its call, torch's threads).
+#   step, for the batch that ran it), `info` (per seed: how many seeds shared its call, torch's threads,
+#   the CPU's vector instructions as torch uses them, and the GPU's name on CUDA).
 
 # %%
 #| export
@@ -342,8 +343,11 @@ def run(method:str, # one of guards.METHODS
         if keep:
             folder.mkdir(parents=True, exist_ok=True)
             (folder/'run.json').write_text(json.dumps(key, indent=1, sort_keys=True))
-        # how many seeds shared the call and how many threads summed its reductions change the float rounding: recorded, not keyed
-        info = dict(seeds_in_call=len(todo), torch_threads=torch.get_num_threads(), torch=torch.__version__, steps=steps)
+        # how many seeds shared the call, how many threads summed its reductions and which CPU (its vector
+        # instructions) or GPU ran it change the float rounding: recorded, not keyed
+        info = dict(seeds_in_call=len(todo), torch_threads=torch.get_num_threads(), torch=torch.__version__, steps=steps,
+                    cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                    **({'gpu': torch.cuda.get_device_name(dev)} if dev.type == 'cuda' else {}))
         for i, s in enumerate(todo):
             done[s] = dict(record=rec[i], evals=evals[i], eval_steps=torch.tensor(_eval_steps(steps, eval_every)), wall=torch.tensor(wall), info=info)
             if keep: save_seed(folder, s, done[s])
@@ -371,6 +375,7 @@ with tempfile.TemporaryDirectory() as d:
     t2 = time.time()
 test_eq(r['record'].shape, (2, 4, 5)); test_eq(r['evals'].shape, (2, 3, 6)); test_eq(r['eval_steps'].tolist(), [0, 2, 4])
 test_eq(r['record'], r2['record'])
+test_eq(r2['info'][0]['cpu_capability'], torch.backends.cpu.get_cpu_capability())  # stored with the seed, read back
 print(f'first run {t1 - t0:.1f}s, cached {t2 - t1:.2f}s; branches {r["record"][..., 0].tolist()}')
 
 # %% [markdown]

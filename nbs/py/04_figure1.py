@@ -385,6 +385,9 @@ test_eq(seed_lines({'c': {'sgd': toy['sgd']}}), 'Seeds one by one: no seeds of t
 # to `outputs/figure1/custom-<seeds>x<steps>/`), so a trial run never replaces a larger protocol's
 # results. The panel's files are written only when everything is computed, each one whole
 # (a temporary file, then a rename): a run that fails leaves every existing file as it was.
+# A rerun that computes the same panel writes the same bytes: the PDF carries no creation date, and
+# `make figure1` passes the executed notebook through `drop_run_times` (papermill's and the kernel's
+# clock times, the injected cell's random id), so rerunning a shipped panel leaves the checkout clean.
 
 # %%
 #| export
@@ -396,13 +399,24 @@ def output_dir(P:dict, out_dir=None) -> Path:
     return (checkout() or Path.cwd())/'outputs'/'figure1'/name
 
 def save_panel(df:pd.DataFrame, fig, out:Path, setting:str):
-    "The panel's png, pdf and csv, each written whole."
+    "The panel's png, pdf and csv, each written whole; the pdf carries no creation date, so the same panel gives the same bytes."
     out.mkdir(parents=True, exist_ok=True)
     for ext in ('png', 'pdf', 'csv'):
         tmp = out/f'.{setting}.tmp.{ext}'
         if ext == 'csv': df.to_csv(tmp, index=False)
-        else: fig.savefig(tmp, dpi=120)
+        else: fig.savefig(tmp, dpi=120, **({'metadata': {'CreationDate': None}} if ext == 'pdf' else {}))
         tmp.replace(out/f'{setting}.{ext}')
+
+def drop_run_times(nb:Path):
+    "Remove what differs between two runs of the same panel from an executed notebook, in place: papermill's clock times, the kernel's per-cell timestamps and the random id of the injected parameters' cell."
+    import nbformat
+    d = nbformat.read(nb, as_version=4)
+    for m in [d.metadata.get('papermill', {})] + [c.metadata.get('papermill', {}) for c in d.cells]:
+        for k in ('start_time', 'end_time', 'duration'): m.pop(k, None)
+    for c in d.cells:
+        c.metadata.pop('execution', None)
+        if 'injected-parameters' in c.metadata.get('tags', []): c.id = 'injected-parameters'
+    nbformat.write(d, nb)
 
 
 # %% [markdown]
@@ -502,7 +516,7 @@ def report(preset:str='paper', store=None, out=None, sources=SOURCES) -> str:
     return md
 
 def main(argv=None):
-    "python -m metaguard_nb.figure check|report: check make figure1's parameters in one line, or write the report of a protocol."
+    "python -m metaguard_nb.figure check|report|drop-run-times: check make figure1's parameters in one line, write the report of a protocol, or tidy executed notebooks."
     import argparse
     ap = argparse.ArgumentParser(prog='python -m metaguard_nb.figure')
     sub = ap.add_subparsers(dest='cmd', required=True)
@@ -510,8 +524,13 @@ def main(argv=None):
     for k in ('setting', 'preset', 'device', 'seeds', 'steps', 'methods', 'eval_every'): c.add_argument(f'--{k}', default='')
     r = sub.add_parser('report', help='Figure 1, table and verdicts of a protocol from the results store')
     r.add_argument('--preset', default='paper'); r.add_argument('--no-readme', action='store_true')
+    t = sub.add_parser('drop-run-times', help="remove papermill's clock times from executed notebooks, in place")
+    t.add_argument('notebooks', nargs='+')
     a = ap.parse_args(argv)
     try:
+        if a.cmd == 'drop-run-times':
+            for nb in a.notebooks: drop_run_times(nb)
+            return
         if a.cmd == 'check':
             num = lambda v: None if v == '' else int(v) if v.lstrip('-').isdigit() else v
             protocol(a.setting or 'c', a.preset or 'quick', num(a.seeds), num(a.steps), a.methods.split() or None, a.device or 'cpu',

@@ -146,6 +146,12 @@
 # Each panel is read from one device, the one with the most seed-runs in, because CPU and GPU round
 # differently: the same seed agrees to about 1e-7 for hundreds of steps and then, on the sigmoid CNN,
 # leaves SGD's plateau at another step ([03d_grid](nbs/03d_grid.ipynb) compares the seeds both ran).
+# The CPU's rounding also depends on the CPU model: AMG's seeds 0-4 of (a), rerun for 30 steps on one
+# thread of a 2-core AMD EPYC with AVX2 only, differ from the committed ones (computed on an earlier
+# machine) by 1-2 ulp in the first step's loss and by up to 0.28 at step 30. The store keys the device,
+# not the CPU model, so a panel's CPU seeds can come from several machines, each an equally valid draw;
+# every seed records torch's CPU capability (`info['cpu_capability']`, from this version on; the GPU's
+# name on CUDA), and bit-for-bit reruns hold on the same kind of CPU with the same threads.
 # No GPU has been lent since that call, so the panels go on on this CPU, one at a time: (c) is
 # complete there, and panel (a)'s four baselines are in on the CPU too (2 to 2.5 minutes a 5-seed
 # task), so (a) is now read from the CPU (a tie goes to the CPU); its AMG and safe AMG are complete
