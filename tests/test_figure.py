@@ -96,6 +96,9 @@ def test_a_trial_run_never_replaces_the_shipped_results(tmp_path, monkeypatch):
                         progress_bar=False, cwd=str(NB.parent))
     after = digest()
     assert {p: h for p, h in after.items() if p in before} == before
+    import nbformat  # the executed notebook names its files relative to the checkout, not the machine's path to it
+    printed = ''.join(o.get('text', '') for c in nbformat.read(tmp_path / 'run.ipynb', as_version=4).cells for o in c.get('outputs', []))
+    assert 'wrote outputs/figure1/tiny/c.png' in printed and str(tmp_path) not in printed
     assert {str(p) for p in after if p not in before if 'figure1' in str(p)} >= {f'outputs/figure1/tiny/c.{x}' for x in ('png', 'pdf', 'csv')}
 
 

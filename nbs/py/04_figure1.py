@@ -574,7 +574,7 @@ as_preset = PRESETS[P['preset']] == dict(seeds=len(P['seeds']), steps=P['steps']
 protocol_name = f" ({P['preset']})" if as_preset else ''
 title = (f"({setting}) train: {name.replace('_', ' & ')}, test: {net} & {data}; "
          f"{len(P['seeds'])} seeds x {P['steps']} steps{protocol_name}, mean and 95% CI")
-print(title, '->', out)
+print(title, '->', _shown(out))  # relative to the checkout: the shipped notebook does not name the machine it ran on
 
 # %% [markdown]
 # ## Run the methods
@@ -614,7 +614,7 @@ df = summarize(results, setting)
 axs = plot_panel(df, title=title)
 plt.tight_layout()
 save_panel(df, plt.gcf(), out, setting)
-print('wrote', *(out/f'{setting}.{x}' for x in ('png', 'pdf', 'csv')))
+print('wrote', *(_shown(out/f'{setting}.{x}') for x in ('png', 'pdf', 'csv')))
 
 # %% [markdown]
 # Monitor-set loss, mean and 95% CI, at steps 200 and 1,000 (where reached) and at the last step:
