@@ -54,7 +54,7 @@ test: setup data
 
 # One panel: parameters checked in one line, then papermill into a temporary notebook that replaces the
 # panel's executed notebook only when the run succeeded (a failed run leaves every shipped file as it was),
-# without papermill's clock times, so a rerun that computes the same panel leaves the checkout clean.
+# without its clock times or papermill's random cell id (drop-run-times), so a rerun that computes the same panel leaves the checkout clean.
 figure1: setup data
 	@$(PY) -m metaguard_nb.figure check --setting $(SETTING) --preset $(PRESET) --device $(DEVICE)
 	@mkdir -p $(FIG)/$(PRESET)

@@ -524,7 +524,7 @@ def main(argv=None):
     for k in ('setting', 'preset', 'device', 'seeds', 'steps', 'methods', 'eval_every'): c.add_argument(f'--{k}', default='')
     r = sub.add_parser('report', help='Figure 1, table and verdicts of a protocol from the results store')
     r.add_argument('--preset', default='paper'); r.add_argument('--no-readme', action='store_true')
-    t = sub.add_parser('drop-run-times', help="remove papermill's clock times from executed notebooks, in place")
+    t = sub.add_parser('drop-run-times', help="remove what differs between two runs of a panel (clock times, the injected cell's id) from executed notebooks, in place")
     t.add_argument('notebooks', nargs='+')
     a = ap.parse_args(argv)
     try:
