@@ -6,7 +6,7 @@
 __all__ = ['PRESETS', 'REPORT_METHODS', 'LABELS', 'COLORS', 'BASELINES', 'GUARDED', 'SOURCES', 'protocol', 'mean_ci', 'summarize',
            'plot_panel', 'table', 'claims', 'source_name', 'combined_figure', 'best_baseline', 'seed_split',
            'seed_lines', 'seeds_figure', 'output_dir', 'save_panel', 'drop_run_times', 'collect', 'panel_results',
-           'report', 'main']
+           'still_to_run', 'report', 'main']
 
 # %% ../nbs/04_figure1.ipynb #56862ab5
 import builtins, math
@@ -307,6 +307,16 @@ def panel_results(setting:str, P:dict, store=None, sources=SOURCES) -> tuple:
         if best is None or counts[src] > counts[best[0]]: best = (src, got)
     return (*best, counts)
 
+def still_to_run(counts:dict, n:int) -> str:
+    "What a partial protocol lacks, from `counts` {(setting, method): seeds in}: panel by panel, the methods grouped by how many of their `n` seeds are missing."
+    parts = []
+    for s in 'abcd':
+        by = {}
+        for m in REPORT_METHODS:
+            if k := n - counts.get((s, m), 0): by.setdefault(k, []).append(LABELS[m])
+        if by: parts.append(f'({s}) ' + ', '.join(f"{', '.join(ms)} {k} seed{'s'*(k > 1)}{' each'*(len(ms) > 1)}" for k, ms in by.items()))
+    return '; '.join(parts) or 'nothing'
+
 def _shown(path:Path) -> str:
     "A path as the report names it: relative to the checkout where it lies inside it."
     root = checkout()
@@ -340,6 +350,7 @@ def report(preset:str='paper', store=None, out=None, sources=SOURCES) -> str:
                  f"({s}) {source_name(src[s])}, "
                  f"{read[s]} seed-runs" for s in 'abcd') + '.'
              + (f' The store holds {unread} more seed-runs of this protocol from the other sources, not read here.' if unread else ''), '']
+    if total != want: lines += [f"Still to run, on the source each panel is read from: {still_to_run(counts, len(P['seeds']))}.", '']
     steps = [k for k in (200, 1000) if k < P['steps']] + [P['steps']]
     lines += ['Monitor-set loss, mean [95% CI] (n seeds):', '',
               '| panel | method | ' + ' | '.join(f'step {k:,}' for k in steps) + ' |', '|---|---|' + '---|'*len(steps)]

@@ -138,6 +138,9 @@ def test_the_report_reads_each_panel_from_the_source_with_most_seeds(tmp_path):
     md = report('tiny', store=tmp_path, out=tmp_path / 'report')
     assert '(c) CPU, compiled step, 2 seed-runs' in md and '(a) CPU, compiled step, 0 seed-runs' in md
     assert 'The store holds 2 more seed-runs of this protocol from the other sources, not read here.' in md
+    every = 'SGD, L2O, LGL2O (w/ Update), LGL2O (w/o Update), SMG, AMG, safe AMG 2 seeds each'
+    assert (f'Still to run, on the source each panel is read from: (a) {every}; (b) {every}; '
+            '(c) SGD, L2O 1 seed each, LGL2O (w/ Update), LGL2O (w/o Update), SMG, AMG, safe AMG 2 seeds each; (d) ' + every + '.') in md
     assert md.rstrip().endswith('Seeds one by one: no seeds of the guarded methods (SMG, AMG, safe AMG) yet.')
     assert (tmp_path / 'report' / 'figure1_seeds.png').exists()
 

@@ -428,7 +428,7 @@ def drop_run_times(nb:Path):
 # [95% CI] and the number of seeds in each cell, and the verdict of every claim on every panel.
 # `python -m metaguard_nb.figure report --preset paper` runs it and puts `report.md` into the README
 # between its markers; a test checks that the README's block equals what the committed store gives.
-# Until every seed is in, the report says how many are, and is labelled partial.
+# Until every seed is in, the report is labelled partial, says how many are in, and lists what is still to run.
 #
 # Each panel is read from one source: one device and one LSTM step (compiled or eager), because they
 # round differently and the store keys them apart. `panel_results` takes the source with the most
@@ -460,6 +460,16 @@ def panel_results(setting:str, P:dict, store=None, sources=SOURCES) -> tuple:
         counts[src] = sum(len(r['seeds']) for r in got.values())
         if best is None or counts[src] > counts[best[0]]: best = (src, got)
     return (*best, counts)
+
+def still_to_run(counts:dict, n:int) -> str:
+    "What a partial protocol lacks, from `counts` {(setting, method): seeds in}: panel by panel, the methods grouped by how many of their `n` seeds are missing."
+    parts = []
+    for s in 'abcd':
+        by = {}
+        for m in REPORT_METHODS:
+            if k := n - counts.get((s, m), 0): by.setdefault(k, []).append(LABELS[m])
+        if by: parts.append(f'({s}) ' + ', '.join(f"{', '.join(ms)} {k} seed{'s'*(k > 1)}{' each'*(len(ms) > 1)}" for k, ms in by.items()))
+    return '; '.join(parts) or 'nothing'
 
 def _shown(path:Path) -> str:
     "A path as the report names it: relative to the checkout where it lies inside it."
@@ -494,6 +504,7 @@ def report(preset:str='paper', store=None, out=None, sources=SOURCES) -> str:
                  f"({s}) {source_name(src[s])}, "
                  f"{read[s]} seed-runs" for s in 'abcd') + '.'
              + (f' The store holds {unread} more seed-runs of this protocol from the other sources, not read here.' if unread else ''), '']
+    if total != want: lines += [f"Still to run, on the source each panel is read from: {still_to_run(counts, len(P['seeds']))}.", '']
     steps = [k for k in (200, 1000) if k < P['steps']] + [P['steps']]
     lines += ['Monitor-set loss, mean [95% CI] (n seeds):', '',
               '| panel | method | ' + ' | '.join(f'step {k:,}' for k in steps) + ' |', '|---|---|' + '---|'*len(steps)]

@@ -133,57 +133,71 @@
 #
 # The grid of 4 panels x 7 methods x 25 seeds runs on Dask (`make figure1-paper`) and its finished
 # seeds are committed in `outputs/results/`, so any machine continues where the last one stopped.
-# Until all 700 seed-runs are in, the table says how many are and each cell gives its number of seeds.
-# The four cheap baselines on all four panels (400 seed-runs) came from one call on a lent H200 GPU
-# (`scripts/device_grid.sh`: the grid with `--device cuda`, 14 Dask workers, 25 seeds per task; 3.4
-# minutes). AMG, SMG and safe AMG take the rest: their step is bound by the host even there (0.19 s
-# for 25 seeds of AMG alone, `scripts/gpu_time_step.py`), about 20 minutes of such a GPU for all 300
-# of their seed-runs. On this 2-core CPU the grid's two Dask workers of one thread each run a 5-seed
-# AMG task at 1.35 s a step, about 13 AMG seed-runs an hour together (SMG: 1.8 s a step; 3.7 seed-runs of SGD a minute before that fix;
-# machines of this kind differ: on a 2-core AMD EPYC with AVX2 only, SMG's step took 4.5 s with two tasks at once, 2.7 to 2.9 s alone on two threads),
-# once a task undoes the memory trimming a Dask nanny sets, which made that step 2.3x slower
-# ([03d_grid](nbs/03d_grid.ipynb), `scripts/dask_malloc.py`).
-# Each panel is read from one device, the one with the most seed-runs in, because CPU and GPU round
-# differently: the same seed agrees to about 1e-7 for hundreds of steps and then, on the sigmoid CNN,
-# leaves SGD's plateau at another step ([03d_grid](nbs/03d_grid.ipynb) compares the seeds both ran).
-# The CPU's rounding also depends on the CPU model: AMG's seeds 0-4 of (a), rerun for 30 steps on one
-# thread of a 2-core AMD EPYC with AVX2 only, differ from the committed ones (computed on an earlier
-# machine) by 1-2 ulp in the first step's loss (seeds 1-4; seed 0 agrees for two steps) and by up to
-# 0.28 at step 30. The store keys the device,
-# not the CPU model, so a panel's CPU seeds can come from several machines, each an equally valid draw;
-# every seed records torch's CPU capability (`info['cpu_capability']`, from this version on; the GPU's
-# name on CUDA), and bit-for-bit reruns hold on the same kind of CPU with the same threads.
-# No GPU has been lent since the H200's call, so the panels go on on this CPU, one at a time: (c) is
-# complete there, and panel (a)'s four baselines are in on the CPU too (2 to 2.5 minutes a 5-seed
-# task), so (a) is now read from the CPU (a tie goes to the CPU); its AMG and safe AMG are complete
-# there too, its SMG follows (AMG, SMG and safe AMG take about 6 hours of this CPU a panel; panel (b)'s MLP makes AMG's step about twice as slow,
-# 2.7 s against 1.26 s on (d), 5 seeds, one thread). The switch moved one verdict: on (a), LGL2O
-# (w/ Update) improves 5.2% from step 1,000 to 2,000 with the GPU's seeds and 4.7% with the CPU's, on
-# either side of the stall rule's 5%, so "L2O and LGL2O stall" on (a) is borderline, not a finding.
+# Until all 700 seed-runs are in, the report below is labelled partial: its first lines, generated from
+# the store, say how many seed-runs are in and what is still to run, panel by panel, and each cell of
+# its table gives its number of seeds.
 #
-# Read the verdicts with the seed-by-seed table at the end of the block: they are rules on the mean
-# curves, written before the runs, and a mean misleads where seeds split or spike. Panel (c), where
-# SMG and AMG have all 25 seeds: SMG's "keeps improving" comes out reproduced because one seed's
-# spike (53.8 at step 1,000) lifts the mean there to 3.79; without that seed the mean rises by 50%
-# from step 1,000 to 2,000. 17 of the 25 seeds end higher than they were at step 1,000 and the median
-# seed ends at 2.306, chance for ten classes (ln 10 = 2.303). AMG's mean at step 2,000, 0.69, lies between 12 seeds that end below every
-# baseline's mean and 5 that stopped moving, 'stay' chosen at every step
-# ([04_figure1](nbs/04_figure1.ipynb), "Seeds one by one"). Safe AMG, our variant with the SGD point
-# as a candidate too, does not escape that: on (c) 14 of its 25 seeds end below every baseline's mean,
-# and 6 stopped moving, 'stay' chosen over the SGD candidate at every step from step 1,800 on.
-# On (a), with all 25 seeds, 15 end below LGL2O's mean (0.682), the median seed at 0.590, while one seed
-# climbs from 0.457 at step 1,000 to 2.341 and lifts the mean at step 2,000 to 0.773. AMG on (a), with
-# all 25 seeds, splits as on (c): 18 end below LGL2O's mean, the median seed at 0.574, and 5 stopped
-# moving, 'stay' chosen at every step of the last tenth; its mean at step 2,000, 0.709, ends above
-# LGL2O's 0.682, so "AMG beats all baselines" on (a) is not reproduced by the rule on the means (with
-# its first 5 seeds, all below, it had read reproduced). SMG's first 15 seeds on (a) split: each was
-# below 0.53 along the run; at step 2,000 three end below LGL2O's mean (0.547, 0.602, 0.672), three more
-# below SGD's (0.725 to 0.929), four at chance (2.304 to 2.309), four at 3.24 to 4.30, and seed 11 at
-# 14.6, up from 0.568 at step 1,000. The median seed ends at 2.308 and 11 of the 15 end higher than at
-# step 1,000; seed 11 alone lifts the mean at step 2,000 from 2.00 to 2.84 (without it SMG still rises
-# 43% from step 1,000, so the verdict stands). 10 of its 25 are still to run. The convergence
-# argument behind the SGD candidate (below) holds for lambda_eta < 2/L; every method here uses
-# lambda_eta = 3 ([decisions](nbs/decisions.md)), which these networks need not meet.
+# **How long it takes.**
+#
+# - On a GPU. The four cheap baselines on all four panels (400 seed-runs) came from one call on a lent
+#   H200 GPU (`scripts/device_grid.sh`: the grid with `--device cuda`, 14 Dask workers, 25 seeds per
+#   task; 3.4 minutes). AMG, SMG and safe AMG take the rest: their step is bound by the host even
+#   there (0.19 s for 25 seeds of AMG alone, `scripts/gpu_time_step.py`), about 20 minutes of such a
+#   GPU for all 300 of their seed-runs.
+# - On a 2-core CPU. The grid's two Dask workers of one thread each run a 5-seed AMG task at 1.35 s a
+#   step, about 13 AMG seed-runs an hour together, once a task undoes the memory trimming a Dask
+#   nanny sets, which made that step 2.3x slower ([03d_grid](nbs/03d_grid.ipynb),
+#   `scripts/dask_malloc.py`); SMG's step took 1.8 s there, and SGD ran 3.7 seed-runs a minute
+#   (measured before that fix). Machines of this kind differ: on a
+#   2-core AMD EPYC with AVX2 only, SMG's step took 4.5 s with two tasks at once, 2.7 to 2.9 s with one
+#   task alone on two threads (`--workers 1 --threads 2`). Panel (b)'s MLP makes AMG's step about twice
+#   as slow as on (d) (2.7 s against 1.26 s, 5 seeds, one thread): AMG, SMG and safe AMG take about 6
+#   hours of such a CPU a panel, (b) about twice that.
+#
+# **One device per panel.** Each panel is read from one device, the one with the most seed-runs in,
+# because CPU and GPU round differently: the same seed agrees to about 1e-7 for hundreds of steps and
+# then, on the sigmoid CNN, leaves SGD's plateau at another step ([03d_grid](nbs/03d_grid.ipynb)
+# compares the seeds both ran). No GPU has been lent since the H200's call, so (a) and (c) were run on
+# our 2-core CPUs, their baselines too (2 to 2.5 minutes a 5-seed task; a tie goes to the CPU), while (b) and
+# (d) are read from the GPU. The switch moved one verdict: on (a), LGL2O (w/ Update) improves 5.2%
+# from step 1,000 to 2,000 with the GPU's seeds and 4.7% with the CPU's, on either side of the stall
+# rule's 5%, so "L2O and LGL2O stall" on (a) is borderline, not a finding. The CPU's rounding also
+# depends on the CPU model: AMG's seeds 0-4 of (a), rerun for 30 steps on one thread of a 2-core AMD
+# EPYC with AVX2 only, differ from the committed ones (computed on an earlier machine) by 1-2 ulp in
+# the first step's loss (seeds 1-4; seed 0 agrees for two steps) and by up to 0.28 at step 30. The
+# store keys the device, not the CPU model, so a panel's CPU seeds can come from several machines,
+# each an equally valid draw; every seed records torch's CPU capability (`info['cpu_capability']`,
+# from this version on; the GPU's name on CUDA), and bit-for-bit reruns hold on the same kind of CPU
+# with the same threads.
+#
+# **Reading the verdicts.** They are rules on the mean curves, written before the runs, and a mean
+# misleads where seeds split or spike: read them with the seed-by-seed table at the end of the report.
+#
+# - (c), SMG (25 seeds): "keeps improving" comes out reproduced because one seed's spike (53.8 at
+#   step 1,000) lifts the mean there to 3.79; without that seed the mean rises by 50% from step 1,000
+#   to 2,000. 17 of the 25 seeds end higher than they were at step 1,000 and the median seed ends at
+#   2.306, chance for ten classes (ln 10 = 2.303).
+# - (c), AMG (25): its mean at step 2,000, 0.69, lies between 12 seeds that end below every baseline's
+#   mean and 5 that stopped moving, 'stay' chosen at every step ([04_figure1](nbs/04_figure1.ipynb),
+#   "Seeds one by one"). Safe AMG, our variant with the SGD point as a candidate too, does not escape
+#   that: 14 of its 25 seeds end below every baseline's mean, and 6 stopped moving, 'stay' chosen over
+#   the SGD candidate at every step from step 1,800 on.
+# - (a), AMG (25): splits as on (c): 18 end below LGL2O's mean (0.682), the median seed at 0.574, and 5
+#   stopped moving, 'stay' chosen at every step of the last tenth; its mean at step 2,000, 0.709, ends
+#   above LGL2O's 0.682, so "AMG beats all baselines" on (a) is not reproduced by the rule on the means
+#   (with its first 5 seeds, all below, it had read reproduced). Safe AMG (25): 15 end below LGL2O's
+#   mean, the median seed at 0.590, while one seed climbs from 0.457 at step 1,000 to 2.341 and lifts
+#   the mean at step 2,000 to 0.773.
+# - (a), SMG (20 of 25 seeds): every seed was below 0.53 somewhere along the run, but at step 2,000
+#   three end below LGL2O's mean (0.547, 0.602, 0.672), three more below SGD's (0.725 to 0.929), nine
+#   at chance (2.304 to 2.316), four at 3.24 to 4.30, and seed 11 at 14.6, up from 0.568 at step
+#   1,000. Seeds 15-19 all end at chance; three of them (15, 17, 18) were there already at step 1,000.
+#   The median seed ends at 2.308 and 15 of the 20 end higher than at step 1,000; seed 11 alone lifts
+#   the mean at step 2,000 from 2.08 to 2.71 (without it SMG still rises 43% from step 1,000, so the
+#   verdict stands either way).
+#
+# The convergence argument behind the SGD candidate (below) holds for lambda_eta < 2/L; every method
+# here uses lambda_eta = 3 ([decisions](nbs/decisions.md)), which these networks need not meet.
 #
 # <!-- report:paper -->
 # <!-- /report:paper -->
