@@ -150,9 +150,10 @@
 #   `scripts/dask_malloc.py`); SMG's step took 1.8 s there, and SGD ran 3.7 seed-runs a minute
 #   (measured before that fix). Machines of this kind differ: on a
 #   2-core AMD EPYC with AVX2 only, SMG's step took 4.5 s with two tasks at once, 2.7 to 2.9 s with one
-#   task alone on two threads (`--workers 1 --threads 2`). Panel (b)'s MLP makes AMG's step about twice
-#   as slow as on (d) (2.7 s against 1.26 s, 5 seeds, one thread): AMG, SMG and safe AMG take about 6
-#   hours of such a CPU a panel, (b) about twice that.
+#   task alone on two threads (`--workers 1 --threads 2`); on a 2-core AMD EPYC with AVX-512, that
+#   one task took 1.2 s a step (SMG's seeds 20-24 of (a): 40 minutes). Panel (b)'s MLP makes AMG's
+#   step about twice as slow as on (d) (2.7 s against 1.26 s, 5 seeds, one thread): AMG, SMG and safe
+#   AMG take about 6 hours of such a CPU a panel, (b) about twice that.
 #
 # **One device per panel.** Each panel is read from one device, the one with the most seed-runs in,
 # because CPU and GPU round differently: the same seed agrees to about 1e-7 for hundreds of steps and
@@ -188,13 +189,12 @@
 #   (with its first 5 seeds, all below, it had read reproduced). Safe AMG (25): 15 end below LGL2O's
 #   mean, the median seed at 0.590, while one seed climbs from 0.457 at step 1,000 to 2.341 and lifts
 #   the mean at step 2,000 to 0.773.
-# - (a), SMG (20 of 25 seeds): every seed was below 0.53 somewhere along the run, but at step 2,000
-#   three end below LGL2O's mean (0.547, 0.602, 0.672), three more below SGD's (0.725 to 0.929), nine
-#   at chance (2.304 to 2.316), four at 3.24 to 4.30, and seed 11 at 14.6, up from 0.568 at step
-#   1,000. Seeds 15-19 all end at chance; three of them (15, 17, 18) were there already at step 1,000.
-#   The median seed ends at 2.308 and 15 of the 20 end higher than at step 1,000; seed 11 alone lifts
-#   the mean at step 2,000 from 2.08 to 2.71 (without it SMG still rises 43% from step 1,000, so the
-#   verdict stands either way).
+# - (a), SMG (25 seeds): every seed was below 0.53 somewhere along the run (the median seed's lowest,
+#   0.495), but at step 2,000 four end below LGL2O's mean (0.547 to 0.672), five more below SGD's
+#   (0.693 to 0.929), nine at chance (2.304 to 2.316), six at 2.74 to 4.30, and seed 11 at 14.6, up
+#   from 0.568 at step 1,000. The median seed ends at 2.308 and 19 of the 25 end higher than at step
+#   1,000; seed 11 alone lifts the mean at step 2,000 from 2.00 to 2.50 (without it SMG still rises
+#   36% from step 1,000, so "keeps improving" is not reproduced either way).
 #
 # The convergence argument behind the SGD candidate (below) holds for lambda_eta < 2/L; every method
 # here uses lambda_eta = 3 ([decisions](nbs/decisions.md)), which these networks need not meet.
