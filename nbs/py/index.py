@@ -158,11 +158,16 @@
 # **One device per panel.** Each panel is read from one device, the one with the most seed-runs in,
 # because CPU and GPU round differently: the same seed agrees to about 1e-7 for hundreds of steps and
 # then, on the sigmoid CNN, leaves SGD's plateau at another step ([03d_grid](nbs/03d_grid.ipynb)
-# compares the seeds both ran). No GPU has been lent since the H200's call, so (a) and (c) were run on
-# our 2-core CPUs, their baselines too (2 to 2.5 minutes a 5-seed task; a tie goes to the CPU), while (b) and
-# (d) are read from the GPU. The switch moved one verdict: on (a), LGL2O (w/ Update) improves 5.2%
+# compares the seeds both ran). No GPU has been lent since the H200's call, so (a), (c) and then (d)
+# were run on our 2-core CPUs, their baselines too (2 to 2.5 minutes a 5-seed task; (d)'s 85
+# missing baseline seed-runs took 21 minutes on the AVX-512 machine; a tie goes to the CPU), while
+# (b) is read from the GPU. On (a) the switch moved one verdict: LGL2O (w/ Update) improves 5.2%
 # from step 1,000 to 2,000 with the GPU's seeds and 4.7% with the CPU's, on either side of the stall
-# rule's 5%, so "L2O and LGL2O stall" on (a) is borderline, not a finding. The CPU's rounding also
+# rule's 5%, so "L2O and LGL2O stall" on (a) is borderline, not a finding. On (d) it moved none, but
+# the same rule is as close there (LGL2O (w/ Update) improves 5.4% on the GPU, 5.3% on the CPU),
+# LGL2O (w/o Update)'s mean goes from improving 8.9% to worsening 2.5%, and SGD's mean at step 2,000
+# from 1.060 to 0.940 (panels (a) and (d) test the same CNN on the same data, so on one device their
+# SGD seeds are the same runs). The CPU's rounding also
 # depends on the CPU model: AMG's seeds 0-4 of (a), rerun for 30 steps on one thread of a 2-core AMD
 # EPYC with AVX2 only, differ from the committed ones (computed on an earlier machine) by 1-2 ulp in
 # the first step's loss (seeds 1-4; seed 0 agrees for two steps) and by up to 0.28 at step 30. The
