@@ -200,6 +200,11 @@
 #   from 0.568 at step 1,000. The median seed ends at 2.308 and 19 of the 25 end higher than at step
 #   1,000; seed 11 alone lifts the mean at step 2,000 from 2.00 to 2.50 (without it SMG still rises
 #   36% from step 1,000, so "keeps improving" is not reproduced either way).
+# - (d), AMG (10 of 25 seeds, partial): "AMG beats all baselines" reads not reproduced on these 10,
+#   its mean at step 2,000 (0.978) above every baseline's, SGD's 0.940 included. The median seed ends
+#   at 0.994, 3 of the 10 below LGL2O's mean (0.667), 5 higher than at step 1,000, and 4 stopped
+#   moving, 'stay' chosen at every step of the last tenth. On (a), AMG read reproduced on its first 5
+#   seeds and not on 25: this is no verdict until (d)'s other 15 are in.
 #
 # The convergence argument behind the SGD candidate (below) holds for lambda_eta < 2/L; every method
 # here uses lambda_eta = 3 ([decisions](nbs/decisions.md)), which these networks need not meet.
