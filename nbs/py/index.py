@@ -148,19 +148,21 @@
 #   step, about 13 AMG seed-runs an hour together, once a task undoes the memory trimming a Dask
 #   nanny sets, which made that step 2.3x slower ([03d_grid](nbs/03d_grid.ipynb),
 #   `scripts/dask_malloc.py`); SMG's step took 1.8 s there, and SGD ran 3.7 seed-runs a minute
-#   (measured before that fix). Machines of this kind differ: on a
-#   2-core AMD EPYC with AVX2 only, SMG's step took 4.5 s with two tasks at once, 2.7 to 2.9 s with one
-#   task alone on two threads (`--workers 1 --threads 2`); on a 2-core AMD EPYC with AVX-512, that
-#   one task took 1.2 s a step (SMG's seeds 20-24 of (a): 40 minutes). Panel (b)'s MLP makes AMG's
-#   step about twice as slow as on (d) (2.7 s against 1.26 s, 5 seeds, one thread): AMG, SMG and safe
-#   AMG take about 6 hours of such a CPU a panel, (b) about twice that.
+#   (measured before that fix). Machines of this kind differ: on a 2-core AMD EPYC with AVX2 only,
+#   SMG's step took 4.5 s with two tasks at once, 2.7 to 2.9 s with one task alone on two threads
+#   (`--workers 1 --threads 2`); on a 2-core AMD EPYC with AVX-512, that one task took 1.2 s a step
+#   (SMG's seeds 20-24 of (a): 40 minutes), and AMG on (d) 1.4 s a step with two tasks at once (seeds
+#   10-19: 47 minutes, the faster way through many tasks) against 0.9 s for one task alone on two
+#   threads (seeds 20-24: 30 minutes, the faster way through the last one). Panel (b)'s MLP makes
+#   AMG's step about twice as slow as on (d) (2.7 s against 1.26 s, 5 seeds, one thread): AMG, SMG
+#   and safe AMG take about 6 hours of such a CPU a panel, (b) about twice that.
 #
 # **One device per panel.** Each panel is read from one device, the one with the most seed-runs in,
 # because CPU and GPU round differently: the same seed agrees to about 1e-7 for hundreds of steps and
 # then, on the sigmoid CNN, leaves SGD's plateau at another step ([03d_grid](nbs/03d_grid.ipynb)
-# compares the seeds both ran). No GPU has been lent since the H200's call, so (a), (c) and then (d)
-# were run on our 2-core CPUs, their baselines too (2 to 2.5 minutes a 5-seed task; (d)'s 85
-# missing baseline seed-runs took 21 minutes on the AVX-512 machine; a tie goes to the CPU), while
+# compares the seeds both ran). No GPU has been lent since the H200's call, so (a) and (c) were run
+# on our 2-core CPUs and (d) is being run there, their baselines too (2 to 2.5 minutes a 5-seed task;
+# (d)'s 85 missing baseline seed-runs took 21 minutes on the AVX-512 machine; a tie goes to the CPU), while
 # (b) is read from the GPU. On (a) the switch moved one verdict: LGL2O (w/ Update) improves 5.2%
 # from step 1,000 to 2,000 with the GPU's seeds and 4.7% with the CPU's, on either side of the stall
 # rule's 5%, so "L2O and LGL2O stall" on (a) is borderline, not a finding. On (d) it moved none, but
@@ -200,11 +202,14 @@
 #   from 0.568 at step 1,000. The median seed ends at 2.308 and 19 of the 25 end higher than at step
 #   1,000; seed 11 alone lifts the mean at step 2,000 from 2.00 to 2.50 (without it SMG still rises
 #   36% from step 1,000, so "keeps improving" is not reproduced either way).
-# - (d), AMG (10 of 25 seeds, partial): "AMG beats all baselines" reads not reproduced on these 10,
-#   its mean at step 2,000 (0.978) above every baseline's, SGD's 0.940 included. The median seed ends
-#   at 0.994, 3 of the 10 below LGL2O's mean (0.667), 5 higher than at step 1,000, and 4 stopped
-#   moving, 'stay' chosen at every step of the last tenth. On (a), AMG read reproduced on its first 5
-#   seeds and not on 25: this is no verdict until (d)'s other 15 are in.
+# - (d), AMG (25 seeds): "AMG beats all baselines" is not reproduced. Its optimizer was meta-trained
+#   on the MLP and MNIST and here drives the CNN on FashionMNIST, the one panel that changes both the
+#   network and the data. Its mean is flat from step 200 to 2,000 (0.928 at both) and ends just below
+#   SGD's 0.940 but above L2O's 0.761 and both LGL2O's (0.667 with Update, 0.828 without). Fewer
+#   seeds end low than on (a) and (c): 9 end below LGL2O's mean (0.495 to 0.627), the median seed at
+#   0.928, 12 above SGD's mean (0.953 to 1.586), 13 higher than at step 1,000, and 5 stopped moving,
+#   'stay' chosen at every step of the last tenth. The first 10 seeds end at a mean of 0.978, the
+#   other 15 at 0.895: the verdict is the same on both.
 #
 # The convergence argument behind the SGD candidate (below) holds for lambda_eta < 2/L; every method
 # here uses lambda_eta = 3 ([decisions](nbs/decisions.md)), which these networks need not meet.
