@@ -210,6 +210,10 @@
 #   0.928, 12 above SGD's mean (0.953 to 1.586), 13 higher than at step 1,000, and 5 stopped moving,
 #   'stay' chosen at every step of the last tenth. The first 10 seeds end at a mean of 0.978, the
 #   other 15 at 0.895: the verdict is the same on both.
+# - (d), SMG (5 of 25 seeds, partial): "keeps improving" reads not reproduced on these 5, its mean
+#   rising 1.0% from step 1,000 to 2,000, to 2.176, above every baseline's. As on (a) and (c), each
+#   seed was lower somewhere along the run (0.630 to 1.301) than where it ends: two at chance (2.303,
+#   2.305), two above it (2.646, 2.765), one at 0.861. No verdict until the other 20 are in.
 #
 # The convergence argument behind the SGD candidate (below) holds for lambda_eta < 2/L; every method
 # here uses lambda_eta = 3 ([decisions](nbs/decisions.md)), which these networks need not meet.
