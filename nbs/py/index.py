@@ -144,39 +144,40 @@
 #   task; 3.4 minutes). AMG, SMG and safe AMG take the rest: their step is bound by the host even
 #   there (0.19 s for 25 seeds of AMG alone, `scripts/gpu_time_step.py`), about 20 minutes of such a
 #   GPU for all 300 of their seed-runs.
-# - On a 2-core CPU. The grid's two Dask workers of one thread each run a 5-seed AMG task at 1.35 s a
-#   step, about 13 AMG seed-runs an hour together, once a task undoes the memory trimming a Dask
+# - On a 2-core CPU. The grid's two Dask workers of one thread each run a 5-seed AMG task at 1.35 s
+#   a step, about 13 AMG seed-runs an hour together, once a task undoes the memory trimming a Dask
 #   nanny sets, which made that step 2.3x slower ([03d_grid](nbs/03d_grid.ipynb),
 #   `scripts/dask_malloc.py`); SMG's step took 1.8 s there, and SGD ran 3.7 seed-runs a minute
 #   (measured before that fix). Machines of this kind differ: on a 2-core AMD EPYC with AVX2 only,
 #   SMG's step took 4.5 s with two tasks at once, 2.7 to 2.9 s with one task alone on two threads
 #   (`--workers 1 --threads 2`); on a 2-core AMD EPYC with AVX-512, that one task took 1.2 s a step
-#   (SMG's seeds 20-24 of (a): 40 minutes), and AMG on (d) 1.4 s a step with two tasks at once (seeds
-#   10-19: 47 minutes, the faster way through many tasks) against 0.9 s for one task alone on two
-#   threads (seeds 20-24: 30 minutes, the faster way through the last one). Panel (b)'s MLP makes
-#   AMG's step about twice as slow as on (d) (2.7 s against 1.26 s, 5 seeds, one thread): AMG, SMG
-#   and safe AMG take about 6 hours of such a CPU a panel, (b) about twice that.
+#   (SMG's seeds 20-24 of (a): 40 minutes), and AMG on (d) 1.4 s a step with two tasks at once
+#   (seeds 10-19: 47 minutes, the faster way through many tasks) against 0.9 s for one task alone on
+#   two threads (seeds 20-24: 30 minutes, the faster way through the last one), and SMG on (d) 1.7 s
+#   a step with two tasks at once (seeds 5-14: 58 minutes). Panel (b)'s MLP makes AMG's step about
+#   twice as slow as on (d) (2.7 s against 1.26 s, 5 seeds, one thread): AMG, SMG and safe AMG take
+#   about 6 hours of such a CPU a panel, (b) about twice that.
 #
 # **One device per panel.** Each panel is read from one device, the one with the most seed-runs in,
-# because CPU and GPU round differently: the same seed agrees to about 1e-7 for hundreds of steps and
-# then, on the sigmoid CNN, leaves SGD's plateau at another step ([03d_grid](nbs/03d_grid.ipynb)
+# because CPU and GPU round differently: the same seed agrees to about 1e-7 for hundreds of steps
+# and then, on the sigmoid CNN, leaves SGD's plateau at another step ([03d_grid](nbs/03d_grid.ipynb)
 # compares the seeds both ran). No GPU has been lent since the H200's call, so (a) and (c) were run
-# on our 2-core CPUs and (d) is being run there, their baselines too (2 to 2.5 minutes a 5-seed task;
-# (d)'s 85 missing baseline seed-runs took 21 minutes on the AVX-512 machine; a tie goes to the CPU), while
-# (b) is read from the GPU. On (a) the switch moved one verdict: LGL2O (w/ Update) improves 5.2%
-# from step 1,000 to 2,000 with the GPU's seeds and 4.7% with the CPU's, on either side of the stall
-# rule's 5%, so "L2O and LGL2O stall" on (a) is borderline, not a finding. On (d) it moved none, but
-# the same rule is as close there (LGL2O (w/ Update) improves 5.4% on the GPU, 5.3% on the CPU),
-# LGL2O (w/o Update)'s mean goes from improving 8.9% to worsening 2.5%, and SGD's mean at step 2,000
-# from 1.060 to 0.940 (panels (a) and (d) test the same CNN on the same data, so on one device their
-# SGD seeds are the same runs). The CPU's rounding also
-# depends on the CPU model: AMG's seeds 0-4 of (a), rerun for 30 steps on one thread of a 2-core AMD
-# EPYC with AVX2 only, differ from the committed ones (computed on an earlier machine) by 1-2 ulp in
-# the first step's loss (seeds 1-4; seed 0 agrees for two steps) and by up to 0.28 at step 30. The
-# store keys the device, not the CPU model, so a panel's CPU seeds can come from several machines,
-# each an equally valid draw; every seed records torch's CPU capability (`info['cpu_capability']`,
-# from this version on; the GPU's name on CUDA), and bit-for-bit reruns hold on the same kind of CPU
-# with the same threads.
+# on our 2-core CPUs and (d) is being run there, their baselines too (2 to 2.5 minutes a 5-seed
+# task; (d)'s 85 missing baseline seed-runs took 21 minutes on the AVX-512 machine; a tie goes to
+# the CPU), while (b) is read from the GPU. On (a) the switch moved one verdict: LGL2O (w/ Update)
+# improves 5.2% from step 1,000 to 2,000 with the GPU's seeds and 4.7% with the CPU's, on either
+# side of the stall rule's 5%, so "L2O and LGL2O stall" on (a) is borderline, not a finding. On (d)
+# it moved none, but the same rule is as close there (LGL2O (w/ Update) improves 5.4% on the GPU,
+# 5.3% on the CPU), LGL2O (w/o Update)'s mean goes from improving 8.9% to worsening 2.5%, and SGD's
+# mean at step 2,000 from 1.060 to 0.940 (panels (a) and (d) test the same CNN on the same data, so
+# on one device their SGD seeds are the same runs). The CPU's rounding also depends on the CPU
+# model: AMG's seeds 0-4 of (a), rerun for 30 steps on one thread of a 2-core AMD EPYC with AVX2
+# only, differ from the committed ones (computed on an earlier machine) by 1-2 ulp in the first
+# step's loss (seeds 1-4; seed 0 agrees for two steps) and by up to 0.28 at step 30. The store keys
+# the device, not the CPU model, so a panel's CPU seeds can come from several machines, each an
+# equally valid draw; every seed records torch's CPU capability (`info['cpu_capability']`, from this
+# version on; the GPU's name on CUDA), and bit-for-bit reruns hold on the same kind of CPU with the
+# same threads.
 #
 # **Reading the verdicts.** They are rules on the mean curves, written before the runs, and a mean
 # misleads where seeds split or spike: read them with the seed-by-seed table at the end of the report.
@@ -210,10 +211,12 @@
 #   0.928, 12 above SGD's mean (0.953 to 1.586), 13 higher than at step 1,000, and 5 stopped moving,
 #   'stay' chosen at every step of the last tenth. The first 10 seeds end at a mean of 0.978, the
 #   other 15 at 0.895: the verdict is the same on both.
-# - (d), SMG (5 of 25 seeds, partial): "keeps improving" reads not reproduced on these 5, its mean
-#   rising 1.0% from step 1,000 to 2,000, to 2.176, above every baseline's. As on (a) and (c), each
-#   seed was lower somewhere along the run (0.630 to 1.301) than where it ends: two at chance (2.303,
-#   2.305), two above it (2.646, 2.765), one at 0.861. No verdict until the other 20 are in.
+# - (d), SMG (15 of 25 seeds, partial): "keeps improving" reads not reproduced on these 15, its mean
+#   flat from step 1,000 to 2,000 (2.504 to 2.496, -0.3%) after rising from 1.577 at step 200, and
+#   ending above every baseline's. The seeds spread as on (a): three end below SGD's mean (0.665,
+#   0.790, 0.861; only the first below LGL2O's), five at chance (2.303 to 2.309), one at 1.665, six
+#   above chance (2.646 to 6.243); the median is 2.307. Each was lower somewhere along the run (0.478
+#   to 1.301, median 0.732) than where it ends. No verdict until the other 10 are in.
 #
 # The convergence argument behind the SGD candidate (below) holds for lambda_eta < 2/L; every method
 # here uses lambda_eta = 3 ([decisions](nbs/decisions.md)), which these networks need not meet.
