@@ -153,10 +153,10 @@
 #   (`--workers 1 --threads 2`); on a 2-core AMD EPYC with AVX-512, that one task took 1.2 s a step
 #   (SMG's seeds 20-24 of (a): 40 minutes), and AMG on (d) 1.4 s a step with two tasks at once
 #   (seeds 10-19: 47 minutes, the faster way through many tasks) against 0.9 s for one task alone on
-#   two threads (seeds 20-24: 30 minutes, the faster way through the last one), and SMG on (d) 1.7 s
-#   a step with two tasks at once (seeds 5-14: 58 minutes). Panel (b)'s MLP makes AMG's step about
-#   twice as slow as on (d) (2.7 s against 1.26 s, 5 seeds, one thread): AMG, SMG and safe AMG take
-#   about 6 hours of such a CPU a panel, (b) about twice that.
+#   two threads (seeds 20-24: 30 minutes, the faster way through the last one), and SMG on (d) 1.7
+#   to 1.8 s a step with two tasks at once (seeds 5-14: 58 minutes; seeds 15-24: 61 minutes). Panel
+#   (b)'s MLP makes AMG's step about twice as slow as on (d) (2.7 s against 1.26 s, 5 seeds, one
+#   thread): AMG, SMG and safe AMG take about 6 hours of such a CPU a panel, (b) about twice that.
 #
 # **One device per panel.** Each panel is read from one device, the one with the most seed-runs in,
 # because CPU and GPU round differently: the same seed agrees to about 1e-7 for hundreds of steps
@@ -211,12 +211,14 @@
 #   0.928, 12 above SGD's mean (0.953 to 1.586), 13 higher than at step 1,000, and 5 stopped moving,
 #   'stay' chosen at every step of the last tenth. The first 10 seeds end at a mean of 0.978, the
 #   other 15 at 0.895: the verdict is the same on both.
-# - (d), SMG (15 of 25 seeds, partial): "keeps improving" reads not reproduced on these 15, its mean
-#   flat from step 1,000 to 2,000 (2.504 to 2.496, -0.3%) after rising from 1.577 at step 200, and
-#   ending above every baseline's. The seeds spread as on (a): three end below SGD's mean (0.665,
-#   0.790, 0.861; only the first below LGL2O's), five at chance (2.303 to 2.309), one at 1.665, six
-#   above chance (2.646 to 6.243); the median is 2.307. Each was lower somewhere along the run (0.478
-#   to 1.301, median 0.732) than where it ends. No verdict until the other 10 are in.
+# - (d), SMG (25 seeds): "keeps improving" is not reproduced: its mean rises from 1.484 at step 200
+#   to 2.244 at step 1,000 and 2.457 at step 2,000 (+9.5%), above every baseline's. As on (a), every
+#   seed was lower somewhere along the run (0.403 to 1.304, the median seed's lowest 0.731) than where
+#   it ends: four end below SGD's mean (0.665 to 0.861; only the first below LGL2O's), nine at chance
+#   (2.303 to 2.310), one at 1.665, and eleven above chance (2.622 to 6.243); the median seed ends at
+#   2.309 and 12 of the 25 end higher than at step 1,000. Seeds 15, 18 and 21 were below LGL2O's mean
+#   at step 1,000 (0.616, 0.478, 0.543) and end at chance. The first 15 seeds end at a mean of 2.496,
+#   the other 10 at 2.399.
 #
 # The convergence argument behind the SGD candidate (below) holds for lambda_eta < 2/L; every method
 # here uses lambda_eta = 3 ([decisions](nbs/decisions.md)), which these networks need not meet.
