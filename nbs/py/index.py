@@ -154,30 +154,31 @@
 #   (SMG's seeds 20-24 of (a): 40 minutes), and AMG on (d) 1.4 s a step with two tasks at once
 #   (seeds 10-19: 47 minutes, the faster way through many tasks) against 0.9 s for one task alone on
 #   two threads (seeds 20-24: 30 minutes, the faster way through the last one), and SMG on (d) 1.7
-#   to 1.8 s a step with two tasks at once (seeds 5-14: 58 minutes; seeds 15-24: 61 minutes). Panel
-#   (b)'s MLP makes AMG's step about twice as slow as on (d) (2.7 s against 1.26 s, 5 seeds, one
-#   thread): AMG, SMG and safe AMG take about 6 hours of such a CPU a panel, (b) about twice that.
+#   to 1.8 s a step with two tasks at once (seeds 5-14: 58 minutes; seeds 15-24: 61 minutes), and
+#   safe AMG on (d) 1.5 s a step with two tasks at once (seeds 10-19: 49 minutes) against 1.1 s for
+#   the last task alone on two threads (seeds 20-24: 36 minutes). Panel (b)'s MLP makes AMG's step
+#   about twice as slow as on (d) (2.7 s against 1.26 s, 5 seeds, one thread): AMG, SMG and safe AMG
+#   take about 6 hours of such a CPU a panel, (b) about twice that.
 #
 # **One device per panel.** Each panel is read from one device, the one with the most seed-runs in,
 # because CPU and GPU round differently: the same seed agrees to about 1e-7 for hundreds of steps
 # and then, on the sigmoid CNN, leaves SGD's plateau at another step ([03d_grid](nbs/03d_grid.ipynb)
-# compares the seeds both ran). No GPU has been lent since the H200's call, so (a) and (c) were run
-# on our 2-core CPUs and (d) is being run there, their baselines too (2 to 2.5 minutes a 5-seed
-# task; (d)'s 85 missing baseline seed-runs took 21 minutes on the AVX-512 machine; a tie goes to
-# the CPU), while (b) is read from the GPU. On (a) the switch moved one verdict: LGL2O (w/ Update)
-# improves 5.2% from step 1,000 to 2,000 with the GPU's seeds and 4.7% with the CPU's, on either
-# side of the stall rule's 5%, so "L2O and LGL2O stall" on (a) is borderline, not a finding. On (d)
-# it moved none, but the same rule is as close there (LGL2O (w/ Update) improves 5.4% on the GPU,
-# 5.3% on the CPU), LGL2O (w/o Update)'s mean goes from improving 8.9% to worsening 2.5%, and SGD's
-# mean at step 2,000 from 1.060 to 0.940 (panels (a) and (d) test the same CNN on the same data, so
-# on one device their SGD seeds are the same runs). The CPU's rounding also depends on the CPU
-# model: AMG's seeds 0-4 of (a), rerun for 30 steps on one thread of a 2-core AMD EPYC with AVX2
-# only, differ from the committed ones (computed on an earlier machine) by 1-2 ulp in the first
-# step's loss (seeds 1-4; seed 0 agrees for two steps) and by up to 0.28 at step 30. The store keys
-# the device, not the CPU model, so a panel's CPU seeds can come from several machines, each an
-# equally valid draw; every seed records torch's CPU capability (`info['cpu_capability']`, from this
-# version on; the GPU's name on CUDA), and bit-for-bit reruns hold on the same kind of CPU with the
-# same threads.
+# compares the seeds both ran). No GPU has been lent since the H200's call, so (a), (c) and (d) were
+# run on our 2-core CPUs, their baselines too (2 to 2.5 minutes a 5-seed task; (d)'s 85 missing
+# baseline seed-runs took 21 minutes on the AVX-512 machine; a tie goes to the CPU), while (b) is
+# read from the GPU. On (a) the switch moved one verdict: LGL2O (w/ Update) improves 5.2% from step
+# 1,000 to 2,000 with the GPU's seeds and 4.7% with the CPU's, on either side of the stall rule's
+# 5%, so "L2O and LGL2O stall" on (a) is borderline, not a finding. On (d) it moved none, but the
+# same rule is as close there (LGL2O (w/ Update) improves 5.4% on the GPU, 5.3% on the CPU), LGL2O
+# (w/o Update)'s mean goes from improving 8.9% to worsening 2.5%, and SGD's mean at step 2,000 from
+# 1.060 to 0.940 (panels (a) and (d) test the same CNN on the same data, so on one device their SGD
+# seeds are the same runs). The CPU's rounding also depends on the CPU model: AMG's seeds 0-4 of
+# (a), rerun for 30 steps on one thread of a 2-core AMD EPYC with AVX2 only, differ from the
+# committed ones (computed on an earlier machine) by 1-2 ulp in the first step's loss (seeds 1-4;
+# seed 0 agrees for two steps) and by up to 0.28 at step 30. The store keys the device, not the CPU
+# model, so a panel's CPU seeds can come from several machines, each an equally valid draw; every
+# seed records torch's CPU capability (`info['cpu_capability']`, from this version on; the GPU's
+# name on CUDA), and bit-for-bit reruns hold on the same kind of CPU with the same threads.
 #
 # **Reading the verdicts.** They are rules on the mean curves, written before the runs, and a mean
 # misleads where seeds split or spike: read them with the seed-by-seed table at the end of the report.
@@ -219,6 +220,15 @@
 #   2.309 and 12 of the 25 end higher than at step 1,000. Seeds 15, 18 and 21 were below LGL2O's mean
 #   at step 1,000 (0.616, 0.478, 0.543) and end at chance. The first 15 seeds end at a mean of 2.496,
 #   the other 10 at 2.399.
+# - (d), safe AMG (25 seeds): the SGD candidate does not rescue (d). Its mean at step 2,000, 0.979
+#   [0.764, 1.194], ends above SGD's 0.940 and AMG's 0.928: seed 15 climbs from 0.518 at step 1,000
+#   to 2.882 (AMG's seed 15: 0.627) and then stops moving, 'stay' chosen at every step of the last
+#   tenth; without it the mean is 0.900. Otherwise it reads as AMG's: 9 end below LGL2O's mean
+#   (0.497 to 0.584), the median seed at 0.953, 13 above SGD's mean, 13 higher than at step 1,000,
+#   and 5 stopped moving (seed 15 among them). Seed by seed against AMG: 9 seeds never chose the SGD
+#   candidate (8 of them end exactly where AMG's same seed ends), 10 end lower and 7 higher; 7 of
+#   the 9 seeds that end below LGL2O's mean chose the SGD point at 18% to 29% of their steps, and no
+#   other seed at more than 10%.
 #
 # The convergence argument behind the SGD candidate (below) holds for lambda_eta < 2/L; every method
 # here uses lambda_eta = 3 ([decisions](nbs/decisions.md)), which these networks need not meet.
