@@ -144,37 +144,41 @@
 #   task; 3.4 minutes). AMG, SMG and safe AMG take the rest: their step is bound by the host even
 #   there (0.19 s for 25 seeds of AMG alone, `scripts/gpu_time_step.py`), about 20 minutes of such a
 #   GPU for all 300 of their seed-runs.
-# - On a 2-core CPU. The grid's two Dask workers of one thread each run a 5-seed AMG task at 1.35 s
-#   a step, about 13 AMG seed-runs an hour together, once a task undoes the memory trimming a Dask
-#   nanny sets, which made that step 2.3x slower ([03d_grid](nbs/03d_grid.ipynb),
-#   `scripts/dask_malloc.py`); SMG's step took 1.8 s there, and SGD ran 3.7 seed-runs a minute
-#   (measured before that fix). Machines of this kind differ: on a 2-core AMD EPYC with AVX2 only,
-#   SMG's step took 4.5 s with two tasks at once, 2.7 to 2.9 s with one task alone on two threads
-#   (`--workers 1 --threads 2`); on a 2-core AMD EPYC with AVX-512, that one task took 1.2 s a step
-#   (SMG's seeds 20-24 of (a): 40 minutes), and AMG on (d) 1.4 s a step with two tasks at once
-#   (seeds 10-19: 47 minutes, the faster way through many tasks) against 0.9 s for one task alone on
-#   two threads (seeds 20-24: 30 minutes, the faster way through the last one), and SMG on (d) 1.7
-#   to 1.8 s a step with two tasks at once (seeds 5-14: 58 minutes; seeds 15-24: 61 minutes), and
-#   safe AMG on (d) 1.5 s a step with two tasks at once (seeds 10-19: 49 minutes) against 1.1 s for
-#   the last task alone on two threads (seeds 20-24: 36 minutes). Panel (b)'s MLP makes AMG's step
-#   about twice as slow as on (d) (2.7 s against 1.26 s, 5 seeds, one thread): AMG, SMG and safe AMG
-#   take about 6 hours of such a CPU a panel, (b) about twice that.
+# - On a 2-core CPU. By default the grid runs two Dask workers of one thread each, the faster way
+#   through many tasks; `--workers 1 --threads 2` is the faster way through the last task alone. A
+#   task undoes the memory trimming a Dask nanny sets, which made AMG's step 2.3x slower
+#   ([03d_grid](nbs/03d_grid.ipynb), `scripts/dask_malloc.py`). Machines of this kind differ; seconds
+#   a step of a 5-seed task:
+#   - the first machine: AMG 1.35 s with two tasks at once, about 13 AMG seed-runs an hour together;
+#     SMG 1.8 s, and SGD 3.7 seed-runs a minute (both measured before the nanny fix).
+#   - a 2-core AMD EPYC with AVX2 only: SMG 4.5 s with two tasks at once, 2.7 to 2.9 s for one task
+#     alone on two threads.
+#   - a 2-core AMD EPYC with AVX-512, two tasks at once: AMG on (d) 1.4 s (seeds 10-19: 47 minutes),
+#     SMG on (d) 1.7 to 1.8 s (seeds 5-14: 58 minutes; 15-24: 61 minutes), safe AMG on (d) 1.5 s
+#     (seeds 10-19: 49 minutes). One task alone on two threads: AMG on (d) 0.9 s (seeds 20-24: 30
+#     minutes), SMG on (a) 1.2 s (40 minutes), safe AMG on (d) 1.1 s (36 minutes). Panel (b)'s 70
+#     missing baseline seed-runs: 15 minutes.
 #
-# **One device per panel.** Each panel is read from one device, the one with the most seed-runs in,
-# because CPU and GPU round differently: the same seed agrees to about 1e-7 for hundreds of steps
-# and then, on the sigmoid CNN, leaves SGD's plateau at another step ([03d_grid](nbs/03d_grid.ipynb)
-# compares the seeds both ran). No GPU has been lent since the H200's call, so (a), (c) and (d) were
-# run on our 2-core CPUs, their baselines too (2 to 2.5 minutes a 5-seed task; (d)'s 85 missing
-# baseline seed-runs took 21 minutes on the AVX-512 machine; a tie goes to the CPU), while (b) is
-# read from the GPU. On (a) the switch moved one verdict: LGL2O (w/ Update) improves 5.2% from step
-# 1,000 to 2,000 with the GPU's seeds and 4.7% with the CPU's, on either side of the stall rule's
-# 5%, so "L2O and LGL2O stall" on (a) is borderline, not a finding. On (d) it moved none, but the
-# same rule is as close there (LGL2O (w/ Update) improves 5.4% on the GPU, 5.3% on the CPU), LGL2O
-# (w/o Update)'s mean goes from improving 8.9% to worsening 2.5%, and SGD's mean at step 2,000 from
-# 1.060 to 0.940 (panels (a) and (d) test the same CNN on the same data, so on one device their SGD
-# seeds are the same runs). The CPU's rounding also depends on the CPU model: AMG's seeds 0-4 of
-# (a), rerun for 30 steps on one thread of a 2-core AMD EPYC with AVX2 only, differ from the
-# committed ones (computed on an earlier machine) by 1-2 ulp in the first step's loss (seeds 1-4;
+#   Panel (b)'s MLP makes AMG's step about twice as slow as on (d) (2.7 s against 1.26 s, 5 seeds, one
+#   thread): AMG, SMG and safe AMG take about 6 hours of such a CPU a panel, (b) about twice that.
+#
+# **One device per panel.** Each panel is read from one device, the one with the most seed-runs in
+# (a tie goes to the CPU), because CPU and GPU round differently: the same seed agrees to about 1e-7
+# for hundreds of steps and then, on the sigmoid CNN, leaves SGD's plateau at another step
+# ([03d_grid](nbs/03d_grid.ipynb) compares the seeds both ran). The H200's call gave all four panels
+# their baselines; no GPU has been lent since, so our 2-core CPUs ran every panel's baselines again
+# (2 to 2.5 minutes a 5-seed task) and the rest, and all four panels are now read from the CPU. On
+# (a) the switch moved one verdict: LGL2O (w/ Update) improves 5.2% from step 1,000 to 2,000 with
+# the GPU's seeds and 4.7% with the CPU's, on either side of the stall rule's 5%, so "L2O and LGL2O
+# stall" on (a) is borderline, not a finding. On (d) it moved none, but the same rule is as close
+# there (LGL2O (w/ Update) improves 5.4% on the GPU, 5.3% on the CPU), LGL2O (w/o Update)'s mean
+# goes from improving 8.9% to worsening 2.5%, and SGD's mean at step 2,000 from 1.060 to 0.940
+# (panels (a) and (d) test the same CNN on the same data, so on one device their SGD seeds are the
+# same runs). On (b), the MLP, the two devices' means at step 2,000 agree within 0.01 (SGD 0.407 on
+# the GPU, 0.409 on the CPU; L2O 2.010 and 2.019; LGL2O 1.534 and 1.528 with Update, 1.175 and
+# 1.177 without) and no verdict moved. The CPU's rounding also depends on the CPU model: AMG's
+# seeds 0-4 of (a), rerun for 30 steps on one thread of a 2-core AMD EPYC with AVX2 only, differ from
+# the committed ones (computed on an earlier machine) by 1-2 ulp in the first step's loss (seeds 1-4;
 # seed 0 agrees for two steps) and by up to 0.28 at step 30. The store keys the device, not the CPU
 # model, so a panel's CPU seeds can come from several machines, each an equally valid draw; every
 # seed records torch's CPU capability (`info['cpu_capability']`, from this version on; the GPU's
