@@ -155,7 +155,9 @@
 #     alone on two threads.
 #   - a 2-core AMD EPYC with AVX-512, two tasks at once: AMG on (d) 1.4 s (seeds 10-19: 47 minutes),
 #     SMG on (d) 1.7 to 1.8 s (seeds 5-14: 58 minutes; 15-24: 61 minutes), safe AMG on (d) 1.5 s
-#     (seeds 10-19: 49 minutes), AMG on (b) 2.4 s (seeds 0-9: 86 minutes; 10-19: 89 minutes). One
+#     (seeds 10-19: 49 minutes), AMG on (b) 2.4 to 2.8 s (seeds 0-9: 86 minutes; 10-19: 89
+#     minutes; 20-24, beside SMG: 91 minutes for steps 50 to 2,000, resumed from a partial file),
+#     SMG on (b) 3.4 s (seeds 0-4: 111 minutes for steps 50 to 2,000). One
 #     task alone on two threads: AMG on (d) 0.9 s (seeds 20-24: 30 minutes), SMG on (a) 1.2 s (40
 #     minutes), safe AMG on (d) 1.1 s (36 minutes). Panel (b)'s 70 missing baseline seed-runs: 15
 #     minutes.
@@ -234,14 +236,20 @@
 #   candidate (8 of them end exactly where AMG's same seed ends), 10 end lower and 7 higher; 7 of
 #   the 9 seeds that end below LGL2O's mean chose the SGD point at 18% to 29% of their steps, and no
 #   other seed at more than 10%.
-# - (b), AMG (20 of 25 seeds so far): "AMG beats all baselines" reads not reproduced, and here the
-#   baseline it does not beat is SGD. On (b) the LSTMs meta-trained on the CNN fail on the MLP (at
-#   step 2,000: L2O 2.019, LGL2O 1.528 with Update and 1.177 without) while SGD reaches 0.409. AMG's
-#   mean, 1.029, ends below every learned baseline's, but every seed ends above the same seed's SGD
-#   run (SGD's seeds 0-19: 0.372 to 0.488): eleven at 0.445 to 0.712, six at 0.932 to 1.490, one
-#   held at 2.001 from step 200 on ('stay' at every step), two at chance (2.308, 2.316). No seed ends
-#   higher than at step 1,000; over the last 200 steps the seventeen seeds that still move chose
-#   'stay' at 45% to 83% of the steps and the fallback at the rest, never the learned step.
+# - (b), AMG (25 seeds): "AMG beats all baselines" reads not reproduced, and here the baseline it
+#   does not beat is SGD. On (b) the LSTMs meta-trained on the CNN fail on the MLP (at step 2,000:
+#   L2O 2.019, LGL2O 1.528 with Update and 1.177 without) while SGD reaches 0.409. AMG's mean, 0.978
+#   [0.733, 1.222], ends below every learned baseline's, but every seed ends above the same seed's
+#   SGD run (SGD's seeds: 0.372 to 0.488): fifteen at 0.445 to 0.790, seven at 0.932 to 1.490, one
+#   held at 2.001 from step 200 on ('stay' at every step), two at chance (2.308, 2.316). Two end
+#   higher than at step 1,000 (seed 21: 0.640 to 0.790; seed 23: 0.667 to 0.668); over the last 200
+#   steps the twenty-two seeds that still move chose 'stay' at 45% to 92% of the steps and the
+#   fallback at the rest, never the learned step.
+# - (b), SMG (5 of 25 seeds so far): all five end at chance (2.304 to 2.307), so "SMG keeps improving
+#   but is slower than SGD" reads not reproduced. Seed 2 took the learned step at 98% of its steps,
+#   reached 0.496 at step 360 and was back at chance by step 860; seed 1 touched 0.891 at step 10;
+#   the other three never left chance. The four that stayed there chose the learned step at 45% to
+#   50% of their steps and the fallback at the rest.
 #
 # The convergence argument behind the SGD candidate (below) holds for lambda_eta < 2/L; every method
 # here uses lambda_eta = 3 ([decisions](nbs/decisions.md)), which these networks need not meet.
