@@ -158,9 +158,10 @@
 #     (seeds 10-19: 49 minutes), AMG on (b) 2.4 to 2.8 s (seeds 0-9: 86 minutes; 10-19: 89 minutes;
 #     20-24, beside SMG: 91 minutes for steps 50 to 2,000, resumed from a partial file), SMG on (b)
 #     3.4 s (seeds 0-4: 111 minutes for steps 50 to 2,000; 5-9: 94 minutes for steps 350 to 2,000;
-#     10-14: 114 minutes). One task alone on two threads: AMG on (d) 0.9 s (seeds 20-24: 30
-#     minutes), SMG on (a) 1.2 s (40 minutes), safe AMG on (d) 1.1 s (36 minutes). Panel (b)'s 70
-#     missing baseline seed-runs: 15 minutes.
+#     10-14: 114 minutes; 15-19: 93 minutes for steps 300 to 2,000; 20-24: 110 minutes). One task
+#     alone on two threads: AMG on (d) 0.9 s (seeds 20-24: 30 minutes), SMG on (a) 1.2 s (40
+#     minutes), safe AMG on (d) 1.1 s (36 minutes). Panel (b)'s 70 missing baseline seed-runs: 15
+#     minutes.
 #
 #   Panel (b)'s MLP makes AMG's step about twice as slow as on (d) (2.7 s against 1.26 s, 5 seeds, one
 #   thread): AMG, SMG and safe AMG take about 6 hours of such a CPU a panel, (b) about twice that.
@@ -245,15 +246,17 @@
 #   higher than at step 1,000 (seed 21: 0.640 to 0.790; seed 23: 0.667 to 0.668); over the last 200
 #   steps the twenty-two seeds that still move chose 'stay' at 45% to 92% of the steps and the
 #   fallback at the rest, never the learned step.
-# - (b), SMG (15 of 25 seeds so far): mean 2.051 [1.754, 2.348] at step 2,000 (1,000: 2.042), so
-#   "SMG keeps improving but is slower than SGD" reads not reproduced. Twelve seeds end at chance
-#   (2.302 to 2.330). Three (seeds 5, 7, 14) end at 0.966 to 1.059: each dropped early (lowest 0.582
-#   to 0.809, by step 90), went back to chance (by step 140 to 430), came down again (0.829 to 1.080
-#   at step 1,000) and ends higher than at step 1,500 (0.689 to 0.929). Of the twelve at chance,
-#   seeds 2, 6 and 11 took the learned step at 88% to 98% of their steps, reached 0.496 to 0.747
-#   (steps 80 to 360) and were back at chance by step 390 to 860; seed 12 took it at 84% and never
-#   left chance; the other eight (seeds 1 and 8 touched 0.891 and 0.875 at steps 10 and 30) chose
-#   the learned step at 45% to 50% of their steps and the fallback at the rest.
+# - (b), SMG: mean 1.904 [1.653, 2.156] at step 2,000 (1,000: 1.842), so "SMG keeps improving but
+#   is slower than SGD" reads not reproduced (its loss rises 3.4% from step 1,000 to 2,000; SGD ends
+#   at 0.409). Seventeen seeds end at chance (2.302 to 2.330); eight (seeds 5, 7, 14, 17, 19, 21,
+#   22, 24) end at 0.811 to 1.375. Of those eight, five dropped early (lowest 0.582 to 0.809 by step
+#   90), went back to chance by step 130 to 430 and came down again; seeds 17, 19 and 21 never went
+#   back (lowest 0.522 to 0.684). Of the seventeen at chance, ten never left it (seed 12 took the
+#   learned step at 84% of its steps, the other nine at 45% to 50%); seeds 2, 6 and 11 took it at
+#   88% to 98%, reached 0.496 to 0.747 (steps 80 to 360) and were back by step 390 to 860; seeds 1,
+#   8 and 16 touched 0.732 to 0.891 by step 30 and were back by step 210; seed 18 stayed below
+#   chance from step 50 to 1,480 (0.697 to 1.835), jumped to 3.069 at step 1,500 and has sat at
+#   chance since. No seed ends below SGD's mean; 13 of 25 end higher than at step 1,000.
 #
 # The convergence argument behind the SGD candidate (below) holds for lambda_eta < 2/L; every method
 # here uses lambda_eta = 3 ([decisions](nbs/decisions.md)), which these networks need not meet.
