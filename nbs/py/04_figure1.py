@@ -226,8 +226,8 @@ def combined_figure(dfs:dict, out:Path, view:str='step', sources:dict|None=None)
         plot_panel(df, axs=[ax], legend=False, views=(view,))
         n = df.groupby('method')['n_seeds'].max()
         seeds = f'{n.min()}-{n.max()} seeds' if n.min() != n.max() else f'{n.max()} seeds'
-        src = f'; {source_name(sources[s])}' if sources and s in sources else ''
-        ax.set_title(f"({s}) train: {name.replace('_', ' & ')}, test: {net} & {data}; {seeds}{src}", fontsize=8)
+        src = f'; {source_name(sources[s])}' if sources and s in sources else ''  # second line: a partial panel's '10-25 seeds' overran the figure
+        ax.set_title(f"({s}) train: {name.replace('_', ' & ')}, test: {net} & {data}\n{seeds}{src}", fontsize=8)
     drawn = {l.get_label(): l for ax in axs.flat for l in ax.get_lines()}  # one legend for every method of any panel
     labels = [LABELS[m] for m in LABELS if LABELS[m] in drawn]
     if labels: fig.legend([drawn[l] for l in labels], labels, loc='lower center', ncol=len(labels), fontsize=8, frameon=False)

@@ -158,10 +158,10 @@
 #     (seeds 10-19: 49 minutes), AMG on (b) 2.4 to 2.8 s (seeds 0-9: 86 minutes; 10-19: 89 minutes;
 #     20-24, beside SMG: 91 minutes for steps 50 to 2,000, resumed from a partial file), SMG on (b)
 #     3.4 s (seeds 0-4: 111 minutes for steps 50 to 2,000; 5-9: 94 minutes for steps 350 to 2,000;
-#     10-14: 114 minutes; 15-19: 93 minutes for steps 300 to 2,000; 20-24: 110 minutes). One task
-#     alone on two threads: AMG on (d) 0.9 s (seeds 20-24: 30 minutes), SMG on (a) 1.2 s (40
-#     minutes), safe AMG on (d) 1.1 s (36 minutes). Panel (b)'s 70 missing baseline seed-runs: 15
-#     minutes.
+#     10-14: 114 minutes; 15-19: 93 minutes for steps 300 to 2,000; 20-24: 110 minutes), safe AMG on
+#     (b) 2.8 s (seeds 0-4: 78 minutes for steps 350 to 2,000; 5-9: 93 minutes). One task alone on two
+#     threads: AMG on (d) 0.9 s (seeds 20-24: 30 minutes), SMG on (a) 1.2 s (40 minutes), safe AMG on
+#     (d) 1.1 s (36 minutes). Panel (b)'s 70 missing baseline seed-runs: 15 minutes.
 #
 #   Panel (b)'s MLP makes AMG's step about twice as slow as on (d) (2.7 s against 1.26 s, 5 seeds, one
 #   thread): AMG, SMG and safe AMG take about 6 hours of such a CPU a panel, (b) about twice that.
@@ -257,6 +257,15 @@
 #   8 and 16 touched 0.732 to 0.891 by step 30 and were back by step 210; seed 18 stayed below
 #   chance from step 50 to 1,480 (0.697 to 1.835), jumped to 3.069 at step 1,500 and has sat at
 #   chance since. No seed ends below SGD's mean; 13 of 25 end higher than at step 1,000.
+# - (b), safe AMG (10 seeds so far): the SGD candidate does not bring (b) to SGD. Its mean at step
+#   2,000, 1.105 [0.589, 1.622], is above AMG's 0.978 (AMG's same ten seeds: 0.951), and no seed
+#   ends below the same seed's SGD run. Five end at 0.417 to 0.543 (seeds 2, 3, 6, 7, 9; the same
+#   seeds' SGD runs: 0.373 to 0.470), seed 8 at 1.251, seeds 5, 0 and 1 at 1.593 to 1.846, and seed
+#   4 at chance (2.306). Nine seeds chose the SGD candidate at 16% to 35% of their steps; seeds 0, 5
+#   and 8 chose it the most (32% to 35%), yet apart from seed 4 they moved least after step 200
+#   (1.785 to 1.729, 1.832 to 1.593, 1.487 to 1.251). Seed 1 chose it at 6 of its steps and 'stay'
+#   at 1,961: it was lowest at step 60 (0.915) and its few moves since took it to 1.846. Against
+#   AMG's same seeds, six end lower and four higher; two end higher than at step 1,000 (seeds 1, 3).
 #
 # The convergence argument behind the SGD candidate (below) holds for lambda_eta < 2/L; every method
 # here uses lambda_eta = 3 ([decisions](nbs/decisions.md)), which these networks need not meet.
