@@ -129,13 +129,14 @@
 # variant: the results store serves both from the same files.
 
 # %% [markdown]
-# ### The paper's protocol (25 seeds x 2,000 steps), as far as it has run
+# ### The paper's protocol (25 seeds x 2,000 steps)
 #
 # The grid of 4 panels x 7 methods x 25 seeds runs on Dask (`make figure1-paper`) and its finished
 # seeds are committed in `outputs/results/`, so any machine continues where the last one stopped.
-# Until all 700 seed-runs are in, the report below is labelled partial: its first lines, generated from
-# the store, say how many seed-runs are in and what is still to run, panel by panel, and each cell of
-# its table gives its number of seeds.
+# All 700 seed-runs are in, and the report below is generated from them. A store that lacks seeds
+# (a new numerics version, another device) makes the report say partial: its first lines then say
+# how many seed-runs are in and what is still to run, panel by panel, and each cell of its table
+# gives its number of seeds.
 #
 # **How long it takes.**
 #
@@ -164,9 +165,10 @@
 #     (d) 1.1 s (36 minutes). Panel (b)'s 70 missing baseline seed-runs: 15 minutes.
 #   - a 2-core Intel Xeon with AVX-512 and AMX: safe AMG on (b) 1.8 to 2.1 s with two tasks at once
 #     (seeds 10-14 and 15-19: 74 and 75 minutes of recorded step time, 250 of their steps taken
-#     beside a third task), 2.0 s for one task alone on
-#     one thread and 1.4 s on two. Three tasks at once on its two cores took 3.3 s a step each: 0.92
-#     task-steps a second against 1.09 for two, so a third worker does not pay.
+#     beside a third task), 2.0 s for one task alone on one thread and 1.4 s on two (seeds 20-24:
+#     57 minutes of recorded step time, most of it alone on two threads). Three tasks at once on its
+#     two cores took 3.3 s a step each: 0.92 task-steps a second against 1.09 for two, so a third
+#     worker does not pay.
 #
 #   Panel (b)'s MLP makes AMG's step about twice as slow as on (d) (2.7 s against 1.26 s, 5 seeds, one
 #   thread): AMG, SMG and safe AMG take about 6 hours of such a CPU a panel, (b) about twice that.
@@ -262,21 +264,22 @@
 #   8 and 16 touched 0.732 to 0.891 by step 30 and were back by step 210; seed 18 stayed below
 #   chance from step 50 to 1,480 (0.697 to 1.835), jumped to 3.069 at step 1,500 and has sat at
 #   chance since. No seed ends below SGD's mean; 13 of 25 end higher than at step 1,000.
-# - (b), safe AMG (20 seeds so far): the SGD candidate does not bring (b) to SGD. Its mean at step
-#   2,000, 1.106 [0.763, 1.449], is above AMG's 0.978 (AMG's same twenty seeds: 1.029), and no seed
-#   ends below the same seed's SGD run. Eight end at 0.413 to 0.543 (seeds 2, 3, 6, 7, 9, 12, 15,
-#   17; the same seeds' SGD runs: 0.372 to 0.470), three at 0.641 to 0.775, seeds 18 and 8 at 1.013
-#   and 1.251, seeds 5, 0 and 1 at 1.593 to 1.846, seed 13 at 2.001 ('stay' at 1,999 of its 2,000
+# - (b), safe AMG (25 seeds): the SGD candidate does not bring (b) to SGD. Its mean at step 2,000,
+#   1.012 [0.728, 1.296] (1,000: 1.054), is above AMG's 0.978 and far above SGD's 0.409, and no seed
+#   ends below the same seed's SGD run; by the median seed it is the lower of the two (0.641 against
+#   AMG's 0.682). Twelve end at 0.413 to 0.547 (seeds 2, 3, 6, 7, 9, 12, 15, 17, 21-24; the same
+#   seeds' SGD runs: 0.372 to 0.470), three at 0.641 to 0.775, seeds 18, 20 and 8 at 1.013 to
+#   1.251, seeds 5, 0 and 1 at 1.593 to 1.846, seed 13 at 2.001 ('stay' at 1,999 of its 2,000
 #   steps; AMG's seed 13 ends there too), and seeds 4, 10 and 19 at chance (2.306 to 2.309). The
 #   four seeds that chose the SGD candidate most (seeds 0, 5, 8, 18: 32% to 35% of their steps) end
-#   at 1.013 to 1.729; of the thirteen that chose it at 16% to 31%, eleven end at 0.413 to 0.775 and
-#   two at chance (seeds 4, 19). Seeds 1 and 10 chose it at under 1% of their steps and seed 13
-#   never: seed 1 chose 'stay' at 1,961 steps, was lowest at step 60 (0.915) and ends at 1.846;
-#   seed 10 took the learned step at 42% of its steps, its lowest 1.898 at step 10. Against AMG's
-#   same seeds, thirteen end lower and seven higher, the widest gaps both ways seed 17 (0.413
-#   against AMG's 1.438) and seed 19 (2.307 against 0.712, up from 2.087 at step 1,000). Three end
-#   higher than at step 1,000 (seeds 1, 3, 19). Seeds 0-9 ran on an AMD EPYC, 10-19 on an Intel
-#   Xeon (both AVX-512): their means at step 2,000, 1.105 and 1.106.
+#   at 1.013 to 1.729; of the eighteen that chose it at 11% to 31%, fifteen end at 0.413 to 0.775,
+#   seed 20 at 1.101 and two at chance (seeds 4, 19). Seeds 1 and 10 chose it at under 1% of their
+#   steps and seed 13 never: seed 1 chose 'stay' at 1,961 steps, was lowest at step 60 (0.915) and
+#   ends at 1.846; seed 10 took the learned step at 42% of its steps, its lowest 1.898 at step 10.
+#   Against AMG's same seeds, seventeen end lower and eight higher, the widest gaps seed 17 (0.413
+#   against AMG's 1.438) and seeds 19 and 1 (2.307 against 0.712, up from 2.087 at step 1,000; 1.846
+#   against 0.521). Three end higher than at step 1,000 (seeds 1, 3, 19). Seeds 0-9 ran on an AMD
+#   EPYC, 10-24 on an Intel Xeon (both AVX-512): their means at step 2,000, 1.105 and 0.949.
 #
 # The convergence argument behind the SGD candidate (below) holds for lambda_eta < 2/L; every method
 # here uses lambda_eta = 3 ([decisions](nbs/decisions.md)), which these networks need not meet.
