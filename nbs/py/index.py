@@ -134,9 +134,9 @@
 # The grid of 4 panels x 7 methods x 25 seeds runs on Dask (`make figure1-paper`) and its finished
 # seeds are committed in `outputs/results/`, so any machine continues where the last one stopped.
 # All 700 seed-runs are in, and the report below is generated from them. A store that lacks seeds
-# (a new numerics version, another device) makes the report say partial: its first lines then say
-# how many seed-runs are in and what is still to run, panel by panel, and each cell of its table
-# gives its number of seeds.
+# (after a change that bumps the library's numerics version, whose seeds are keyed apart) makes the
+# report say partial: its first lines then say how many seed-runs are in and what is still to run,
+# panel by panel, and each cell of its table gives its number of seeds.
 #
 # **How long it takes.**
 #
