@@ -288,14 +288,18 @@ SOURCES = (('cpu', True), ('cpu', False), ('cuda', True), ('cuda', False))  # (d
 def collect(setting:str, method:str, seeds, steps:int, eval_every:int=10, device:str='cpu', store=None, compile:bool|None=None) -> dict|None:
     "The stored seeds of (setting, method) for a `steps`-step run on `device` (`compile`: None reads METAGUARD_COMPILE), read only: a runner-like result, or None if none is in."
     from metaguard_nb.guards import GuardConfig
-    from metaguard_nb.runner import find_seed, key_hash, run_key, setting_checkpoint, store_dir
+    from metaguard_nb.runner import setting_checkpoint
+    from metaguard_nb.store import find_seed, result_folder, run_key
     guard = GuardConfig() if compile is None else GuardConfig(compile=compile)
     key = run_key(method, setting, eval_every, guard, setting_checkpoint(setting)[2], device)
-    folder = Path(store or store_dir())/setting/method/key_hash(key)
+    folder = result_folder(key, store)
     got = {sd: r for sd in seeds if (r := find_seed(folder, sd, steps, eval_every, key['test_every'])) is not None}
     if not got: return None
-    return dict(seeds=list(got), evals=torch.stack([r['evals'] for r in got.values()]), eval_steps=next(iter(got.values()))['eval_steps'],
-                record=torch.stack([r['record'] for r in got.values()]))
+    out = dict(seeds=list(got), evals=torch.stack([r['evals'] for r in got.values()]), eval_steps=next(iter(got.values()))['eval_steps'],
+               record=torch.stack([r['record'] for r in got.values()]))
+    if all('candidates' in r for r in got.values()):
+        out.update(candidates=torch.stack([r['candidates'] for r in got.values()]), candidate_names=next(iter(got.values()))['candidate_names'])
+    return out
 
 def panel_results(setting:str, P:dict, store=None, sources=SOURCES) -> tuple:
     "((device, compiled), {method: collected}, {source: seed-runs}): the one source a panel is read from (the most stored seed-runs, the first of `sources` on a tie), and what each source holds."

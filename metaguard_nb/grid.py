@@ -15,8 +15,8 @@ import torch
 from fastprogress.fastprogress import progress_bar
 
 from .guards import GuardConfig
-from .runner import (check_device, figure_setting, find_seed, key_hash, run, run_key, save_seed,
-                                 setting_checkpoint, store_dir)
+from .runner import check_device, figure_setting, run, setting_checkpoint, variant as get_variant
+from .store import find_seed, result_folder, run_key, save_seed
 
 # %% ../nbs/03d_grid.ipynb #3bdd92cb
 GRID_METHODS = ('sgd', 'l2o', 'lgl2o', 'lgl2o_no_update', 'amg', 'smg', 'safe_amg')  # the order the grid runs them in
@@ -26,14 +26,15 @@ class Task(NamedTuple):
     method: str
     seeds: tuple
 
-def missing(setting:str, method:str, seeds, steps:int, eval_every:int=10, guard:GuardConfig|None=None, device:str='cpu', store=None) -> list:
-    "The seeds of (setting, method) that the store cannot serve for a `steps`-step run (the runner's default test_every)."
-    key = run_key(method, setting, eval_every, guard or GuardConfig(), setting_checkpoint(setting)[2], device)
-    folder = Path(store or store_dir())/setting/method/key_hash(key)
-    return [s for s in seeds if find_seed(folder, s, steps, eval_every, key['test_every']) is None]
+def missing(setting:str, method:str, seeds, steps:int, eval_every:int=10, guard:GuardConfig|None=None, device:str='cpu', store=None,
+            variant:str='paper') -> list:
+    "The seeds of (setting, method) that the store cannot serve for a `steps`-step run of `variant` (the runner's default test_every)."
+    V = get_variant(variant)
+    key = run_key(method, setting, eval_every, guard or V.guard_config(), setting_checkpoint(setting, V.checkpoint(setting))[2], device)
+    return [s for s in seeds if find_seed(result_folder(key, store), s, steps, eval_every, key['test_every']) is None]
 
 def plan(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2000, eval_every:int=10, guard:GuardConfig|None=None,
-         device:str='cpu', store=None, shard:int=5) -> list:
+         device:str='cpu', store=None, shard:int=5, variant:str='paper') -> list:
     "The tasks that compute every missing seed: methods in the grid's order, then panels, `shard` seeds per task."
     for s in settings: figure_setting(s)
     bad = [m for m in methods if m not in GRID_METHODS]
@@ -43,7 +44,7 @@ def plan(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2000,
     tasks = []
     for m in sorted(methods, key=GRID_METHODS.index):
         for s in settings:
-            todo = missing(s, m, [int(x) for x in seeds], steps, eval_every, guard, device, store)
+            todo = missing(s, m, [int(x) for x in seeds], steps, eval_every, guard, device, store, variant)
             tasks += [Task(s, m, tuple(todo[i:i + shard])) for i in range(0, len(todo), shard)]
     return tasks
 
@@ -57,13 +58,16 @@ def malloc_as_usual() -> bool:
     except OSError: return False  # not glibc: the variable meant nothing
     return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 64 << 20))
 
-def run_task(task:Task, steps:int, eval_every:int, guard:dict, device:str, store, threads:int|None) -> dict:
+def run_task(task:Task, steps:int, eval_every:int, guard:dict, device:str, store, threads:int|None, variant:str='paper') -> dict:
     "Run one task with `threads` torch threads; return its seeds' results, its wall time and whether it undid Dask's trimming."
     malloc = malloc_as_usual()
     if threads: torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    r = run(task.method, task.setting, steps, task.seeds, device, eval_every, guard=GuardConfig(**guard), store=store, progress=False)
-    seeds = {s: dict(record=r['record'][i], evals=r['evals'][i], eval_steps=r['eval_steps'], wall=r['wall'][i], info=r['info'][i])
+    r = run(task.method, task.setting, steps, task.seeds, device, eval_every, checkpoint=get_variant(variant).checkpoint(task.setting),
+            guard=GuardConfig(**guard), store=store, progress=False)
+    evidence = lambda i: {} if r['candidates'] is None else dict(candidates=r['candidates'][i], candidate_names=r['candidate_names'],
+                                                                 candidate_score=r['candidate_score'])
+    seeds = {s: dict(record=r['record'][i], evals=r['evals'][i], eval_steps=r['eval_steps'], wall=r['wall'][i], info=r['info'][i], **evidence(i))
              for i, s in enumerate(task.seeds)}
     return dict(task=task, key=r['key'], seeds=seeds, seconds=time.perf_counter() - t0, worker=os.getpid(), malloc=malloc)
 
@@ -72,12 +76,12 @@ LAYOUT = dict(workers=2, threads=1)  # measured in nbs/A3_bench on this 2-core m
 
 def run_grid(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2000, eval_every:int=10, device:str='cpu',
              shard:int=5, scheduler:str|None=None, workers:int|None=None, threads:int|None=None, store=None,
-             guard:GuardConfig|None=None, progress:bool=True, log=print) -> list:
-    "Compute every missing seed of the grid on Dask; return one summary per finished task."
+             guard:GuardConfig|None=None, progress:bool=True, log=print, variant:str='paper') -> list:
+    "Compute every missing seed of the grid (of `variant`) on Dask; return one summary per finished task."
     from dataclasses import asdict
     from dask.distributed import Client, LocalCluster, as_completed
-    guard = guard or GuardConfig()
-    tasks = plan(settings, methods, seeds, steps, eval_every, guard, device, store, shard)
+    guard = guard or get_variant(variant).guard_config()
+    tasks = plan(settings, methods, seeds, steps, eval_every, guard, device, store, shard, variant)
     n = sum(len(t.seeds) for t in tasks)
     if not tasks: log('nothing to run: the store has every seed'); return []
     workers, threads = workers or LAYOUT['workers'], threads or LAYOUT['threads']
@@ -90,7 +94,7 @@ def run_grid(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2
         f'Dask dashboard: {client.dashboard_link}')
     done, failed, bar = [], [], progress_bar(range(n), display=progress)
     try:
-        futures = [client.submit(run_task, t, steps, eval_every, asdict(guard), device, store, threads, priority=len(tasks) - i,
+        futures = [client.submit(run_task, t, steps, eval_every, asdict(guard), device, store, threads, variant, priority=len(tasks) - i,
                                  key=f'{t.setting}-{t.method}-{"-".join(map(str, t.seeds))}-{steps}', retries=2, pure=False)
                    for i, t in enumerate(tasks)]
         if progress: bar.update(0)
@@ -98,7 +102,7 @@ def run_grid(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2
             if fut.status == 'error':  # this task alone is lost (after Dask's retries); the others run on
                 failed.append(fut.key); log(f'task {fut.key} failed: ' + (repr(fut.exception()).splitlines() or [''])[0]); continue
             res = fut.result()
-            folder = Path(store or store_dir())/res['task'].setting/res['task'].method/key_hash(res['key'])
+            folder = result_folder(res['key'], store)
             for s, r in res['seeds'].items():
                 save_seed(folder, s, r)  # a worker without the client's filesystem (where the worker wrote it, nothing is written)
             done.append(dict(setting=res['task'].setting, method=res['task'].method, seeds=res['task'].seeds,
@@ -125,14 +129,16 @@ def main(argv=None):
     ap.add_argument('--scheduler', default=None, help='address of an existing Dask scheduler (default: a LocalCluster here)')
     ap.add_argument('--workers', type=int, default=None, help=f"LocalCluster worker processes (default {LAYOUT['workers']})")
     ap.add_argument('--threads', type=int, default=None, help=f"torch threads per worker (default {LAYOUT['threads']})")
+    ap.add_argument('--variant', default='paper', help="a registered variant (runner.VARIANTS): guard settings and optimizers")
+    ap.add_argument('--store', default=None, help='the results store (default: outputs/results of this checkout)')
     ap.add_argument('--dry-run', action='store_true', help='print the missing tasks and stop')
     a = ap.parse_args(argv)
     try:
         if a.dry_run:
-            for t in plan(a.settings, a.methods, range(a.seeds), a.steps, device=a.device, shard=a.shard): print(*t)
+            for t in plan(a.settings, a.methods, range(a.seeds), a.steps, device=a.device, shard=a.shard, store=a.store, variant=a.variant): print(*t)
             return
         run_grid(a.settings, a.methods, range(a.seeds), a.steps, device=a.device, shard=a.shard, scheduler=a.scheduler,
-                 workers=a.workers, threads=a.threads)
+                 workers=a.workers, threads=a.threads, store=a.store, variant=a.variant)
     except (ValueError, RuntimeError) as e: raise SystemExit(f'error: {e}')
 
 if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()  # not when a notebook runs this cell

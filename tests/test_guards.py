@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import interrupted_on_call
-from metaguard_nb import guards, lstm, runner
+from metaguard_nb import guards, lstm, runner, store
 from metaguard_nb.data import Sampler, load
 from metaguard_nb.guards import (BRANCHES, METHODS, GuardConfig, Theta, amg_candidates, choose,
                                  init_state, lgl2o_candidates, method_step, smg_candidates)
@@ -439,6 +439,7 @@ def test_runner_resume_equals_uninterrupted(tmp_path, monkeypatch):
     resumed = runner.run('lgl2o', store=tmp_path / 'resumed', **kw)
     assert torch.equal(full['record'], resumed['record'])
     same(full['evals'], resumed['evals'])
+    assert full['candidates'].shape == (2, 6, 2) and torch.equal(full['candidates'], resumed['candidates'])  # the evidence survives a resume
 
 
 def test_runner_reuses_cached_seeds(tmp_path, monkeypatch):
@@ -462,7 +463,7 @@ def test_guard_config_rejects_an_unknown_adapt_batch():
 def test_results_of_another_numerics_version_are_not_reused(tmp_path, monkeypatch):
     kw = dict(setting='b', steps=2, eval_every=1, progress=False, store=tmp_path, seeds=[0])
     runner.run('sgd', **kw)
-    monkeypatch.setattr(runner, 'NUMERICS', runner.NUMERICS + 1)
+    monkeypatch.setattr(store, 'NUMERICS', store.NUMERICS + 1)
     calls = {'n': 0}
     real = METHODS['sgd']
 
@@ -503,7 +504,7 @@ def test_a_longer_stored_run_serves_only_runs_whose_evaluations_it_holds(tmp_pat
 def test_a_run_that_keeps_nothing_writes_no_file(tmp_path, monkeypatch):
     "store=False: not even the resume state of an interrupted run is written."
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(runner, 'store_dir', lambda: tmp_path / 'default_store')
+    monkeypatch.setattr(store, 'store_dir', lambda: tmp_path / 'default_store')
     monkeypatch.setitem(guards.METHODS, 'sgd', interrupted_on_call(3, METHODS['sgd']))
     with pytest.raises(KeyboardInterrupt):
         runner.run('sgd', 'b', steps=4, seeds=[0], eval_every=2, save_every=2, store=False, progress=False)
@@ -512,10 +513,10 @@ def test_a_run_that_keeps_nothing_writes_no_file(tmp_path, monkeypatch):
 
 def test_the_store_holds_one_small_file_per_seed_and_its_key(tmp_path):
     r = runner.run('sgd', 'b', steps=4, seeds=[0, 3], eval_every=2, store=tmp_path, progress=False)
-    folder = tmp_path / 'b' / 'sgd' / runner.key_hash(r['key'])
+    folder = tmp_path / 'b' / 'sgd' / store.key_hash(r['key'])
     assert sorted(f.name for f in folder.iterdir()) == ['run.json', 'seed0_4.npz', 'seed3_4.npz']
     assert r['key']['numerics'] == guards.NUMERICS and r['key']['device'] == 'cpu' and len(r['key']['checkpoint_weights']) == 12
-    back = runner.load_seed(runner.seed_file(folder, 3, 4))
+    back = store.load_seed(store.seed_file(folder, 3, 4))
     assert torch.equal(back['record'], r['record'][1])
     same(back['evals'], r['evals'][1])
 
@@ -523,8 +524,8 @@ def test_the_store_holds_one_small_file_per_seed_and_its_key(tmp_path):
 def test_each_length_of_a_seed_is_its_own_file_and_none_is_replaced(tmp_path):
     kw = dict(setting='b', seeds=[0], eval_every=2, progress=False, store=tmp_path)
     long = runner.run('sgd', steps=6, **kw)
-    folder = tmp_path / 'b' / 'sgd' / runner.key_hash(long['key'])
-    before = runner.seed_file(folder, 0, 6).read_bytes()
+    folder = tmp_path / 'b' / 'sgd' / store.key_hash(long['key'])
+    before = store.seed_file(folder, 0, 6).read_bytes()
     runner.run('sgd', steps=5, **kw)  # not served by the 6-step seed (no evaluation at step 5): computed, stored beside it
     runner.run('sgd', steps=6, **kw)  # read, not written again
-    assert runner.stored_lengths(folder, 0) == [5, 6] and runner.seed_file(folder, 0, 6).read_bytes() == before
+    assert store.stored_lengths(folder, 0) == [5, 6] and store.seed_file(folder, 0, 6).read_bytes() == before

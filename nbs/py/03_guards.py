@@ -37,7 +37,7 @@
 # %%
 #| export
 import math, os
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import NamedTuple
 
 import torch
@@ -172,6 +172,13 @@ class GuardConfig:
             raise ValueError(f"adapt_batch={self.adapt_batch!r}: use 'inner' (the default) or 'eval' (the ablation)")
         for k in ('T', 'eval_batch_size'):
             if not isinstance(getattr(self, k), int) or getattr(self, k) <= 0: raise ValueError(f'{k}={getattr(self, k)!r}: use a positive integer')
+
+KEYED_ALWAYS = ('lr_eta', 'lr_theta', 'T', 'second_order', 'sgd_candidate', 'adapt_batch', 'eval_batch_size', 'compile', 'tile')
+
+def guard_key(cfg:GuardConfig) -> dict:
+    "The settings as stored results are keyed by them: the fields the paper protocol ran with, and a later field only where it differs from its default."
+    defaults = {f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(GuardConfig)}
+    return {k: v for k, v in asdict(cfg).items() if k in KEYED_ALWAYS or v != defaults[k]}
 
 def lstm_step_for(cfg:GuardConfig, like:torch.Tensor) -> callable:
     "The LSTM step the guards run on `like`'s device: compiled and tiled as `cfg` says (appendix A2_compiled)."
@@ -419,6 +426,9 @@ BRANCHES = {'sgd': ('sgd',), 'l2o': ('learned',), 'lgl2o': ('learned', 'sgd'),
             'lgl2o_no_update': ('learned', 'sgd'), 'smg': ('learned', 'fallback'),
             'amg': ('learned', 'fallback', 'fallback_unrolled', 'stay'),
             'safe_amg': ('learned', 'fallback', 'fallback_unrolled', 'sgd', 'stay')}
+# What each guard compares (`Record.candidates`): the candidates' losses on B_e, or for SMG their L^Adapt on B_e
+SCORES = {'lgl2o': 'l(candidate; B_e)', 'lgl2o_no_update': 'l(candidate; B_e)', 'smg': 'L^Adapt(candidate) on B_e',
+          'amg': 'l(candidate; B_e)', 'safe_amg': 'l(candidate; B_e)'}
 
 def amg_fallback(cfg:GuardConfig, problem:Optimizee, eta, theta:Theta, eta_learned, b:Batches) -> tuple:
     "Alg. 2, line 3: (eta_F, theta_F, plain [S] bool: where the fallback is plain SGD, l(eta), l(eta_T)) on the adapt batch."

@@ -25,20 +25,20 @@
 
 # %%
 #| export
-import hashlib, json, math, time
-from dataclasses import asdict, dataclass
+import math, time
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from fastprogress.fastprogress import progress_bar
 
-from metaguard_nb.data import Sampler, checkout, load
-from metaguard_nb.guards import NUMERICS, GuardConfig, init_state, inner_batches, method_step, step_batches
+from metaguard_nb.data import Sampler, load
+from metaguard_nb.guards import BRANCHES, SCORES, GuardConfig, init_state, inner_batches, method_step, step_batches
 from metaguard_nb.lstm import Theta
-from metaguard_nb.metatrain import load_checkpoint, monitor_set
+from metaguard_nb.metatrain import checkpoint_dir, load_checkpoint, monitor_set, setting as metatrain_setting
 from metaguard_nb.persist import deferred_interrupt, save_atomic
 from metaguard_nb.optimizees import Optimizee, optimizee
+from metaguard_nb.store import eval_steps, find_seed, partial_file, result_folder, run_key, save_seed, write_key
 
 # %%
 from fastcore.test import test_close, test_eq, test_fail
@@ -105,8 +105,8 @@ class Problem:
 def setting_checkpoint(setting:str, checkpoint:str|Path|None=None) -> tuple:
     "(MetaTrainConfig, Theta, checkpoint dict) of a panel: its shipped optimizer, or `checkpoint` if it was trained on the same setting."
     name = figure_setting(setting)[0]
-    train_net, train_data = name.split('_')
-    return load_checkpoint(checkpoint if checkpoint is not None else name, expect={'net': train_net, 'dataset': train_data})
+    trained = metatrain_setting(name)
+    return load_checkpoint(checkpoint if checkpoint is not None else name, expect={'net': trained.net, 'dataset': trained.dataset})
 
 def make_problem(setting:str, seeds:list, device:str='cpu', ck:tuple|None=None, eval_batch_size:int=128) -> Problem:
     "A run's problem; `ck` is `setting_checkpoint(setting, ...)`, loaded here when not given; B_e has `eval_batch_size` examples."
@@ -153,87 +153,15 @@ def evaluate(p:Problem, eta:torch.Tensor, chunk:int=2500, test:bool=True) -> tor
 
 
 # %% [markdown]
-# ## The results store
+# ## Run seeds
 #
-# Every finished seed is one small file under `outputs/results/<setting>/<method>/<key>/`: its step
-# records and its evaluations, no optimizer state (tens of KB; they are committed, so a fresh clone
-# on another machine continues from the seeds that are in). The key is a hash of everything that
-# changes the numbers, written out beside the files in `run.json`: method, setting, `eval_every`,
-# the guard's settings, the checkpoint (its config and a hash of its weights), the device type (a GPU
-# rounds differently), and `guards.NUMERICS`, the version of what the methods compute, which is
-# bumped whenever a change of the code alters trajectories. A learned optimizer's trajectory
-# amplifies float rounding over hundreds of steps (a change of summation order in the LSTM step alone
-# once moved panel b's 3-seed SMG mean at step 300 from 1.19 to 1.76), so anything that rounds
-# differently must not share a key.
-#
-# Each length of a seed's run is its own file, `seed<N>_<steps>.npz`: the quick protocol's 300 steps
-# and the paper's 2,000 live apart, and no run ever replaces another. A run reads the file of its own
-# length, or else the first `steps` steps of a longer one that holds all of its evaluations (a
-# multiple of `eval_every` and `test_every`: a 2,000-step seed serves a 300-step run; the same
-# numbers up to how many seeds shared the call, which each file records).
-# An unfinished run's resume state lives in the store's `partial/` folder (not committed): it resumes
-# on the same machine, and is not written at all when the run keeps nothing (`store=False`).
+# Finished seeds go to the results store (chapter [03a](03a_store.ipynb)), keyed by everything that
+# changes their numbers. A run seed `s` draws from generator streams of `RUN_SEED_OFFSET + s`, so no
+# test trajectory replays one of meta-training's.
 
 # %%
 #| export
 RUN_SEED_OFFSET = 10_000  # run seed s uses generator streams of 10_000 + s: disjoint from meta-training's
-
-def weights_hash(ck:dict) -> str:
-    "A short sha256 of a checkpoint's learned weights and memory."
-    h = hashlib.sha256()
-    for k in sorted(ck['W']): h.update(k.encode()); h.update(ck['W'][k].float().contiguous().numpy().tobytes())
-    h.update(ck['h'].float().contiguous().numpy().tobytes())
-    return h.hexdigest()[:12]
-
-def run_key(method:str, setting:str, eval_every:int, gcfg:GuardConfig, ck:dict, device, test_every:int|None=100) -> dict:
-    "Everything that changes a run's numbers (see above)."
-    return dict(method=method, setting=setting, eval_every=eval_every, test_every=test_every, guard=asdict(gcfg), checkpoint=ck['config'],
-                checkpoint_weights=weights_hash(ck), device=torch.device(device).type, numerics=NUMERICS)
-
-def key_hash(key:dict) -> str: return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-
-def store_dir() -> Path: return (checkout() or Path.cwd())/'outputs'/'results'
-
-def seed_file(folder:Path, seed:int, steps:int) -> Path: return folder/f'seed{seed}_{steps}.npz'
-
-def save_seed(folder:Path, seed:int, r:dict):
-    "One finished seed, atomically: step records, evaluations, wall time, how it was computed (`r['info']`); never over an existing file."
-    f = seed_file(folder, seed, r['record'].shape[0])
-    if f.exists(): return  # nothing is written twice
-    f.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_name(f.name + '.tmp')
-    rec = r['record'].numpy()
-    with open(tmp, 'wb') as out:
-        np.savez_compressed(out, branch=rec[:, 0].astype(np.int8), loss=rec[:, 1].astype(np.float32),
-                            counters=rec[:, 2:].astype(np.int32), evals=r['evals'].numpy(), eval_steps=r['eval_steps'].numpy(),
-                            wall=r['wall'].numpy().astype(np.float32), info=np.array(json.dumps(r.get('info', {}))))
-    tmp.replace(f)
-
-def load_seed(f:Path) -> dict:
-    "A stored seed file as tensors (record [steps, 5], evals [K, 6], eval_steps [K], wall [steps], info)."
-    with np.load(f) as z:
-        record = np.concatenate([z['branch'][:, None], z['loss'][:, None], z['counters']], 1).astype(np.float32)
-        return dict(record=torch.from_numpy(record), evals=torch.from_numpy(z['evals']), eval_steps=torch.from_numpy(z['eval_steps']),
-                    wall=torch.from_numpy(z['wall']), info=json.loads(str(z['info'])))
-
-def stored_lengths(folder:Path, seed:int) -> list:
-    "The run lengths stored for `seed`, shortest first."
-    return sorted(int(f.stem.split('_')[1]) for f in folder.glob(f'seed{seed}_*.npz'))
-
-def find_seed(folder:Path, seed:int, steps:int, eval_every:int, test_every:int|None=100) -> dict|None:
-    "The stored run of `seed` that serves a `steps`-step run, cut to it: its own length, else the shortest longer one that holds its evaluations."
-    for n in stored_lengths(folder, seed):
-        if n == steps or (n > steps and steps % eval_every == 0 and (test_every is None or steps % test_every == 0)):
-            return cut(load_seed(seed_file(folder, seed, n)), steps, eval_every)
-    return None
-
-def _eval_steps(steps:int, eval_every:int) -> list: return sorted({*range(0, steps, eval_every), steps})
-
-def cut(r:dict, steps:int, eval_every:int) -> dict:
-    "The first `steps` steps of stored seed `r` (see `find_seed`)."
-    k = len(_eval_steps(steps, eval_every))
-    assert r['eval_steps'][:k].tolist() == _eval_steps(steps, eval_every)
-    return dict(record=r['record'][:steps], evals=r['evals'][:k], eval_steps=r['eval_steps'][:k], wall=r['wall'][:steps], info=r['info'])
 
 
 # %% [markdown]
@@ -255,46 +183,102 @@ def _check_run_args(method, steps, seeds, eval_every, test_every=None):
     if test_every is not None and (not isinstance(test_every, int) or test_every <= 0 or test_every % eval_every):
         raise ValueError(f'test_every={test_every!r}: use a positive multiple of eval_every={eval_every}, or None (test at every evaluation)')
 
-def _rows(records:list) -> list:
-    "Step records -> CPU rows [S, 5]: branch, l(eta; B_e), the step's three counters."
-    return [torch.stack([q.branch.float(), q.loss, *q.counters.float().T], 1).cpu() for q in records]
+def _rows(records:list) -> tuple:
+    "Step records -> CPU rows: ([S, 5] each: branch, l(eta; B_e), the step's three counters; [S, K] each: the guard's candidate scores, or None)."
+    rows = [torch.stack([q.branch.float(), q.loss, *q.counters.float().T], 1).cpu() for q in records]
+    return rows, [None if q.candidates is None else q.candidates.float().cpu() for q in records]
 
 def _run_batch(method, p:Problem, steps, eval_every, gcfg, partial:Path|None, save_every, bar_parent=None, progress=True, test_every=None):
     "Run the seeds of `p` from scratch or from `partial` (None: no resume state); return records, evaluations, wall times."
     step, due = method_step(method), lambda k: k % eval_every == 0 or k == steps
     tested = lambda k: test_every is None or k % test_every == 0 or k == steps
     used = inner_batches(method, gcfg.T)
-    st, done, rec, evals, wall = init_state(method, p.eta0, p.theta), 0, [], [], []
+    st, done, rec, cand, evals, wall = init_state(method, p.eta0, p.theta), 0, [], [], [], []
     if partial is not None and partial.exists():
         rs = torch.load(partial, map_location=p.eta0.device, weights_only=False)
         st, done, rec, evals, wall = rs['state'], rs['k'], rs['rec'], rs['evals'], rs['wall']
+        cand = rs.get('cand', [None]*len(rec))  # a resume state saved before the evidence was kept has none for its steps
         p.inner.set_state(rs['inner']); p.evals.set_state(rs['evals_sampler'])
     samplers, pending = (p.inner.state(), p.evals.state()), []
     def evaluate_now():
         evals.append(torch.cat([evaluate(p, st.eta, test=tested(done)), st.counters.float()], 1).cpu())
     def save(k):
         if partial is not None:
-            save_atomic({'state': st, 'k': k, 'rec': rec, 'evals': evals, 'wall': wall, 'inner': samplers[0],
+            save_atomic({'state': st, 'k': k, 'rec': rec, 'cand': cand, 'evals': evals, 'wall': wall, 'inner': samplers[0],
                          'evals_sampler': samplers[1]}, partial)
     bar = progress_bar(range(done, steps), parent=bar_parent, display=progress)
     try:
-        if len(evals) < sum(k <= done for k in _eval_steps(steps, eval_every)): evaluate_now()  # step 0, or an interrupted evaluation
+        if len(evals) < sum(k <= done for k in eval_steps(steps, eval_every)): evaluate_now()  # step 0, or an interrupted evaluation
         for k in bar:
             t0 = time.perf_counter()
             new, r = step(gcfg, p.lstm_cfg, p.optimizee, st, step_batches(p.inner, p.evals, gcfg.T, used))
             with deferred_interrupt():  # the step is committed whole or not at all
                 st, done, samplers = new, k + 1, (p.inner.state(), p.evals.state())
                 pending.append(r); wall.append(time.perf_counter() - t0)
-                if due(done): rec, pending = rec + _rows(pending), []
+                if due(done): rows, cands = _rows(pending); rec, cand, pending = rec + rows, cand + cands, []
             if due(done):
                 evaluate_now()
                 if progress: bar.comment = f'{method}: monitor loss {evals[-1][:, 0].mean():.3f}'
                 if done % save_every == 0: save(done)
     except KeyboardInterrupt:
-        rec += _rows(pending)
+        rows, cands = _rows(pending)
+        rec, cand = rec + rows, cand + cands
         save(done)
         print(f'interrupted after step {done}' + (f': state saved to {partial}; run again to resume' if partial else '')); raise
-    return torch.stack(rec, 1), torch.stack(evals, 1), wall
+    K = next((c.shape[1] for c in cand if c is not None), None)  # steps without evidence (an old resume state) read as NaN
+    cand = None if K is None else torch.stack([torch.full((len(rec[0]), K), math.nan) if c is None else c for c in cand], 1)
+    return torch.stack(rec, 1), cand, torch.stack(evals, 1), wall
+
+
+# %% [markdown]
+# ## Variants: the paper's open choices, one change at a time
+#
+# The paper leaves choices open that can move a verdict (its step size for every method, how the
+# learned optimizer's memory crosses a meta-training window, first-order Eq. 5). A `Variant` names
+# one way of settling them: guard settings that differ from `GuardConfig()`'s defaults, and the
+# folder of the meta-trained optimizers it uses. The paper protocol is the variant `'paper'`; the
+# grid's `--variant` runs any other through the same store (its seeds key apart by what differs), and
+# the report reads it the same way.
+
+# %%
+#| export
+@dataclass(frozen=True)
+class Variant:
+    "One way to run the methods: guard settings that differ from the defaults, and which meta-trained optimizers."
+    name:str # how the grid's command line and the report name it
+    guard:tuple=() # (GuardConfig field, value) pairs that differ from the defaults
+    checkpoints:str|None=None # folder under outputs/checkpoints with this variant's optimizers, one per meta-training setting; None: the shipped ones
+    about:str='' # what it changes, in a line
+
+    def guard_config(self, **over) -> GuardConfig:
+        "The variant's GuardConfig; `over` sets further fields (the compile setting, say)."
+        return GuardConfig(**{**dict(self.guard), **over})
+
+    def checkpoint(self, setting:str) -> Path|None:
+        "The checkpoint file of a panel's meta-training setting under this variant (None: the shipped one)."
+        return None if self.checkpoints is None else checkpoint_dir()/self.checkpoints/f'{figure_setting(setting)[0]}.pt'
+
+VARIANTS = {v.name: v for v in (
+    Variant('paper', about="the paper's protocol as the decisions read it"),
+    Variant('gT', checkpoints='gT', about="optimizers meta-trained as g^T defines it: each window ends with g^T's coordinate mean"),
+    Variant('lr1', (('lr_eta', 1.0),), about='lambda_eta = 1 for every method (SGD, the SGD candidates, the fallbacks)'),
+    Variant('lr0.3', (('lr_eta', 0.3),), about='lambda_eta = 0.3 for every method'),
+    Variant('gT_lr1', (('lr_eta', 1.0),), 'gT', about='the g^T-trained optimizers and lambda_eta = 1'),
+    Variant('second_order', (('second_order', True),), about="SMG and AMG: Eq. 5's exact gradient through the unroll"),
+    Variant('lr_theta0', (('lr_theta', 0.0),), about='SMG and AMG: the fallback leaves theta as it is (lambda_theta = 0)'),
+)}
+
+def variant(name:str) -> Variant:
+    "A registered variant by name, or a one-line error listing them."
+    if name not in VARIANTS: raise ValueError(f"unknown variant {name!r}: use one of {', '.join(VARIANTS)}")
+    return VARIANTS[name]
+
+
+# %%
+test_eq(variant('paper').guard_config(compile=False), GuardConfig(compile=False))
+test_eq(variant('lr1').guard_config().lr_eta, 1.0); test_eq(variant('paper').checkpoint('c'), None)
+test_eq(variant('gT').checkpoint('d').relative_to(checkpoint_dir()).as_posix(), 'gT/mlp_mnist.pt')
+test_fail(lambda: variant('lr2'), contains="use one of paper, gT")
 
 
 # %% [markdown]
@@ -329,8 +313,8 @@ def run(method:str, # one of guards.METHODS
     ck = setting_checkpoint(setting, checkpoint)
     key = run_key(method, setting, eval_every, guard, ck[2], dev, test_every)
     keep = store is not False
-    root = Path(store if store not in (None, True, False) else store_dir())
-    folder = root/setting/method/key_hash(key)
+    root = store if store not in (None, True, False) else None
+    folder = result_folder(key, root)
     done = {}
     for s in seeds:
         r = find_seed(folder, s, steps, eval_every, test_every) if keep else None
@@ -338,25 +322,28 @@ def run(method:str, # one of guards.METHODS
     todo = [s for s in seeds if s not in done]
     if todo:
         p = make_problem(setting, [RUN_SEED_OFFSET + s for s in todo], device, ck, guard.eval_batch_size)
-        partial = root/'partial'/setting/method/key_hash(key)/f"seeds{'-'.join(map(str, todo))}_{steps}.pt" if keep else None
-        rec, evals, wall = _run_batch(method, p, steps, eval_every, guard, partial, save_every, bar_parent, progress, test_every)
-        if keep:
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder/'run.json').write_text(json.dumps(key, indent=1, sort_keys=True))
+        partial = partial_file(key, todo, steps, root) if keep else None
+        rec, cand, evals, wall = _run_batch(method, p, steps, eval_every, guard, partial, save_every, bar_parent, progress, test_every)
+        if keep: write_key(folder, key)
         # how many seeds shared the call, how many threads summed its reductions and which CPU (its vector
         # instructions) or GPU ran it change the float rounding: recorded, not keyed
         info = dict(seeds_in_call=len(todo), torch_threads=torch.get_num_threads(), torch=torch.__version__, steps=steps,
                     cpu_capability=torch.backends.cpu.get_cpu_capability(),
                     **({'gpu': torch.cuda.get_device_name(dev)} if dev.type == 'cuda' else {}))
+        evidence = {} if cand is None else dict(candidate_names=list(BRANCHES[method][:cand.shape[2]]), candidate_score=SCORES[method])
         for i, s in enumerate(todo):
-            done[s] = dict(record=rec[i], evals=evals[i], eval_steps=torch.tensor(_eval_steps(steps, eval_every)), wall=torch.tensor(wall), info=info)
+            done[s] = dict(record=rec[i], evals=evals[i], eval_steps=torch.tensor(eval_steps(steps, eval_every)), wall=torch.tensor(wall),
+                           info=info, **({} if cand is None else dict(candidates=cand[i], **evidence)))
             if keep: save_seed(folder, s, done[s])
         if partial is not None: partial.unlink(missing_ok=True)
+    have = all('candidates' in done[s] for s in seeds)  # seeds stored before the evidence was kept have none
     return {'method': method, 'setting': setting, 'seeds': seeds, 'key': key,
             'record': torch.stack([done[s]['record'] for s in seeds]),
             'evals': torch.stack([done[s]['evals'] for s in seeds]),
-            'eval_steps': torch.tensor(_eval_steps(steps, eval_every)),
-            'wall': torch.stack([done[s]['wall'] for s in seeds]), 'info': [done[s]['info'] for s in seeds]}
+            'eval_steps': torch.tensor(eval_steps(steps, eval_every)),
+            'wall': torch.stack([done[s]['wall'] for s in seeds]), 'info': [done[s]['info'] for s in seeds],
+            'candidates': torch.stack([done[s]['candidates'] for s in seeds]) if have else None,
+            **({k: done[seeds[0]][k] for k in ('candidate_names', 'candidate_score')} if have else {})}
 
 
 # %% [markdown]
@@ -376,6 +363,8 @@ with tempfile.TemporaryDirectory() as d:
 test_eq(r['record'].shape, (2, 4, 5)); test_eq(r['evals'].shape, (2, 3, 6)); test_eq(r['eval_steps'].tolist(), [0, 2, 4])
 test_eq(r['record'], r2['record'])
 test_eq(r2['info'][0]['cpu_capability'], torch.backends.cpu.get_cpu_capability())  # stored with the seed, read back
+test_eq(r['candidates'].shape, (2, 4, 4)); test_eq(r2['candidates'], r['candidates']); test_eq(r2['candidate_names'], list(BRANCHES['amg']))
+test_eq(r['candidates'].argmin(-1).float(), r['record'][..., 0])  # the evidence explains each choice: the first lowest score
 print(f'first run {t1 - t0:.1f}s, cached {t2 - t1:.2f}s; branches {r["record"][..., 0].tolist()}')
 
 # %% [markdown]
