@@ -52,7 +52,7 @@ from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 
 from metaguard_nb.data import Sampler, checkout, load
-from metaguard_nb.lstm import LSTMConfig, Theta, init_theta, unroll
+from metaguard_nb.lstm import LSTMConfig, Theta, init_theta, start_state, unroll
 from metaguard_nb.optimizees import Optimizee, batched_grad, optimizee
 from metaguard_nb.persist import deferred_interrupt, save_atomic
 
@@ -90,12 +90,17 @@ class MetaTrainConfig:
     second_order:bool=False # keep Hessian terms in the meta-gradient
     meta_batch:str='fresh' # Eq. 2's terms on a fresh batch ('fresh') or on the step's own batch ('same', the design note's letter)
     seed:int=0 # the run's seed
+    memory:str='carry' # the LSTM state into the next window: per coordinate ('carry') or g^T's coordinate mean, broadcast ('mean')
 
     @property
     def lstm(self) -> LSTMConfig: return LSTMConfig(self.hidden, self.out_scale, self.p, self.use_loss_input)
     def optimizee(self) -> Optimizee:
         return optimizee(self.net, act=self.act, **({'padding': self.padding} if self.net == 'cnn' else {}))
-    def to_dict(self) -> dict: return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+    def to_dict(self) -> dict:
+        "The config as a checkpoint stores it; `memory` only where it is not 'carry' (checkpoints trained before it existed read the same)."
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if not (k == 'memory' and v == 'carry')}
+
+MEMORIES = ('carry', 'mean')  # how the LSTM state crosses from one meta-training window to the next
 
 SETTINGS = {'cnn_fashionmnist': MetaTrainConfig(net='cnn', dataset='fashionmnist'),
             'mlp_mnist': MetaTrainConfig(net='mlp', dataset='mnist', windows=1000)}
@@ -187,17 +192,20 @@ def load_checkpoint(path:str|Path, # a checkpoint file, or a setting name ('cnn_
 # %%
 #| export
 def window_loss(cfg:MetaTrainConfig, problem:Optimizee, theta:Theta, eta, state, xs, ys, meta_batches=None) -> tuple:
-    "One truncated window: (meta-loss = mean_t l(eta_t; B'_t), eta_T detached, state detached)."
+    "One truncated window: (meta-loss = mean_t l(eta_t; B'_t), eta_T detached, the next window's state detached)."
     r = unroll(cfg.lstm, problem, eta, theta, xs, ys, state=state, second_order=cfg.second_order, meta_loss=True,
                meta_batches=meta_batches)
-    return r.losses.mean(), r.eta.detach(), tuple(s.detach() for s in r.state)
+    if cfg.memory == 'mean': nxt = start_state(r.theta.h.detach(), *r.eta.shape)  # g^T's average, broadcast as AMG's next unroll starts
+    else: nxt = tuple(s.detach() for s in r.state)
+    return r.losses.mean(), r.eta.detach(), nxt
 
 
 # %% [markdown]
 # `meta_train` runs the windows with a progress bar showing the running meta-loss. It saves its
 # whole state (theta, Adam, the carried trajectories, the generators, the curve) every
-# `save_every` windows and when interrupted, and resumes from it: the resumed run computes the same
-# numbers as an uninterrupted one. A window whose meta-loss is not finite is not applied; its
+# `save_every` windows, when interrupted and when done, and resumes from it: the resumed run computes
+# the same numbers as an uninterrupted one, and a finished run asked for more windows goes on where
+# it stopped (for a curve that has not flattened yet). A window whose meta-loss is not finite is not applied; its
 # trajectories restart.
 
 # %%
@@ -217,6 +225,7 @@ def meta_train(cfg:MetaTrainConfig, # the run
     resume_path = path.with_name(path.stem + '.resume.pt')
     data = load(cfg.dataset)
     if cfg.meta_batch not in ('fresh', 'same'): raise ValueError(f"meta_batch={cfg.meta_batch!r}: use 'fresh' or 'same'")
+    if cfg.memory not in MEMORIES: raise ValueError(f"memory={cfg.memory!r}: use 'carry' or 'mean'")
     run_seeds = [cfg.seed*1_000_003 + j for j in range(cfg.trajectories)]
     sampler = Sampler(data, seeds=run_seeds, batch_size=cfg.batch_size, device=device)
     meta_sampler = Sampler(data, seeds=run_seeds, batch_size=cfg.batch_size, device=device, stream='meta')
@@ -227,7 +236,9 @@ def meta_train(cfg:MetaTrainConfig, # the run
     start, curve, eta, state, seconds = 0, [], None, None, 0.0
     if resume_path.exists():
         rs = torch.load(resume_path, map_location=device, weights_only=False)
-        if rs['config'] != cfg.to_dict(): raise ValueError(f'{resume_path} belongs to another config: delete it to start afresh')
+        others = lambda c: {k: v for k, v in c.items() if k != 'windows'}  # a finished run may be extended: more windows, the rest the same
+        if others(rs['config']) != others(cfg.to_dict()): raise ValueError(f'{resume_path} belongs to another config: delete it to start afresh')
+        if rs['window'] > cfg.windows: raise ValueError(f"{resume_path} is at window {rs['window']}, past windows={cfg.windows}: ask for more windows")
         with torch.no_grad():
             for k in W: W[k].copy_(rs['W'][k])
             h.copy_(rs['h'])
@@ -268,7 +279,7 @@ def meta_train(cfg:MetaTrainConfig, # the run
     theta = Theta({k: v.detach() for k, v in W.items()}, h.detach())
     save_checkpoint(path, cfg, theta, curve, {'seconds': round(seconds, 1), 'torch': str(torch.__version__),
                                                'threads': torch.get_num_threads(), 'device': str(device)})
-    resume_path.unlink(missing_ok=True)
+    save_resume(done, samplers)  # kept (not committed), so that a run whose curve has not flattened can be extended
     return theta, curve
 
 
@@ -287,9 +298,31 @@ with tempfile.TemporaryDirectory() as d:
     assert not (Path(d)/'b.pt').exists() and (Path(d)/'b.resume.pt').exists()
     th_b, curve_b = meta_train(tiny, Path(d)/'b.pt', progress=False)
     test_eq(curve_a, curve_b); test_eq(th_a.h, th_b.h); test_eq(th_a.W['w_out'], th_b.W['w_out'])
+    th_e, curve_e = meta_train(replace(tiny, windows=8), Path(d)/'b.pt', progress=False)  # a finished run extended by two windows
+    th_8, curve_8 = meta_train(replace(tiny, windows=8), Path(d)/'c.pt', progress=False)  # equals a run of eight from the start
+    test_eq(curve_e, curve_8); test_eq(th_e.h, th_8.h)
+    test_fail(lambda: meta_train(tiny, Path(d)/'c.pt', progress=False), contains='ask for more windows')
     _, th_c, ck = load_checkpoint(Path(d)/'a.pt', expect={'net': 'mlp', 'T': 10})
     test_eq(th_c.h, th_a.h); test_eq(ck['curve'], curve_a)
     test_fail(lambda: load_checkpoint(Path(d)/'a.pt', expect={'net': 'cnn'}), contains="net='mlp', expected 'cnn'")
+
+# %% [markdown]
+# With `memory='mean'` every window ends as $g^T$ ends at meta-test: the per-coordinate state is
+# averaged over coordinates, and the next window starts from that mean broadcast to every coordinate
+# (detached, as the carried state is). A checkpoint's config names `memory` only when it is `'mean'`,
+# so the shipped checkpoints, trained before the option existed, keep their configs and their keys.
+
+# %%
+mean_cfg = replace(tiny, memory='mean')
+prob, th0 = mean_cfg.optimizee(), init_theta(mean_cfg.lstm)
+xs, ys = Sampler(load('mnist'), [0, 1])(10)
+_, _, after_mean = window_loss(mean_cfg, prob, th0, prob.init([0, 1]), None, xs, ys)
+_, _, after_carry = window_loss(tiny, prob, th0, prob.init([0, 1]), None, xs, ys)
+for m, c in zip(after_mean, after_carry):
+    test_close(m, c.mean(1, keepdim=True).expand_as(c), eps=1e-6)  # every coordinate starts from the coordinates' mean
+test_eq('memory' in tiny.to_dict(), False); test_eq(mean_cfg.to_dict()['memory'], 'mean')
+test_eq(load_checkpoint('cnn_fashionmnist')[0].memory, 'carry')
+test_fail(lambda: meta_train(replace(tiny, memory='last'), Path('unused.pt')), contains="use 'carry' or 'mean'")
 
 # %% [markdown]
 # The curve has one meta-loss per window:
@@ -310,11 +343,12 @@ assert all(math.isfinite(c) for c in curve_a)
 @call_parse
 def metatrain_cli(name:str, # the setting: cnn_fashionmnist or mlp_mnist
                   windows:int=None, # override the number of windows
+                  memory:str='carry', # the LSTM state between windows: 'carry' (per coordinate) or 'mean' (g^T's average)
                   threads:int=None, # torch CPU threads (default: torch's choice)
                   out:str=None, # checkpoint path (default outputs/checkpoints/NAME.pt)
                   device:str='cpu'):
     "Meta-train one of Figure 1's optimizers by Eq. 2 and write its checkpoint."
-    cfg = setting(name)
+    cfg = replace(setting(name), memory=memory)
     if windows: cfg = replace(cfg, windows=windows)
     if threads: torch.set_num_threads(threads)
     path = Path(out) if out else checkpoint_dir()/f'{name}.pt'
