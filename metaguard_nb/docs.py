@@ -14,30 +14,16 @@ from .data import checkout
 # %% ../nbs/A4_docs.ipynb #3e9143bb
 def _root() -> Path: return checkout() or Path.cwd()
 
-def _bench_block(root:Path) -> str:
-    from metaguard_nb.bench import projected_hours, ratio_table
-    d = json.loads((root/'outputs'/'bench.json').read_text())
-    rows = [r for r in d['rows'] if r['seeds'] == 25]
-    hours = {net: projected_hours(d['rows'], net) for net in ('cnn', 'mlp')}
-    m = d['machine']
-    return (f"Seed-steps per second at S = 25 seeds, the library against the plain eager per-seed reference on the same batches "
-            f"(`outputs/bench.json`, written by `make bench` on {m['cores']} cores, {m['threads']} threads, torch {m['torch']}):\n\n"
-            + ratio_table(rows) + '\n'
-            + 'Projected paper protocol at these rates (25 seeds x 2,000 steps, the six methods of Figure 1, evaluations excluded): '
-            + ', '.join(f"{net.upper()} panel {h['total']:.1f} h" for net, h in hours.items()) + '.\n')
-
 def blocks(root:Path|None=None) -> dict:
     "The generated blocks of the front page, by marker name, each from its committed file."
     root = root or _root()
-    out = {}
-    for preset in ('quick', 'paper'):
-        f = root/'outputs'/'figure1'/preset/'report.md'
-        img = f.with_name('figure1.png')  # the figure comes with its report, so the page never links a missing image
-        figure = f'![Figure 1, {preset} protocol]({img.relative_to(root).as_posix()})\n\n' if img.exists() else ''
-        out[f'report:{preset}'] = figure + f.read_text() if f.exists() else f'(no {preset} results yet: `make figure1-all PRESET={preset}`)\n'
-    f = root/'outputs'/'ablation'/'summary.md'
-    out['ablation'] = f.read_text() if f.exists() else '(no ablation results yet: `make ablation`)\n'
-    out['bench'] = _bench_block(root)
+    paper = root/'outputs'/'figure1'/'paper'
+    out = {'answer': (paper/'answer.md').read_text() if (paper/'answer.md').exists() else
+                     '(no paper-protocol results yet: `make figure1-all PRESET=paper`)\n'}
+    img = paper/'figure1.png'  # linked only where it exists, so the page never shows a missing image
+    out['figure:paper'] = f'![Figure 1, paper protocol]({img.relative_to(root).as_posix()})\n' if img.exists() else '(no figure yet)\n'
+    f = root/'outputs'/'robustness'/'summary.md'
+    out['robustness'] = f.read_text() if f.exists() else '(the robustness study has not written its summary yet: `python -m metaguard_nb.robustness summary`)\n'
     return out
 
 def fill(text:str, filled:dict) -> str:

@@ -24,6 +24,17 @@ def test_each_committed_report_is_what_the_results_store_gives(preset, tmp_path,
     monkeypatch.setenv('METAGUARD_COMPILE', '0')
     text = report(preset, out=tmp_path).replace(str(tmp_path), f'outputs/figure1/{preset}')  # the folder named, the figure linked
     assert text == committed.read_text()
+    for name in ('answer.md', 'paired.csv'):  # the README's answer and the full paired table come from the same store
+        if (committed.parent / name).exists():
+            assert (tmp_path / name).read_text() == (committed.parent / name).read_text(), name
+
+
+def test_the_robustness_summary_is_what_the_store_gives(tmp_path):
+    from metaguard_nb.robustness import summary
+    committed = ROOT / 'outputs' / 'robustness' / 'summary.md'
+    if not committed.exists():
+        pytest.skip('no robustness summary committed yet')
+    assert summary(out=tmp_path / 'summary.md') == committed.read_text()
 
 
 def test_the_ablation_summary_is_what_its_csvs_give():

@@ -249,6 +249,7 @@ class Variant:
     guard:tuple=() # (GuardConfig field, value) pairs that differ from the defaults
     checkpoints:str|None=None # folder under outputs/checkpoints with this variant's optimizers, one per meta-training setting; None: the shipped ones
     about:str='' # what it changes, in a line
+    unchanged:tuple=() # methods whose numbers it does not change (their seeds are read from the paper variant)
 
     def guard_config(self, **over) -> GuardConfig:
         "The variant's GuardConfig; `over` sets further fields (the compile setting, say)."
@@ -258,14 +259,18 @@ class Variant:
         "The checkpoint file of a panel's meta-training setting under this variant (None: the shipped one)."
         return None if self.checkpoints is None else checkpoint_dir()/self.checkpoints/f'{figure_setting(setting)[0]}.pt'
 
+_NOT_ADAPTING = ('sgd', 'l2o', 'lgl2o', 'lgl2o_no_update')  # neither theta's fallback step nor Eq. 5's order touches them
 VARIANTS = {v.name: v for v in (
     Variant('paper', about="the paper's protocol as the decisions read it"),
-    Variant('gT', checkpoints='gT', about="optimizers meta-trained as g^T defines it: each window ends with g^T's coordinate mean"),
-    Variant('lr1', (('lr_eta', 1.0),), about='lambda_eta = 1 for every method (SGD, the SGD candidates, the fallbacks)'),
-    Variant('lr0.3', (('lr_eta', 0.3),), about='lambda_eta = 0.3 for every method'),
+    Variant('gT', checkpoints='gT', about="optimizers meta-trained as g^T defines it: each window ends with g^T's coordinate mean",
+            unchanged=('sgd',)),
+    Variant('lr1', (('lr_eta', 1.0),), about='lambda_eta = 1 for every method (SGD, the SGD candidates, the fallbacks)', unchanged=('l2o',)),
+    Variant('lr0.3', (('lr_eta', 0.3),), about='lambda_eta = 0.3 for every method', unchanged=('l2o',)),
     Variant('gT_lr1', (('lr_eta', 1.0),), 'gT', about='the g^T-trained optimizers and lambda_eta = 1'),
-    Variant('second_order', (('second_order', True),), about="SMG and AMG: Eq. 5's exact gradient through the unroll"),
-    Variant('lr_theta0', (('lr_theta', 0.0),), about='SMG and AMG: the fallback leaves theta as it is (lambda_theta = 0)'),
+    Variant('second_order', (('second_order', True),), about="SMG and AMG: Eq. 5's exact gradient through the unroll",
+            unchanged=_NOT_ADAPTING),
+    Variant('lr_theta0', (('lr_theta', 0.0),), about='SMG and AMG: the fallback leaves theta as it is (lambda_theta = 0)',
+            unchanged=_NOT_ADAPTING),
 )}
 
 def variant(name:str) -> Variant:

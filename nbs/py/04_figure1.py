@@ -54,7 +54,9 @@ import torch
 from scipy import stats
 
 from metaguard_nb.data import checkout
-from metaguard_nb.runner import FIGURE_METHODS, FIGURE_SETTINGS, check_device, figure_setting
+from metaguard_nb.persist import atomic_write
+from metaguard_nb.runner import FIGURE_METHODS, FIGURE_SETTINGS, check_device, figure_setting, setting_checkpoint, variant as get_variant
+from metaguard_nb.store import find_seed, result_folder, run_key
 
 # %% [markdown]
 # ## Protocols
@@ -131,6 +133,94 @@ test_fail(lambda: protocol('e'), contains='use one of a, b, c, d')
 test_fail(lambda: protocol('c', preset='huge'), contains='use one of tiny, quick, paper')
 test_fail(lambda: protocol('c', steps=0), contains='positive integer')
 
+# %% [markdown]
+# ## Paired per seed
+#
+# Every method of a panel runs the same seeds on the same initialisations and batches, so two methods
+# are compared seed by seed: a paired comparison, which a difference of means ignores. Where seeds
+# split (some of AMG's end far below every baseline, a few stop moving far above), the mean, the
+# median and the paired reading can disagree; the report shows all three. `paired` compares method A
+# with method B on the seeds both ran: their means and medians, how many seeds end lower with A than
+# with B, the sign test's p-value (`scipy.stats.binomtest` on those counts, ties dropped) and the
+# Wilcoxon signed-rank test's (`scipy.stats.wilcoxon`, two-sided). A is **lower** than B when the
+# Wilcoxon p-value is below alpha = 0.05 and the signed ranks favour A (the ranks of the seeds where
+# A is lower outweigh the others).
+
+# %%
+#| export
+ALPHA = 0.05  # the paired rules' two-sided significance level
+
+def _monitor(r:dict) -> tuple:
+    "(monitor loss [S, K] as float64, evaluation steps) of a runner-like result."
+    return r['evals'][..., 0].double().numpy(), r['eval_steps'].tolist()
+
+def seed_losses(r:dict, # a runner-like result: seeds, evals [S, K, 6], eval_steps
+                at, # an evaluation step (the nearest is taken), or (lo, hi): the mean over evaluation steps in (lo, hi]
+               ) -> dict:
+    "Each seed's monitor-set loss at a step, or its mean over a stretch of steps: {seed: loss}."
+    mon, steps = _monitor(r)
+    steps = np.array(steps)
+    v = mon[:, (steps > at[0]) & (steps <= at[1])].mean(1) if isinstance(at, tuple) else mon[:, int(np.abs(steps - at).argmin())]
+    return dict(zip([int(s) for s in r['seeds']], v.tolist()))
+
+def paired(a:dict, # {seed: loss} of method A (`seed_losses`)
+           b:dict, # {seed: loss} of method B
+          ) -> dict:
+    "A against B on the seeds both ran: n, means, medians, seeds lower / higher with A, sign-test and Wilcoxon p (two-sided), and whether the ranks favour A."
+    seeds = sorted(set(a) & set(b))
+    x, y = np.array([a[s] for s in seeds]), np.array([b[s] for s in seeds])
+    d = x - y
+    below, above = int((d < 0).sum()), int((d > 0).sum())
+    sign_p = float(stats.binomtest(below, below + above).pvalue) if below + above else 1.0
+    nz = d[d != 0]
+    ranks = stats.rankdata(np.abs(nz))
+    wil_p = float(stats.wilcoxon(nz).pvalue) if len(nz) else 1.0
+    return dict(n=len(seeds), mean_a=float(x.mean()), mean_b=float(y.mean()), median_a=float(np.median(x)), median_b=float(np.median(y)),
+                below=below, above=above, sign_p=sign_p, wilcoxon_p=wil_p, favours_a=bool(ranks[nz < 0].sum() > ranks[nz > 0].sum()))
+
+def significantly_lower(p:dict) -> bool:
+    "The paired rule: A's losses are lower than B's by a two-sided Wilcoxon signed-rank test at `ALPHA`."
+    return p['wilcoxon_p'] < ALPHA and p['favours_a']
+
+def paired_words(p:dict, a:str, b:str) -> str:
+    "A paired comparison in a few words, e.g. 'AMG < SGD in 20 of 25 seeds, Wilcoxon p = 0.003'."
+    return f"{a} < {b} in {p['below']} of {p['n']} seeds, Wilcoxon p = {p['wilcoxon_p']:.2g}"
+
+def paired_table(got:dict, # method -> per-seed results of one panel
+                 steps=(1000, 2000), # evaluation steps to compare at (the nearest evaluation; those past the run's end are dropped)
+                 methods=None, # the methods compared (default the guarded methods in `got`)
+                ) -> pd.DataFrame:
+    "Each guarded method against each baseline at each step: means, medians, seeds lower, sign and Wilcoxon p, and the paired reading."
+    methods = [m for m in (methods or GUARDED) if m in got]
+    rows = []
+    for m in methods:
+        last = _monitor(got[m])[1][-1]
+        for k in [k for k in steps if k <= last]:
+            for b in [b for b in BASELINES if b in got]:
+                p = paired(seed_losses(got[m], k), seed_losses(got[b], k))
+                reading = 'lower' if significantly_lower(p) else 'higher' if p['wilcoxon_p'] < ALPHA else 'no difference'
+                rows.append(dict(method=m, baseline=b, step=k, **p, reading=reading))
+    return pd.DataFrame(rows)
+
+
+# %% [markdown]
+# On toy seeds: A is lower than B on 9 of 10 seeds by small margins and higher on one by a lot. The
+# mean says B is better, the median and the paired tests say A; the p-values are scipy's, computed
+# here by hand from the counts and the signed ranks.
+
+# %%
+A = {s: 0.5 for s in range(10)}; A[9] = 5.0
+B = {s: 0.6 + 0.01*s for s in range(10)}
+p = paired(A, B)
+test_eq((p['n'], p['below'], p['above'], p['favours_a']), (10, 9, 1, True))
+assert p['mean_a'] > p['mean_b'] and p['median_a'] < p['median_b']
+test_close(p['sign_p'], 2*sum(math.comb(10, k) for k in range(2))/2**10, eps=1e-12)  # two-sided binomial, 1 of 10
+d = np.array([A[s] - B[s] for s in range(10)])
+r_plus = stats.rankdata(np.abs(d))[d > 0].sum()  # 10: the one seed where A is higher has the largest difference
+test_close(p['wilcoxon_p'], 2*sum(1 for m in range(2**10) if sum(k + 1 for k in range(10) if m >> k & 1) <= r_plus)/2**10, eps=1e-12)
+test_eq(significantly_lower(p), p['wilcoxon_p'] < 0.05)
+test_eq(paired_words(p, 'A', 'B'), f"A < B in 9 of 10 seeds, Wilcoxon p = {p['wilcoxon_p']:.2g}")
+
 
 # %% [markdown]
 # ## Drawing a panel
@@ -172,41 +262,74 @@ def _at(df, method, step) -> float:
     d = df[df['method'] == method]
     return float(d.iloc[(d['step'] - step).abs().argmin()]['mean'])
 
-def claims(df:pd.DataFrame) -> pd.DataFrame:
-    "The paper's Figure 1 claims, each judged on this panel's mean curves by the explicit rule in its row ('not tested' where a method or the steps are missing)."
+def _claim_rows(df:pd.DataFrame, got:dict|None) -> list:
+    "(claim, rule, verdict, numbers, paired rule, paired verdict, paired numbers) for each claim of Figure 1."
     last, have = int(df['step'].max()), set(df['method'])
     mid, rows = last//2, []
     lack = lambda *ms: [LABELS[m] for m in ms if m not in have]
-    def add(claim, rule, needs, judge):
-        if lack(*needs): rows.append((claim, rule, None, f"no seeds of {', '.join(lack(*needs))} yet")); return
-        ok, numbers = judge(); rows.append((claim, rule, ok, numbers))
+    def add(claim, rule, needs, judge, prule, pjudge):
+        if lack(*needs): rows.append((claim, rule, None, f"no seeds of {', '.join(lack(*needs))} yet", prule, None, '')); return
+        pj = pjudge() if got is not None and all(m in got for m in needs) else (None, 'no per-seed results')
+        rows.append((claim, rule, *judge(), prule, *pj))
+    at = lambda m, k: seed_losses(got[m], k)
     def early():
         e = df[(df['step'] > 0) & (df['step'] <= 200)].groupby('method')['mean'].mean()
         return e['l2o'] < e['sgd'], f"L2O {e['l2o']:.3f}, SGD {e['sgd']:.3f}"
-    add('L2O beats SGD in the first ~200 steps', 'mean over steps 1-200: L2O < SGD', ('l2o', 'sgd'), early)
+    def early_paired():
+        p = paired(seed_losses(got['l2o'], (0, 200)), seed_losses(got['sgd'], (0, 200)))
+        return significantly_lower(p), paired_words(p, 'L2O', 'SGD')
+    add('L2O beats SGD in the first ~200 steps', 'mean over steps 1-200: L2O < SGD', ('l2o', 'sgd'), early,
+        "each seed's mean over steps 1-200: L2O lower than SGD", early_paired)
+    stalling = ('l2o', 'lgl2o', 'lgl2o_no_update')
     if last >= 1500:
         def stall():
-            rel = {m: _at(df, m, last)/_at(df, m, 1000) - 1 for m in ('l2o', 'lgl2o', 'lgl2o_no_update')}
+            rel = {m: _at(df, m, last)/_at(df, m, 1000) - 1 for m in stalling}
             return all(v > -0.05 for v in rel.values()), ', '.join(f'{LABELS[m]} {v:+.1%}' for m, v in rel.items())
-        add('L2O and LGL2O stall or worsen after ~1000 steps', 'each improves < 5% from step 1000 to the end', ('l2o', 'lgl2o', 'lgl2o_no_update'), stall)
+        def stall_paired():
+            ps = {m: paired(at(m, last), at(m, 1000)) for m in stalling}
+            return (not any(significantly_lower(p) for p in ps.values()),
+                    '; '.join(paired_words(p, f'{LABELS[m]} at step {last}', 'at step 1000') for m, p in ps.items()))
+        add('L2O and LGL2O stall or worsen after ~1000 steps', 'each improves < 5% from step 1000 to the end', stalling, stall,
+            'none of the three lower at the end than at step 1000', stall_paired)
     else:
-        rows.append(('L2O and LGL2O stall or worsen after ~1000 steps', 'needs >= 1,500 steps', None, f'run ends at step {last}'))
+        rows.append(('L2O and LGL2O stall or worsen after ~1000 steps', 'needs >= 1,500 steps', None, f'run ends at step {last}',
+                     'needs >= 1,500 steps', None, ''))
     def sgd():
         v = _at(df, 'sgd', last)/_at(df, 'sgd', mid) - 1
         return v < -0.02, f'{v:+.1%}'
-    add('SGD keeps improving', f'SGD improves >= 2% from step {mid} to {last}', ('sgd',), sgd)
+    def sgd_paired():
+        p = paired(at('sgd', last), at('sgd', mid))
+        return significantly_lower(p), paired_words(p, f'SGD at step {last}', f'at step {mid}')
+    add('SGD keeps improving', f'SGD improves >= 2% from step {mid} to {last}', ('sgd',), sgd,
+        f'SGD lower at step {last} than at step {mid}', sgd_paired)
     def smg():
         v = _at(df, 'smg', last)/_at(df, 'smg', mid) - 1
         return (v < -0.02 and _at(df, 'smg', last) > _at(df, 'sgd', last),
                 f"SMG {v:+.1%}; at step {last}: SMG {_at(df, 'smg', last):.3f}, SGD {_at(df, 'sgd', last):.3f}")
-    add('SMG keeps improving but is slower than SGD', f'SMG improves >= 2% from step {mid} to {last}, and ends above SGD', ('smg', 'sgd'), smg)
+    def smg_paired():
+        better, slower = paired(at('smg', last), at('smg', mid)), paired(at('sgd', last), at('smg', last))
+        return (significantly_lower(better) and significantly_lower(slower),
+                f"{paired_words(better, f'SMG at step {last}', f'at step {mid}')}; {paired_words(slower, 'SGD', 'SMG')}")
+    add('SMG keeps improving but is slower than SGD', f'SMG improves >= 2% from step {mid} to {last}, and ends above SGD', ('smg', 'sgd'), smg,
+        f'SMG lower at step {last} than at step {mid}, and SGD lower than SMG at step {last}', smg_paired)
     def amg():
         base = {m: _at(df, m, last) for m in BASELINES}
         return (_at(df, 'amg', last) < min(base.values()),
                 f"AMG {_at(df, 'amg', last):.3f}; best baseline {LABELS[min(base, key=base.get)]} {min(base.values()):.3f}")
-    add('AMG beats all baselines', f'AMG below SGD, L2O and both LGL2O at step {last}', ('amg', *BASELINES), amg)
+    def amg_paired():
+        ps = {b: paired(at('amg', last), at(b, last)) for b in BASELINES}
+        return all(significantly_lower(p) for p in ps.values()), '; '.join(paired_words(p, 'AMG', LABELS[b]) for b, p in ps.items())
+    add('AMG beats all baselines', f'AMG below SGD, L2O and both LGL2O at step {last}', ('amg', *BASELINES), amg,
+        f'AMG lower than each of SGD, L2O and both LGL2O at step {last}', amg_paired)
+    return rows
+
+def claims(df:pd.DataFrame, # the panel's summary (`summarize`)
+           got:dict|None=None, # method -> per-seed results (runner.run or `collect`), for the paired reading
+          ) -> pd.DataFrame:
+    "The paper's Figure 1 claims, each judged on this panel by two explicit rules: on the mean curves, and paired per seed by a two-sided Wilcoxon signed-rank test at alpha = 0.05 ('not tested' where a method or the steps are missing)."
     verdict = lambda v: 'not tested' if v is None else ('reproduced' if v else 'not reproduced')
-    return pd.DataFrame([dict(claim=c, rule=r, verdict=verdict(v), numbers=n) for c, r, v, n in rows])
+    return pd.DataFrame([dict(claim=c, rule=r, verdict=verdict(v), numbers=n, paired_rule=pr, paired=verdict(pv), paired_numbers=pn)
+                         for c, r, v, n, pr, pv, pn in _claim_rows(df, got)])
 
 def source_name(src:tuple) -> str:
     "How the report and the figures name a source (device, compiled LSTM step), e.g. 'CPU, compiled step'."
@@ -214,7 +337,7 @@ def source_name(src:tuple) -> str:
 
 def _write_png(fig, out:Path, dpi:int):
     "Save `fig` to `out` through a temporary file, so a stopped run never leaves a broken figure."
-    tmp = Path(out).with_name('.' + Path(out).name + '.tmp.png'); fig.savefig(tmp, dpi=dpi); tmp.replace(out)
+    with atomic_write(out) as tmp: fig.savefig(tmp, dpi=dpi)
 
 def combined_figure(dfs:dict, out:Path, view:str='step', sources:dict|None=None):
     "The 2x2 figure from the four panels' summaries (`summarize` frames, by setting), against steps or gradient evaluations; `sources`: (device, compiled) by setting, named in the titles."
@@ -266,10 +389,6 @@ def _stayed(r:dict, method:str, still:np.ndarray, from_step:int) -> int|None:
     if 'stay' not in BRANCHES[method] or 'record' not in r: return None
     branch = r['record'][:, from_step:, 0].numpy()
     return int(((branch == BRANCHES[method].index('stay')).all(1) & still).sum())
-
-def _monitor(r:dict) -> tuple:
-    "(monitor loss [S, K] as float64, evaluation steps) of a runner-like result."
-    return r['evals'][..., 0].double().numpy(), r['eval_steps'].tolist()
 
 def best_baseline(got:dict) -> tuple:
     "(method, mean monitor loss at the last step) of the baseline lowest there, or (None, nan) unless all four are in `got`."
@@ -400,12 +519,10 @@ def output_dir(P:dict, out_dir=None) -> Path:
 
 def save_panel(df:pd.DataFrame, fig, out:Path, setting:str):
     "The panel's png, pdf and csv, each written whole; the pdf carries no creation date, so the same panel gives the same bytes."
-    out.mkdir(parents=True, exist_ok=True)
     for ext in ('png', 'pdf', 'csv'):
-        tmp = out/f'.{setting}.tmp.{ext}'
-        if ext == 'csv': df.to_csv(tmp, index=False)
-        else: fig.savefig(tmp, dpi=120, **({'metadata': {'CreationDate': None}} if ext == 'pdf' else {}))
-        tmp.replace(out/f'{setting}.{ext}')
+        with atomic_write(Path(out)/f'{setting}.{ext}') as tmp:
+            if ext == 'csv': df.to_csv(tmp, index=False)
+            else: fig.savefig(tmp, dpi=120, **({'metadata': {'CreationDate': None}} if ext == 'pdf' else {}))
 
 def drop_run_times(nb:Path):
     "Remove what differs between two runs of the same panel from an executed notebook, in place: papermill's clock times, the kernel's per-cell timestamps and the random id of the injected parameters' cell."
@@ -439,13 +556,15 @@ def drop_run_times(nb:Path):
 #| export
 SOURCES = (('cpu', True), ('cpu', False), ('cuda', True), ('cuda', False))  # (device, compiled LSTM step): what a seed's rounding depends on
 
-def collect(setting:str, method:str, seeds, steps:int, eval_every:int=10, device:str='cpu', store=None, compile:bool|None=None) -> dict|None:
-    "The stored seeds of (setting, method) for a `steps`-step run on `device` (`compile`: None reads METAGUARD_COMPILE), read only: a runner-like result, or None if none is in."
-    from metaguard_nb.guards import GuardConfig
-    from metaguard_nb.runner import setting_checkpoint
-    from metaguard_nb.store import find_seed, result_folder, run_key
-    guard = GuardConfig() if compile is None else GuardConfig(compile=compile)
-    key = run_key(method, setting, eval_every, guard, setting_checkpoint(setting)[2], device)
+def collect(setting:str, method:str, seeds, steps:int, eval_every:int=10, device:str='cpu', store=None, compile:bool|None=None,
+            variant:str='paper') -> dict|None:
+    "The stored seeds of (setting, method) of `variant` for a `steps`-step run on `device` (`compile`: None reads METAGUARD_COMPILE), read only: a runner-like result, or None if none is in."
+    V = get_variant(variant)
+    if method in V.unchanged: V = get_variant('paper')  # a method the variant does not change is read from the paper's runs
+    guard = V.guard_config(**({} if compile is None else {'compile': compile}))
+    try: ck = setting_checkpoint(setting, V.checkpoint(setting))[2]
+    except FileNotFoundError: return None  # the variant's optimizers are not meta-trained yet: no seed can be in
+    key = run_key(method, setting, eval_every, guard, ck, device)
     folder = result_folder(key, store)
     got = {sd: r for sd in seeds if (r := find_seed(folder, sd, steps, eval_every, key['test_every'])) is not None}
     if not got: return None
@@ -455,12 +574,12 @@ def collect(setting:str, method:str, seeds, steps:int, eval_every:int=10, device
         out.update(candidates=torch.stack([r['candidates'] for r in got.values()]), candidate_names=next(iter(got.values()))['candidate_names'])
     return out
 
-def panel_results(setting:str, P:dict, store=None, sources=SOURCES) -> tuple:
+def panel_results(setting:str, P:dict, store=None, sources=SOURCES, variant:str='paper') -> tuple:
     "((device, compiled), {method: collected}, {source: seed-runs}): the one source a panel is read from (the most stored seed-runs, the first of `sources` on a tie), and what each source holds."
     best, counts = None, {}
     for src in sources:
         got = {m: r for m in REPORT_METHODS
-               if (r := collect(setting, m, P['seeds'], P['steps'], P['eval_every'], src[0], store, src[1])) is not None}
+               if (r := collect(setting, m, P['seeds'], P['steps'], P['eval_every'], src[0], store, src[1], variant)) is not None}
         counts[src] = sum(len(r['seeds']) for r in got.values())
         if best is None or counts[src] > counts[best[0]]: best = (src, got)
     return (*best, counts)
@@ -481,6 +600,100 @@ def _shown(path:Path) -> str:
     try: return Path(path).resolve().relative_to(root.resolve()).as_posix() if root else str(path)
     except ValueError: return str(path)
 
+def claim_table(dfs:dict, # setting -> the panel's summary (`summarize`)
+                gots:dict, # setting -> {method: per-seed results}
+               ) -> pd.DataFrame:
+    "Every panel's claims (`claims`, safe AMG left out: the paper's claims do not involve it), one row per panel and claim."
+    parts = [claims(dfs[s][dfs[s]['method'] != 'safe_amg'], gots[s]).assign(panel=s) for s in 'abcd' if not dfs[s].empty]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+def claim_lines(dfs:dict, gots:dict) -> str:
+    "The report's markdown of the claims: the two rules of each, then each panel's verdicts by the means and paired per seed."
+    t = claim_table(dfs, gots)
+    if t.empty: return "The paper's claims: not tested, no seeds yet."
+    rules = t.drop_duplicates('claim')
+    lines = ["The paper's claims, each judged per panel by two rules (`figure.claims`): on the mean curves (written before "
+             f"the runs), and paired per seed (a two-sided Wilcoxon signed-rank test at alpha = {ALPHA} over the seeds both "
+             "methods ran, added after them, because every method runs the same seeds on the same batches):", '']
+    lines += [f"- {r['claim']}: by the means, {r['rule']}; paired, {r['paired_rule']}." for _, r in rules.iterrows()]
+    lines += ['', '| panel | claim | by the means | paired | the means | paired per seed |', '|---|---|---|---|---|---|']
+    lines += [f"| ({r['panel']}) | {r['claim']} | **{r['verdict']}** | **{r['paired']}** | {r['numbers']} | {r['paired_numbers']} |"
+              for _, r in t.iterrows()]
+    return '\n'.join(lines)
+
+def paired_lines(gots:dict, out:Path|None=None, steps=(1000, 2000)) -> str:
+    "The report's markdown of every panel's `paired_table` (one row per guarded method and baseline); the full table goes to `out`/paired.csv."
+    parts = [paired_table(gots[s], steps).assign(panel=s) for s in 'abcd' if gots.get(s)]
+    t = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if t.empty: return 'Paired per seed: no guarded method and baseline on the same panel yet.'
+    if out is not None:
+        with atomic_write(Path(out)/'paired.csv') as tmp: t.to_csv(tmp, index=False, float_format='%.6g')
+    ks = sorted(t['step'].unique())
+    cell = lambda r: (f"**{r['reading']}**: {r['below']} of {r['n']} seeds lower; median {r['median_a']:.3f} vs {r['median_b']:.3f}; "
+                      f"sign p = {r['sign_p']:.2g}, Wilcoxon p = {r['wilcoxon_p']:.2g}")
+    lines = [f"Each guarded method against each baseline, paired per seed (the same seeds, initialisations and batches): its "
+             f"reading at alpha = {ALPHA} (lower, higher, or no difference by the Wilcoxon signed-rank test), how many seeds end "
+             "lower than the same seed's baseline run, both medians, and the sign test's and the Wilcoxon test's two-sided "
+             "p-values (`paired.csv` beside this report has the means too):", '',
+             '| panel | method | against | ' + ' | '.join(f'step {k:,}' for k in ks) + ' |', '|---|---|---|' + '---|'*len(ks)]
+    for (s, m, b), g in t.groupby(['panel', 'method', 'baseline'], sort=False):
+        by = {int(r['step']): cell(r) for _, r in g.iterrows()}
+        lines.append(f'| ({s}) | {LABELS[m]} | {LABELS[b]} | ' + ' | '.join(by.get(k, '-') for k in ks) + ' |')
+    return '\n'.join(lines)
+
+def claims_at_a_glance(t:pd.DataFrame, # `claim_table`
+                      ) -> str:
+    "The claim table folded to one row per claim and one column per panel, each cell 'by the means / paired'."
+    if t.empty: return ''
+    yes = {'reproduced': 'yes', 'not reproduced': 'no', 'not tested': '-'}
+    panels = list(dict.fromkeys(t['panel']))
+    lines = ['| claim (by the means / paired per seed) | ' + ' | '.join(f'({s})' for s in panels) + ' |', '|---|' + '---|'*len(panels)]
+    for c, g in t.groupby('claim', sort=False):
+        by = {r['panel']: f"{yes[r['verdict']]} / {yes[r['paired']]}" for _, r in g.iterrows()}
+        lines.append(f'| {c} | ' + ' | '.join(by.get(s, '-') for s in panels) + ' |')
+    return '\n'.join(lines)
+
+def answer_lines(dfs:dict, gots:dict, P:dict) -> str:
+    "The front page's answer, from the store: where AMG stands against each baseline on each panel at the last step (mean, median, paired), and the claims at a glance."
+    last, n = P['steps'], len(P['seeds'])
+    t = claim_table(dfs, gots)
+    whole = [s for s in 'abcd' if all(m in gots.get(s, {}) for m in ('amg', *BASELINES))]
+    if not whole: return f"No panel has AMG and all four baselines in the store yet (`make figure1-all PRESET={P['preset']}`)."
+    amg = t[t['claim'] == 'AMG beats all baselines'].set_index('panel')
+    by_mean = [s for s in whole if amg.loc[s, 'verdict'] == 'reproduced']
+    by_pair = [s for s in whole if amg.loc[s, 'paired'] == 'reproduced']
+    panels = lambda ss: ', '.join(f'({s})' for s in ss) or 'none'
+    name = "the paper's protocol" if P['preset'] == 'paper' else f"the {P['preset']} protocol"
+    lines = [f"**Does AMG beat every baseline, as the paper's Figure 1 says?** At {name} ({n} seeds x {last:,} "
+             f"steps, every method on the same seeds and batches), AMG is below all four baselines at step {last:,} on "
+             f"{len(by_mean)} of {len(whole)} panels by the mean ({panels(by_mean)}) and lower than all four paired per seed on "
+             f"{len(by_pair)} of {len(whole)} ({panels(by_pair)}; a two-sided Wilcoxon signed-rank test at alpha = {ALPHA} "
+             "against each baseline).", '',
+             f"AMG at step {last:,}, and each baseline: its mean, then the paired reading (AMG lower, higher, or no difference) "
+             "and in how many seeds AMG ends lower:", '',
+             '| panel | AMG mean (median) | ' + ' | '.join(LABELS[b] for b in BASELINES) + ' |', '|---|---|' + '---|'*len(BASELINES)]
+    for s in whole:
+        pt = paired_table(gots[s], (last,), ('amg',)).set_index('baseline')
+        a = pt.iloc[0]  # AMG's own mean and median, the same in every row
+        cells = [f"{pt.loc[b, 'mean_b']:.3f}: {pt.loc[b, 'reading']} ({pt.loc[b, 'below']}/{pt.loc[b, 'n']})" for b in BASELINES]
+        lines.append(f"| ({s}) | {a['mean_a']:.3f} ({a['median_a']:.3f}) | " + ' | '.join(cells) + ' |')
+    pts = {s: paired_table(gots[s], (last,), ('amg',)).set_index('baseline') for s in whole}
+    where = lambda b, r: [s for s in whole if pts[s].loc[b, 'reading'] == r]
+    said = lambda r: '; '.join(f"than {LABELS[b]} on {panels(where(b, r))}" for b in BASELINES if where(b, r)) or 'than no baseline'
+    lines += ['', f"Paired per seed, AMG is lower {said('lower')}, and higher {said('higher')}; elsewhere the paired test finds "
+                  "no difference. " + ("So Figure 1's claim that AMG outperforms the baselines in most cases is not reproduced at "
+                  "the paper's own protocol, by either reading." if not by_mean and not by_pair else
+                  f"So Figure 1's claim that AMG outperforms the baselines holds on {panels(sorted(set(by_mean) | set(by_pair)))} "
+                  "by at least one reading, and on no other panel.")]
+    smg = [s for s in whole if 'smg' in gots[s]]
+    if smg:
+        low = {s: (paired_table(gots[s], (last,), ('smg',))['reading'] == 'lower').sum() for s in smg}
+        lines += ['', f"SMG, the paper's other adapting optimizer, is lower than a baseline paired per seed at step {last:,} in "
+                      f"{sum(low.values())} of {4*len(smg)} comparisons on {len(smg)} panels."]
+    lines += ['', "The paper's Figure 1 claims, each by its rule on the means and by the paired rule (`figure.claims`; "
+                  "yes = reproduced):", '', claims_at_a_glance(t)]
+    return '\n'.join(lines)
+
 def report(preset:str='paper', store=None, out=None, sources=SOURCES) -> str:
     "Figure 1, its table and the verdicts from the stored seeds of `preset`, each panel from one source; writes them to `out` and returns the markdown."
     P = protocol('a', preset)
@@ -494,7 +707,7 @@ def report(preset:str='paper', store=None, out=None, sources=SOURCES) -> str:
         gots[s] = got
         dfs[s] = summarize(got, s) if got else pd.DataFrame()
         if got:
-            tmp = out/f'.{s}.tmp.csv'; dfs[s].to_csv(tmp, index=False); tmp.replace(out/f'{s}.csv')
+            with atomic_write(out/f'{s}.csv') as tmp: dfs[s].to_csv(tmp, index=False)
     for view, name in (('step', 'figure1.png'), ('grad_evals', 'figure1_compute.png')):
         plt.close(combined_figure(dfs, out/name, view, src))
     plt.close(seeds_figure(gots, out/'figure1_seeds.png', src))
@@ -519,15 +732,10 @@ def report(preset:str='paper', store=None, out=None, sources=SOURCES) -> str:
             if d.empty: lines.append(f'| ({s}) | {LABELS[m]} | ' + ' | '.join('-' for _ in steps) + ' |'); continue
             cell = lambda r: f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({int(r['n_seeds'])})"
             lines.append(f'| ({s}) | {LABELS[m]} | ' + ' | '.join(cell(d[d['step'] == k].iloc[0]) for k in steps) + ' |')
-    lines += ['', "The paper's claims, judged per panel by the rules in `figure.claims` (written before the runs):", '',
-              '| panel | claim | rule | verdict | our numbers |', '|---|---|---|---|---|']
-    for s in 'abcd':
-        if dfs[s].empty: lines.append(f'| ({s}) | all | | not tested | no seeds yet |'); continue
-        for _, r in claims(dfs[s][dfs[s]['method'] != 'safe_amg']).iterrows():
-            lines.append(f"| ({s}) | {r['claim']} | {r['rule']} | **{r['verdict']}** | {r['numbers']} |")
-    lines += ['', seed_lines(gots, _shown(out))]
+    lines += ['', claim_lines(dfs, gots), '', paired_lines(gots, out, (P['steps']//2, P['steps'])), '', seed_lines(gots, _shown(out))]
     md = '\n'.join(lines) + '\n'
-    (out/'report.md').write_text(md)
+    with atomic_write(out/'report.md') as tmp: tmp.write_text(md)
+    with atomic_write(out/'answer.md') as tmp: tmp.write_text(answer_lines(dfs, gots, P) + '\n')
     return md
 
 def main(argv=None):
@@ -642,4 +850,27 @@ table(df)
 # table is this, for each panel):
 
 # %%
-claims(df)
+claims(df, results)
+
+# %% [markdown]
+# ## The paper's protocol: Figure 1 at 25 seeds x 2,000 steps
+#
+# What the committed store holds at the paper's protocol, as `report --preset paper` drew it from
+# the store (`outputs/figure1/paper/`; nothing here is recomputed): Figure 1 against steps and against
+# optimizee gradient evaluations, then every seed of the guarded methods against the best baseline's
+# mean, then the report itself (the table, the claims by both readings, every guarded method against
+# every baseline paired per seed, and the seeds one by one).
+
+# %%
+from IPython.display import Image, Markdown, display
+
+# %%
+paper_dir = (checkout() or Path.cwd())/'outputs'/'figure1'/'paper'
+for name in ('figure1.png', 'figure1_compute.png'):
+    if (paper_dir/name).exists(): display(Image(filename=str(paper_dir/name), width=900))
+
+# %%
+if (paper_dir/'figure1_seeds.png').exists(): display(Image(filename=str(paper_dir/'figure1_seeds.png'), width=900))
+
+# %%
+if (paper_dir/'report.md').exists(): display(Markdown((paper_dir/'report.md').read_text()))

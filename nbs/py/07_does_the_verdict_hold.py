@@ -1,0 +1,375 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: python3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Does the verdict hold?
+#
+# > The paper's open choices tested one at a time: the verdict on "AMG beats all baselines" by the mean, the median and paired per seed, for each variant, from the results store.
+
+# %% [markdown]
+# At the paper's protocol, AMG does not beat every baseline on any panel of Figure 1, by the means or
+# paired per seed ([04_figure1](04_figure1.ipynb)). Is that the method, or our reading of it? The paper
+# leaves choices open that can move the verdict, and this chapter changes them one at a time, each a
+# registered variant of the runner ([03b_runner](03b_runner.ipynb), `runner.VARIANTS`) that runs
+# through the same results store, keyed apart:
+#
+# - **V1, meta-training as $g^T$ defines it** (`gT`). The paper: "This averaging operation is applied
+#   after T steps as part of $g^T$". AMG and SMG start every unroll from the coordinate mean of the
+#   previous one, but the shipped optimizers were meta-trained carrying the per-coordinate state from
+#   window to window ([decisions](decisions.md), section 5), a regime the guards never run them in. The
+#   `gT` optimizers end every meta-training window with the average and start the next from it
+#   (`MetaTrainConfig.memory='mean'`, [02b_metatrain](02b_metatrain.ipynb)).
+# - **V2, the step size** (`lr1`). Every method uses lambda_eta = 3, taken from LGL2O. On sigmoid
+#   networks the loss's curvature against 2/lambda decides how often every candidate is worse than
+#   staying; `lr1` sets lambda_eta = 1 for every method that uses it (SGD, LGL2O's SGD candidate, AMG's
+#   fallback).
+# - **V3, SMG's fallback** (`second_order`, `lr_theta0`). Eq. 5 is first-order by default: SMG's
+#   fallback applies at eta a gradient taken ten learned steps away. `second_order` keeps the exact
+#   gradient through the unroll; `lr_theta0` leaves theta out of the fallback.
+#
+# Each variant runs only the methods it changes; the others (SGD under V1, L2O under V2, the four
+# baselines under V3) are the paper protocol's own seeds, read from the store.
+
+# %%
+#| default_exp robustness
+
+# %%
+#| export
+import argparse, builtins, json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from fastprogress.fastprogress import progress_bar
+
+from metaguard_nb.data import Sampler, checkout, load
+from metaguard_nb.figure import BASELINES, LABELS, collect, paired, panel_results, seed_losses, significantly_lower
+from metaguard_nb.guards import BRANCHES, GuardConfig, State, amg_candidates, init_state, inner_batches, method_step, step_batches
+from metaguard_nb.lstm import Theta
+from metaguard_nb.optimizees import batched_grad, batched_loss
+from metaguard_nb.persist import atomic_write
+from metaguard_nb.runner import RUN_SEED_OFFSET, figure_setting, make_problem, setting_checkpoint, variant as get_variant
+
+# %%
+from fastcore.test import test_eq, test_fail
+
+
+# %% [markdown]
+# ## The study
+#
+# What runs, as the grid runs it: `python -m metaguard_nb.grid --variant lr1 --settings c a --methods
+# sgd lgl2o lgl2o_no_update amg` computes whatever seeds of V2 are missing, and so on for each row.
+# A variant that moves a verdict earns the follow-ups the plan names (V1 on the other two panels;
+# lambda_eta = 0.3 and V1 with V2 on (c)).
+
+# %%
+#| export
+@dataclass(frozen=True)
+class Study:
+    "One row of the study: a variant's methods on some panels, at a protocol's size."
+    variant:str # a registered variant (runner.VARIANTS)
+    settings:str # the panels
+    methods:tuple # the methods the variant changes and the study runs
+    seeds:int=25 # seeds 0..seeds-1
+    steps:int=2000
+
+STUDY = (Study('lr1', 'ca', ('sgd', 'lgl2o', 'lgl2o_no_update', 'amg')),
+         Study('gT', 'ca', ('l2o', 'lgl2o', 'lgl2o_no_update', 'amg', 'safe_amg')),
+         Study('second_order', 'c', ('smg',), seeds=10, steps=1000),
+         Study('lr_theta0', 'c', ('smg',), seeds=10, steps=1000))
+
+def status(study=STUDY, store=None) -> pd.DataFrame:
+    "Seed-runs in the store against seed-runs planned, per row of the study and panel."
+    rows = []
+    for st in study:
+        for s in st.settings:
+            _, got, _ = panel_results(s, dict(seeds=list(range(st.seeds)), steps=st.steps, eval_every=10), store, variant=st.variant)
+            rows.append(dict(variant=st.variant, setting=s, planned=len(st.methods)*st.seeds,
+                             done=sum(len(got[m]['seeds']) for m in st.methods if m in got)))
+    return pd.DataFrame(rows)
+
+
+# %% [markdown]
+# ## The verdict, three ways
+#
+# For a variant and a panel, "AMG beats all baselines" at a step is read three ways: by the mean (AMG's
+# mean below every baseline's, the paper's reading of its figure), by the median (AMG's median seed
+# below every baseline's), and paired per seed (AMG lower than each baseline by a two-sided Wilcoxon
+# signed-rank test at alpha = 0.05, `figure.significantly_lower`). Every statistic is over the seeds
+# that AMG and all four baselines have in the store, and the table says how many.
+
+# %%
+#| export
+def beats_all(got:dict, # method -> per-seed results of one panel (`figure.panel_results`)
+              step:int, method:str='amg') -> dict|None:
+    "Does `method` beat all four baselines at `step`, by the mean, the median and paired per seed? None until it and all four are in."
+    if any(m not in got for m in (method, *BASELINES)): return None
+    a = seed_losses(got[method], step)
+    seeds = sorted(set(a).intersection(*(set(got[b]['seeds']) for b in BASELINES)))
+    a = {k: a[k] for k in seeds}
+    base = {b: {k: v for k, v in seed_losses(got[b], step).items() if k in a} for b in BASELINES}
+    ps = {b: paired(a, base[b]) for b in BASELINES}
+    return dict(n=len(seeds), mean=all(p['mean_a'] < p['mean_b'] for p in ps.values()),
+                median=all(p['median_a'] < p['median_b'] for p in ps.values()),
+                paired=all(significantly_lower(p) for p in ps.values()),
+                lower_than=[LABELS[b] for b, p in ps.items() if significantly_lower(p)])
+
+def verdict_table(variants=('paper', 'lr1', 'gT'), settings='ac', steps=(1000, 2000), store=None, seeds=25) -> pd.DataFrame:
+    "Variant x panel x step: AMG against every baseline by the mean, the median and paired per seed, with n seeds."
+    rows = []
+    for v in variants:
+        for s in settings:
+            _, got, _ = panel_results(s, dict(seeds=list(range(seeds)), steps=max(steps), eval_every=10), store, variant=v)
+            for k in steps:
+                b = beats_all(got, k)
+                rows.append(dict(variant=v, setting=s, step=k, **(b or dict(n=0, mean=None, median=None, paired=None, lower_than=[]))))
+    return pd.DataFrame(rows)
+
+
+# %% [markdown]
+# On toy seeds: AMG ends lower than every baseline on 15 of 16 seeds, and far higher on one, which
+# lifts its mean above theirs: the median and the paired test say AMG, the mean says the baselines.
+
+# %%
+import torch
+def _toy(rows):  # a runner-like result: monitor loss at steps 0, 10, 20
+    return dict(seeds=list(range(len(rows))), eval_steps=torch.tensor([0, 10, 20]),
+                evals=torch.tensor(rows, dtype=torch.float64)[..., None].expand(-1, -1, 6))
+low = [[2.3, 1.0, 0.5 + 0.01*k] for k in range(16)]
+toy = {'amg': _toy(low[:-1] + [[2.3, 1.0, 9.0]]), **{b: _toy([[2.3, 1.0, 0.7 + 0.02*k] for k in range(16)]) for b in BASELINES}}
+v = beats_all(toy, 20)
+test_eq((v['n'], v['mean'], v['median'], v['paired']), (16, False, True, True))
+test_eq(beats_all({'amg': toy['amg']}, 20), None)
+
+# %% [markdown]
+# ## What the store holds
+#
+# The study's seed-runs in the store against those planned (the grid commits finished shards as they
+# come; a row short of its plan is read on the seeds that are in):
+
+# %%
+status()
+
+# %% [markdown]
+# And the verdict, variant by variant, on panels (a) and (c), at steps 1,000 and 2,000:
+
+# %%
+verdict_table()
+
+
+# %% [markdown]
+# ## The 'stay' trap, measured
+#
+# At the paper's protocol, 5 of AMG's 25 seeds on panel (c) stop moving for good: 'stay' wins every
+# step from some step on, for hundreds of steps ([04_figure1](04_figure1.ipynb), "Seeds one by one").
+# AMG keeps eta and theta when 'stay' wins, so the next step builds the same kinds of candidates from
+# the same state on fresh batches; if every candidate is systematically worse than staying, the seed
+# can never leave. Why would every candidate be worse? Three measurements at a frozen seed's eta:
+#
+# 1. **The margins.** On 50 fresh steps' batches from the frozen state, each candidate's score minus
+#    staying's, as AMG's judge computes them on B_e: how often each candidate would have won, and by
+#    how much it loses.
+# 2. **The step size.** l(eta - lambda grad l(eta; B); B_e) - l(eta; B_e) for lambda in 0.1, 0.3, 1
+#    and 3, on the same 50 batch pairs: does a plain gradient step of the paper's lambda_eta = 3 go
+#    down from here at all, and would a shorter one?
+# 3. **The curvature.** The largest eigenvalue of the Hessian of the loss on the seed's monitor set
+#    (2,048 training examples) at eta, by power iteration on Hessian-vector products
+#    (`torch.func.jvp` of `torch.func.grad`), against 2/lambda_eta: a gradient step is guaranteed to
+#    descend only where the curvature along it is below 2/lambda.
+#
+# To get there, `trap` reruns a committed shard of seeds from step 0 with the same batches (the
+# same call: the same seeds side by side, the compiled step), keeps each seed's state at the start of
+# its latest run of stays, and compares its branches with the stored ones: another CPU, or another
+# thread count, rounds differently, and a replayed seed can leave the stored trajectory. The
+# measurement takes a seed that freezes in the replay, at the first step of its last run of stays,
+# and, for contrast, the shard's seed that ends lowest, at the replay's last step.
+
+# %%
+#| export
+def last_stay_run(branch:np.ndarray, stay:int) -> int:
+    "The first step (0-based) of the last unbroken run of `stay` at the end of a branch record; len(branch) if it does not end on 'stay'."
+    k = len(branch)
+    while k > 0 and branch[k - 1] == stay: k -= 1
+    return k
+
+def top_hessian_eigenvalue(problem, eta:torch.Tensor, x, y, iters:int=50, seed:int=0) -> float:
+    "The largest-magnitude eigenvalue of the Hessian of l(.; x, y) at one seed's eta [m], by power iteration on Hessian-vector products."
+    f = lambda e: problem.loss(e, x, y)
+    hvp = lambda v: torch.func.jvp(torch.func.grad(f), (eta,), (v,))[1]
+    v = torch.randn(eta.shape, generator=torch.Generator().manual_seed(seed), dtype=eta.dtype)
+    v, lam = v/v.norm(), 0.0
+    for _ in range(iters):
+        hv = hvp(v)
+        lam = float(v @ hv)
+        v = hv/hv.norm()
+    return lam
+
+def one_seed(st, i:int):
+    "Seed i of a seed-batched State, as a State of one seed."
+    th = st.theta if st.theta.h.dim() == 2 else Theta({k: w[i:i + 1] for k, w in st.theta.W.items()}, st.theta.h[i:i + 1])
+    return State(st.eta[i:i + 1], th, None if st.carry is None else tuple(c[i:i + 1] for c in st.carry), st.counters[i:i + 1])
+
+def trap_margins(p, # the replay's Problem
+                 st, # a State of one seed (`one_seed`)
+                 setting:str, seed:int, # the panel and run seed it belongs to (for its data and its fresh streams)
+                 method:str='amg', n:int=50, lrs=(0.1, 0.3, 1.0, 3.0), guard=None, stream:str='trap') -> dict:
+    "From state `st`, `n` fresh steps' batches: each candidate's score minus staying's, and l(eta - lambda grad; B_e) - l(eta; B_e) for each lambda."
+    guard = guard or GuardConfig(sgd_candidate=method == 'safe_amg')
+    train = load(figure_setting(setting)[2])
+    run_seed = [RUN_SEED_OFFSET + seed]  # the seed's own data, drawn from streams that no run draws from
+    inner, evals = Sampler(train, run_seed, stream=stream), Sampler(train, run_seed, guard.eval_batch_size, stream=stream + '-eval')
+    names, diffs, steps = BRANCHES[method], [], []
+    for _ in range(n):
+        b = step_batches(inner, evals, guard.T)
+        c, _ = amg_candidates(guard, p.lstm_cfg, p.optimizee, st, b)
+        L = torch.stack(c.losses, 1).detach()[0]
+        diffs.append(L[:-1] - L[-1])
+        g, _ = batched_grad(p.optimizee, st.eta, b.xs[:, 0], b.ys[:, 0])
+        with torch.no_grad(): steps.append(torch.stack([batched_loss(p.optimizee, st.eta - lr*g, b.xe, b.ye)[0] - L[-1] for lr in lrs]))
+    d, s = torch.stack(diffs).double(), torch.stack(steps).double()
+    return dict(n=n, candidates={nm: dict(wins=int((d[:, i] < 0).sum()), mean=float(d[:, i].mean()), median=float(d[:, i].median()))
+                                 for i, nm in enumerate(names[:-1])},
+                steps={str(lr): dict(down=int((s[:, i] < 0).sum()), mean=float(s[:, i].mean())) for i, lr in enumerate(lrs)})
+
+
+# %%
+#| export
+def trap(setting:str='c', method:str='amg', shard=(0, 1, 2, 3, 4), n:int=50, store=None, out:Path|None=None,
+         max_steps:int=2000, min_stay:int=100) -> dict:
+    "Replay a committed shard, find a seed that freezes (its replay ends on >= `min_stay` stays), and measure the trap at the start of its stays; written to outputs/robustness/trap.json."
+    stay = BRANCHES[method].index('stay')
+    stored = collect(setting, method, list(shard), 2000, device='cpu', store=store, compile=True)
+    rec = {s: stored['record'][i, :, 0].numpy().astype(int) for i, s in enumerate(stored['seeds'])}
+    froze = {s: last_stay_run(b, stay) for s, b in rec.items()}
+    target = min((s for s in shard if len(rec[s]) - froze[s] >= min_stay), key=lambda s: froze[s], default=None)
+    if target is None: raise ValueError(f'no stored seed of {shard} ends on {min_stay} stays: choose another shard')
+    steps = min(max_steps, froze[target] + min_stay)  # far enough to see whether the replay freezes too
+    guard = GuardConfig(compile=True)
+    p = make_problem(setting, [RUN_SEED_OFFSET + s for s in shard], 'cpu', setting_checkpoint(setting), guard.eval_batch_size)
+    step, st, used = method_step(method), init_state(method, p.eta0, p.theta), inner_batches(method, guard.T)
+    starts, hist = {}, []  # per seed: the state at the first step of its current run of stays
+    for k in progress_bar(range(steps)):
+        st, r = step(guard, p.lstm_cfg, p.optimizee, st, step_batches(p.inner, p.evals, guard.T, used))
+        hist.append(r.branch.clone())
+        for i, s in enumerate(shard):
+            if int(r.branch[i]) == stay and (k == 0 or int(hist[-2][i]) != stay): starts[s] = (k, one_seed(st, i))
+    br = torch.stack(hist, 1).numpy()
+    agree = {s: int(next((k for k in range(steps) if br[i, k] != rec[s][k]), steps)) for i, s in enumerate(shard)}
+    frozen = [s for i, s in enumerate(shard) if steps - last_stay_run(br[i], stay) >= min(min_stay, steps - froze[target])]
+    chosen = target if target in frozen else (frozen[0] if frozen else None)
+    if chosen is None: raise ValueError(f'no seed of {shard} froze in the replay of {steps} steps: replay longer (max_steps)')
+    k0, st0 = starts[chosen]
+    moving = min((s for s in shard if s not in frozen), key=lambda s: float(stored['evals'][stored['seeds'].index(s), -1, 0]), default=None)
+    i_mov = list(shard).index(moving) if moving is not None else None
+    mx, my = p.monitor
+    def measure(state, i):
+        return dict(**trap_margins(p, state, setting, shard[i], method, n),
+                    top_eigenvalue=top_hessian_eigenvalue(p.optimizee, state.eta[0], mx[i], my[i]))
+    res = dict(setting=setting, method=method, shard=list(shard), replayed_steps=steps, lr_eta=guard.lr_eta, two_over_lr=2/guard.lr_eta,
+               stored_stay_from={str(s): int(froze[s]) for s in shard}, replay_agrees_until={str(s): agree[s] for s in shard},
+               frozen_in_replay=[int(s) for s in frozen], seed=int(chosen), from_step=int(k0) + 1,
+               frozen=measure(st0, list(shard).index(chosen)),
+               moving=None if moving is None else dict(seed=int(moving), step=steps, **measure(one_seed(st, i_mov), i_mov)))
+    out = Path(out) if out else (checkout() or Path.cwd())/'outputs'/'robustness'/'trap.json'
+    with atomic_write(out) as tmp: tmp.write_text(json.dumps(res, indent=1))
+    return res
+
+
+# %% [markdown]
+# The pieces on a toy scale (two seeds of (c), three steps, two fresh batch pairs): a branch record's
+# last run of stays, one seed cut from a batch, and the measurements run. A quadratic's Hessian has
+# a known top eigenvalue.
+
+# %%
+test_eq(last_stay_run(np.array([0, 3, 3, 1, 3, 3, 3]), 3), 4); test_eq(last_stay_run(np.array([3, 3, 1]), 3), 3)
+test_eq(last_stay_run(np.array([3, 3]), 3), 0)
+p_toy = make_problem('c', [RUN_SEED_OFFSET, RUN_SEED_OFFSET + 1], 'cpu', setting_checkpoint('c'))
+st_toy = init_state('amg', p_toy.eta0, p_toy.theta)
+for _ in range(3): st_toy, _ = method_step('amg')(GuardConfig(), p_toy.lstm_cfg, p_toy.optimizee, st_toy, step_batches(p_toy.inner, p_toy.evals))
+one = one_seed(st_toy, 1)
+test_eq((one.eta.shape[0], one.theta.h.shape[0]), (1, 1)); test_eq(one.eta, st_toy.eta[1:])
+m_toy = trap_margins(p_toy, one, 'c', 1, n=2)
+test_eq(sorted(m_toy['candidates']), ['fallback', 'fallback_unrolled', 'learned']); test_eq(sorted(m_toy['steps']), ['0.1', '0.3', '1.0', '3.0'])
+class Quadratic:  # l(e) = 0.5 sum_i c_i e_i^2: Hessian diag(c), top eigenvalue max c
+    def loss(self, e, x, y): return 0.5*(torch.tensor([1., 4., 9.])*e**2).sum()
+test_eq(round(top_hessian_eigenvalue(Quadratic(), torch.ones(3), None, None, iters=100), 4), 9.0)
+
+
+# %% [markdown]
+# The measurement itself (`python -m metaguard_nb.robustness trap`, some minutes on a CPU) is
+# committed in `outputs/robustness/trap.json`; here it is read back:
+
+# %%
+#| export
+def trap_lines(res:dict) -> str:
+    "The trap measurement in words and tables (markdown)."
+    mov = res['moving']
+    lines = [f"Panel ({res['setting']}), {LABELS[res['method']]}, seeds {res['shard']} replayed for {res['replayed_steps']} steps. "
+             f"The stored records end on 'stay' from steps {res['stored_stay_from']} (by seed); the replay's branches agree "
+             f"with the stored ones until steps {res['replay_agrees_until']}, and seeds {res['frozen_in_replay']} froze in the "
+             f"replay too. Measured at seed {res['seed']}'s state when its stays began (after step {res['from_step']})"
+             + (f", and at seed {mov['seed']}'s at the replay's end for contrast:" if mov else ':'), '',
+             f"| | frozen seed {res['seed']} |" + (f" moving seed {mov['seed']} |" if mov else ''), '|---|---|' + ('---|' if mov else '')]
+    cases = [res['frozen']] + ([res['moving']] if res['moving'] else [])
+    n = res['frozen']['n']
+    for nm in res['frozen']['candidates']:
+        lines.append(f"| {nm}: beats staying in | " + ' | '.join(f"{c['candidates'][nm]['wins']} of {n} batch pairs (mean margin "
+                                                                   f"{c['candidates'][nm]['mean']:+.4f})" for c in cases) + ' |')
+    for lr in res['frozen']['steps']:
+        lines.append(f"| eta - {lr} grad l: below l(eta) on B_e in | " + ' | '.join(
+            f"{c['steps'][lr]['down']} of {n} (mean change {c['steps'][lr]['mean']:+.4f})" for c in cases) + ' |')
+    lines.append(f"| top Hessian eigenvalue of l on the monitor set (2/lambda_eta = {res['two_over_lr']:.3f}) | "
+                 + ' | '.join(f"{c['top_eigenvalue']:.3f}" for c in cases) + ' |')
+    return '\n'.join(lines)
+
+
+# %%
+from IPython.display import Markdown, display
+trap_file = (checkout() or Path.cwd())/'outputs'/'robustness'/'trap.json'
+display(Markdown(trap_lines(json.loads(trap_file.read_text())) if trap_file.exists() else '(not measured yet: `python -m metaguard_nb.robustness trap`)'))
+
+
+# %% [markdown]
+# ## The summary the README shows
+
+# %%
+#| export
+def summary(store=None, out:Path|None=None) -> str:
+    "The front page's block: the verdict table in words and the study's progress; written to outputs/robustness/summary.md."
+    t, st = verdict_table(store=store), status(store=store)
+    yes = lambda v, n: '-' if v is None or n == 0 else ('yes' if v else 'no')
+    lines = ["**Does the verdict hold under the paper's open choices?** AMG against all four baselines on panels (a) and (c), "
+             "for each variant ([07_does_the_verdict_hold](nbs/07_does_the_verdict_hold.ipynb)): does it beat every baseline "
+             "by the mean / by the median / paired per seed (n seeds that AMG and all four baselines have in the store)?", '',
+             '| variant | what it changes | ' + ' | '.join(f"({r.setting}) step {r.step:,}" for r in t[t['variant'] == 'paper'].itertuples()) + ' |',
+             '|---|---|' + '---|'*int((t['variant'] == 'paper').sum())]
+    for v, g in t.groupby('variant', sort=False):
+        cells = [f"{yes(r.mean, r.n)} / {yes(r.median, r.n)} / {yes(r.paired, r.n)} (n={r.n})" for r in g.itertuples()]
+        lines.append(f"| `{v}` | {get_variant(v).about} | " + ' | '.join(cells) + ' |')
+    done, planned = int(st['done'].sum()), int(st['planned'].sum())
+    lines += ['', f"The study's runs: {done} of {planned} seed-runs in the store "
+                  f"({', '.join(f'{r.variant} ({r.setting}) {r.done}/{r.planned}' for r in st.itertuples())})."]
+    md = '\n'.join(lines) + '\n'
+    out = Path(out) if out else (checkout() or Path.cwd())/'outputs'/'robustness'/'summary.md'
+    with atomic_write(out) as tmp: tmp.write_text(md)
+    return md
+
+def main(argv=None):
+    "python -m metaguard_nb.robustness summary|trap: write the README's block from the store, or measure the 'stay' trap (minutes)."
+    ap = argparse.ArgumentParser(prog='python -m metaguard_nb.robustness')
+    ap.add_argument('what', choices=['summary', 'trap'])
+    a = ap.parse_args(argv)
+    print(summary() if a.what == 'summary' else trap())
+
+if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()  # not when a notebook runs this cell
+
+# %%
+import tempfile
+with tempfile.TemporaryDirectory() as d: print(summary(out=Path(d)/'summary.md'))

@@ -1,0 +1,64 @@
+"The paired reading of the report, recomputed from the committed seed files with plain numpy and scipy."
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parent.parent
+STORE = ROOT / 'outputs' / 'results'
+
+
+def paper_folder(setting, method):
+    "The committed folder of (setting, method) at the paper protocol: the shipped checkpoint, default guard, CPU, compiled step."
+    for run in (STORE / setting / method).glob('*/run.json'):
+        key = json.loads(run.read_text())
+        g = key['guard']
+        if (key['device'] == 'cpu' and g['compile'] and g['lr_eta'] == 3.0 and g['lr_theta'] == 0.1 and not g['second_order']
+                and 'memory' not in key['checkpoint'] and len(list(run.parent.glob('seed*_2000.npz'))) == 25):
+            return run.parent
+    pytest.skip(f'no committed paper-protocol seeds of ({setting}, {method})')
+
+
+def losses_at(folder, step):
+    out = {}
+    for f in folder.glob('seed*_2000.npz'):
+        with np.load(f) as z:
+            out[int(f.stem[4:].split('_')[0])] = float(z['evals'][list(z['eval_steps']).index(step), 0])
+    return out
+
+
+@pytest.mark.parametrize('step', [1000, 2000])
+def test_the_paired_table_of_panel_c_is_what_the_seed_files_give(step):
+    from metaguard_nb.figure import BASELINES, GUARDED, panel_results, paired_table, protocol
+    _, got, _ = panel_results('c', protocol('c', 'paper'))
+    table = paired_table(got, steps=(step,)).set_index(['method', 'baseline'])
+    for m in GUARDED:
+        a = losses_at(paper_folder('c', m), step)
+        for b in BASELINES:
+            bb = losses_at(paper_folder('c', b), step)
+            seeds = sorted(a)
+            x, y = np.array([a[s] for s in seeds]), np.array([bb[s] for s in seeds])
+            row = table.loc[(m, b)]
+            assert row['n'] == 25 and row['below'] == int((x < y).sum()) and row['above'] == int((x > y).sum())
+            assert row['median_a'] == pytest.approx(np.median(x), abs=1e-6)
+            assert row['sign_p'] == pytest.approx(stats.binomtest(int((x < y).sum()), int((x != y).sum())).pvalue, rel=1e-9)
+            assert row['wilcoxon_p'] == pytest.approx(stats.wilcoxon(x, y).pvalue, rel=1e-6)
+            lower = stats.wilcoxon(x, y, alternative='less').pvalue < 0.025
+            assert (row['reading'] == 'lower') == lower
+
+
+def test_the_paired_claim_is_the_wilcoxon_rule_against_every_baseline():
+    from metaguard_nb.figure import claims, panel_results, protocol, summarize
+    P = protocol('a', 'paper')
+    for s in 'abcd':
+        _, got, _ = panel_results(s, P)
+        row = claims(summarize(got, s), got).set_index('claim').loc['AMG beats all baselines']
+        amg = losses_at(paper_folder(s, 'amg'), 2000)
+        each = []
+        for b in ('sgd', 'l2o', 'lgl2o', 'lgl2o_no_update'):
+            base = losses_at(paper_folder(s, b), 2000)
+            x, y = np.array([amg[k] for k in sorted(amg)]), np.array([base[k] for k in sorted(amg)])
+            each.append(stats.wilcoxon(x, y, alternative='less').pvalue < 0.025)
+        assert row['paired'] == ('reproduced' if all(each) else 'not reproduced')
