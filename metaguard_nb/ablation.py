@@ -7,15 +7,18 @@ __all__ = ['VARIANTS', 'VARIANT_LABELS', 'ablation_dir', 'run_ablation', 'load_a
            'summary_markdown', 'plot_ablation', 'main']
 
 # %% ../nbs/03c_ablation.ipynb #040a1a27
-import argparse, builtins, math
+import argparse, builtins
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from fastprogress.fastprogress import master_bar
 
 from .data import checkout
-from .guards import BRANCHES, NUMERICS, GuardConfig
+from .guards import METHODS, NUMERICS, GuardConfig, get_method
+from .persist import atomic_write
+from .report import mean_ci
 from .runner import run
 
 # %% ../nbs/03c_ablation.ipynb #603a6120
@@ -37,14 +40,13 @@ def _frames(r:dict, setting:str, method:str, variant:str) -> tuple:
     key = dict(setting=setting, method=method, variant=variant, numerics=NUMERICS, steps=int(rec.shape[1]))
     curves = pd.DataFrame([dict(key, seed=s, step=int(k), monitor_loss=ev[i, j, 0], test_loss=ev[i, j, 1], test_acc=ev[i, j, 2])
                            for i, s in enumerate(r['seeds']) for j, k in enumerate(r['eval_steps'].tolist())])
-    names = list(BRANCHES[method]) + ['none finite']
+    names = list(get_method(method).branches) + ['none finite']
     branches = pd.DataFrame([dict(key, seed=s, branch=n, count=int((rec[i, :, 0] == b).sum()))
                              for i, s in enumerate(r['seeds']) for b, n in enumerate(names)])
     return curves, branches
 
 def _write_csv(df:pd.DataFrame, path:Path):
-    tmp = path.with_name(path.name + '.tmp')
-    df.to_csv(tmp, index=False); tmp.replace(path)
+    with atomic_write(path) as tmp: df.to_csv(tmp, index=False)
 
 def _done(out:Path, name:str, seeds:list, steps:int) -> bool:
     f = out/f'{name}.curves.csv'
@@ -57,8 +59,9 @@ def run_ablation(methods=('amg', 'smg'), settings=('a', 'c'), seeds=range(8), st
     "Run every (setting, method, variant) not yet in `out`; return (curves, branches) of all of them."
     bad = [v for v in variants if v not in VARIANTS]
     if bad: raise ValueError(f"unknown variant(s) {bad}: use any of {', '.join(VARIANTS)}")
-    bad = [m for m in methods if m not in ('smg', 'amg', 'safe_amg')]
-    if bad: raise ValueError(f'{bad}: the ablation is about the adapting guards, use smg, amg or safe_amg')
+    adapting = [n for n, m in METHODS.items() if m.adapts_theta]
+    bad = [m for m in methods if m not in adapting]
+    if bad: raise ValueError(f"{bad}: the ablation is about the adapting guards, use {', '.join(adapting)}")
     out, seeds = Path(out or ablation_dir()), [int(s) for s in seeds]
     out.mkdir(parents=True, exist_ok=True)
     combos = [(s, m, v) for s in settings for m in methods for v in variants]
@@ -86,12 +89,6 @@ def load_ablation(out:str|Path|None=None, names:list|None=None) -> tuple:
     return read('curves'), read('branches')
 
 # %% ../nbs/03c_ablation.ipynb #966d3cdd
-def _ci(x:np.ndarray) -> tuple:
-    "(mean, half-width of the Student-t 95% interval) of the values in x."
-    from scipy import stats
-    n = len(x)
-    return x.mean(), (stats.t.ppf(0.975, n - 1)*x.std(ddof=1)/math.sqrt(n) if n > 1 else 0.0)
-
 def summary(curves:pd.DataFrame, steps=(100, 200, 300)) -> pd.DataFrame:
     "Monitor-set loss at the given steps: mean [95% CI] over seeds, one row per (setting, method, variant)."
     rows = []
@@ -99,7 +96,7 @@ def summary(curves:pd.DataFrame, steps=(100, 200, 300)) -> pd.DataFrame:
         row = dict(setting=setting, method=method, variant=variant, seeds=d['seed'].nunique())
         for k in steps:
             x = d[d['step'] == k]['monitor_loss'].to_numpy()
-            if len(x): m, h = _ci(x); row[f'step {k}'] = f'{m:.3f} [{m - h:.3f}, {m + h:.3f}]'
+            if len(x): m, lo, hi = mean_ci(x); row[f'step {k}'] = f'{m:.3f} [{lo:.3f}, {hi:.3f}]'  # report's Student-t interval
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -123,7 +120,6 @@ def summary_markdown(curves:pd.DataFrame, branches:pd.DataFrame) -> str:
 
 def plot_ablation(curves:pd.DataFrame, per_seed:bool=True):
     "One axis per (setting, method): every variant's mean monitor loss, and each seed's curve thinly."
-    import matplotlib.pyplot as plt
     keys = list(dict.fromkeys(zip(curves['setting'], curves['method'])))
     fig, axs = plt.subplots(1, len(keys), figsize=(4.2*len(keys), 3.4), squeeze=False, sharey=True)
     colors = dict(zip(VARIANTS, ('tab:red', 'tab:orange', 'tab:green')))

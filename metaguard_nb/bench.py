@@ -11,12 +11,14 @@ import argparse, builtins, ctypes, json, math, os, platform, sys, threading, tim
 from pathlib import Path
 
 import torch
+from torch.profiler import profile
+from torch.utils.flop_counter import FlopCounterMode
 
 from .data import checkout
-from .guards import GuardConfig, METHODS, init_state, method_step, step_batches
+from .guards import METHODS, GuardConfig, get_method, init_state, step_batches
 from .optimizees import batched_grad
 from .reference import BENCH_SETTINGS, bench_batches, bench_problem, check, compare, library_program, reference_program
-from .runner import FIGURE_METHODS, check_device, make_problem, setting_checkpoint
+from .runner import PROTOCOLS, Protocol, check_device, evaluate, make_problem, paper_methods, record_rows, setting_checkpoint
 
 # %% ../nbs/A3_bench.ipynb #b30208e7
 def _trim():
@@ -94,19 +96,18 @@ def ratio_table(rows:list) -> str:
 
 def profile_step(method:str='amg', net:str='cnn', S:int=25, device:str='cpu', compile:bool=True, rows:int=12) -> str:
     "torch.profiler's top operators (self time) of one step of the library, after one warm-up step."
-    from torch.profiler import profile
     p = bench_problem(net, S, device)
     b1, b2 = bench_batches(p, 2)
-    step, cfg = method_step(method), GuardConfig(compile=compile)
+    step, cfg = get_method(method).step, GuardConfig(compile=compile)
     st, _ = step(cfg, p.lstm_cfg, p.optimizee, init_state(method, p.eta0, p.theta), b1)
     with profile() as prof:
         step(cfg, p.lstm_cfg, p.optimizee, st, b2); _sync(p.eta0.device)
     return prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=rows)
 
-def projected_hours(rows:list, net:str='cnn', S:int=25, steps:int=2000, methods=FIGURE_METHODS) -> dict:
-    "Hours of one paper-protocol panel (S seeds x `steps` steps per method) at the measured rates, evaluations not included."
+def projected_hours(rows:list, net:str='cnn', S:int=PROTOCOLS['paper'].seeds, steps:int=PROTOCOLS['paper'].steps, methods=None) -> dict:
+    "Hours of one paper-protocol panel (S seeds x `steps` steps per method; `methods` default: the paper's six) at the measured rates, evaluations not included."
     rate = {r['method']: r['ours_seed_steps_per_s'] for r in rows if r['net'] == net and r['seeds'] == S}
-    hours = {m: S*steps/rate[m]/3600 for m in methods if m in rate}
+    hours = {m: S*steps/rate[m]/3600 for m in (methods or paper_methods()) if m in rate}
     return dict(hours, total=sum(hours.values()))
 
 def machine() -> dict:
@@ -197,7 +198,6 @@ MATMUL_OPS, CONV_OPS = ('mm', 'bmm', 'addmm', 'baddbmm'), ('convolution', 'convo
 
 def _flops(f) -> dict:
     "Floating-point operations of f() by family, counted by torch's FlopCounterMode: {'matmul', 'conv', 'other'}."
-    from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as fc: f()
     out = dict(matmul=0, conv=0, other=0)
     for op, n in fc.get_flop_counts()['Global'].items():
@@ -208,7 +208,7 @@ def _flops(f) -> dict:
 def step_flops(method:str, p, b) -> dict:
     "Floating-point operations of one (eager) library step of `method` on problem p and Batches b, by family."
     st = init_state(method, p.eta0, p.theta)
-    return _flops(lambda: method_step(method)(GuardConfig(compile=False), p.lstm_cfg, p.optimizee, st, b))
+    return _flops(lambda: get_method(method).step(GuardConfig(compile=False), p.lstm_cfg, p.optimizee, st, b))
 
 def _best_seconds(f, n:int=10) -> float:
     for _ in range(2): f()
@@ -219,7 +219,6 @@ def _best_seconds(f, n:int=10) -> float:
 
 def _rates(p, b, S:int) -> tuple:
     "(best matrix-product rate, convolution rate) in flop/s on the shapes of S seeds of problem p (seed 0's Batches b), on the CPU."
-    from torch.profiler import profile
     m, H = p.eta0.shape[1], p.lstm_cfg.hidden
     mm = 0
     for (r, k), n in [((S*m, H), 4*H), ((H, S*m), 4*H), ((S*m, 4*H), H)]:  # gates, weight gradient, input gradient
@@ -256,7 +255,7 @@ def _layout_worker(method, net, seeds, steps, threads, barrier, out):
     torch.set_num_threads(threads)
     p = make_problem(BENCH_SETTINGS[net], list(seeds), 'cpu', setting_checkpoint(BENCH_SETTINGS[net]))
     batches = bench_batches(p, steps + 1)
-    step, st, cfg = method_step(method), init_state(method, p.eta0, p.theta), GuardConfig()
+    step, st, cfg = get_method(method).step, init_state(method, p.eta0, p.theta), GuardConfig()
     st, _ = step(cfg, p.lstm_cfg, p.optimizee, st, batches[0])  # compiles
     barrier.wait()
     t0 = time.perf_counter()
@@ -279,19 +278,18 @@ def layout_rates(method:str='amg', net:str='cnn', S:int=25, steps:int=3, cores:i
     return dict(method=method, net=net, seeds=S, steps=steps, seed_steps_per_s={k: round(v, 2) for k, v in out.items()})
 
 # %% ../nbs/A3_bench.ipynb #8eba7eb6
-def protocol_shares(method:str='amg', net:str='cnn', S:int=25, steps:int=3, eval_every:int=10, test_every:int|None=100) -> dict:
+def protocol_shares(method:str='amg', net:str='cnn', S:int=25, steps:int=3, eval_every:int=Protocol.eval_every,
+                    test_every:int|None=Protocol.test_every) -> dict:
     "Seconds per protocol step of each part (batches, the method's step, records, monitor and test evaluations spread over the steps between them), as the runner does them and as it did before (every batch made, the test split at every evaluation)."
-    from metaguard_nb.guards import inner_batches
-    from metaguard_nb.runner import _rows, evaluate
     p, cfg = bench_problem(net, S, 'cpu'), GuardConfig()
-    step, st, used = method_step(method), init_state(method, p.eta0, p.theta), inner_batches(method, cfg.T)
+    step, st, used = get_method(method).step, init_state(method, p.eta0, p.theta), get_method(method).inner_batches(cfg.T)
     st, _ = step(cfg, p.lstm_cfg, p.optimizee, st, step_batches(p.inner, p.evals, cfg.T))  # compiles
     t = dict(all_batches=0.0, used_batches=0.0, step=0.0, records=0.0)
     for _ in range(steps):
         t0 = time.perf_counter(); step_batches(p.inner, p.evals, cfg.T)
         t1 = time.perf_counter(); b = step_batches(p.inner, p.evals, cfg.T, used)
         t2 = time.perf_counter(); st, r = step(cfg, p.lstm_cfg, p.optimizee, st, b)
-        t3 = time.perf_counter(); _rows([r])
+        t3 = time.perf_counter(); record_rows([r])
         t4 = time.perf_counter()
         for k, v in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)): t[k] += v/steps
     evaluate(p, st.eta)

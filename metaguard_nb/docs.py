@@ -6,7 +6,7 @@
 __all__ = ['MATHJAX', 'CONF', 'blocks', 'fill', 'notebook_markdown', 'readme', 'write_readme', 'site', 'main']
 
 # %% ../nbs/A4_docs.ipynb #7c22f55a
-import json, shutil, subprocess, sys
+import argparse, json, shutil, subprocess, sys
 from pathlib import Path
 
 from .data import checkout
@@ -106,7 +106,6 @@ def site(out:Path|None=None, root:Path|None=None) -> Path:
 
 def main(argv=None):
     "python -m metaguard_nb.docs readme|site"
-    import argparse
     ap = argparse.ArgumentParser(prog='python -m metaguard_nb.docs')
     ap.add_argument('what', choices=['readme', 'site'])
     a = ap.parse_args(argv)

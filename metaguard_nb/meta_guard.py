@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .guards import BRANCHES, Batches, GuardConfig, init_state, method_step
+from .guards import Batches, GuardConfig, get_method, init_state
 from .lstm import LSTMConfig, Theta
 from .metatrain import SETTINGS, load_checkpoint
 from .optimizees import Optimizee
@@ -49,26 +49,26 @@ def check_model(model:nn.Module):
 # %% ../nbs/06_your_model.ipynb #a5c7cfb1
 class StepInfo(NamedTuple):
     "What one step did, per seed."
-    branch: list # the chosen candidate's name (see guards.BRANCHES), or 'none finite'
+    branch: list # the chosen candidate's name (see its `guards.Method.branches`), or 'none finite'
     loss: torch.Tensor # l(eta_new; B_e) [S]
     counters: torch.Tensor # this step's gradient evaluations, forward evaluations, LSTM steps [S, 3]
     candidates: torch.Tensor|None # the guard's candidate losses on B_e [S, K]
 
 class MetaGuard:
-    "Meta Guard (or any method of guards.METHODS) on a user's model: `step(batches)` makes one step, `model` gives the weights back."
+    "Meta Guard (or any registered method, guards.METHODS) on a user's model: `step(batches)` makes one step, `model` gives the weights back."
     def __init__(self, model:nn.Module, # the model to train; its current parameters are the starting point
                  loss_fn=nn.functional.cross_entropy, # loss(model(x), y) -> scalar
-                 method:str='amg', # one of guards.METHODS
+                 method:str='amg', # a registered method (guards.METHODS)
                  optimizer='cnn_fashionmnist', # the learned optimizer: a shipped name, a .pt checkpoint, or a Theta
-                 lr_eta:float=3.0, # lambda_eta: the fallback's SGD step on your model (see "Which lambda_eta" below)
-                 lr_theta:float=0.1, # lambda_theta: the fallback's step on the learned optimizer
-                 T:int=10, # unroll length
+                 lr_eta:float=GuardConfig.lr_eta, # lambda_eta: the fallback's SGD step on your model (see "Which lambda_eta" below)
+                 lr_theta:float=GuardConfig.lr_theta, # lambda_theta: the fallback's step on the learned optimizer
+                 T:int=GuardConfig.T, # unroll length
                  seeds:int=1, # independent copies run side by side (each from the model's weights, each on its own batches)
                  device:str|torch.device='cpu',
                  lstm_cfg:LSTMConfig|None=None, # the architecture, when `optimizer` is a Theta
                  **guard, # more GuardConfig fields (sgd_candidate, adapt_batch, compile, tile, ...)
                 ):
-        self.step_fn = method_step(method)
+        self.step_fn = get_method(method).step
         check_model(model)
         if not isinstance(seeds, int) or seeds <= 0: raise ValueError(f'seeds={seeds!r}: use a positive integer')
         self.method, self.S, self.device = method, seeds, torch.device(device)
@@ -128,7 +128,7 @@ class MetaGuard:
         if self.steps == 0: self._check_loss(b)
         self.state, rec = self.step_fn(self.cfg, self.lstm_cfg, self.optimizee, self.state, b)
         self.steps += 1
-        names = list(BRANCHES[self.method]) + ['none finite']
+        names = list(get_method(self.method).branches) + ['none finite']
         return StepInfo([names[i] for i in rec.branch.tolist()], rec.loss, rec.counters, rec.candidates)
 
     def module(self, seed:int=0) -> nn.Module:

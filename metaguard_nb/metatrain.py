@@ -16,7 +16,7 @@ from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 
 from .data import Sampler, checkout, load
-from .lstm import LSTMConfig, Theta, init_theta, start_state, unroll
+from .lstm import UNROLL_STEPS, LSTMConfig, Theta, init_theta, start_state, unroll
 from .optimizees import Optimizee, batched_grad, optimizee
 from .persist import deferred_interrupt, save_atomic
 
@@ -28,11 +28,11 @@ class MetaTrainConfig:
     dataset:str='fashionmnist' # 'fashionmnist' or 'mnist' (train split)
     act:str='sigmoid' # optimizee activation
     padding:tuple=(0, 0, 0) # CNN convolution padding
-    hidden:int=20 # LSTM units per layer
-    out_scale:float=0.1 # LSTM output scale
-    p:float=10.0 # preprocessing cut-off exponent
-    use_loss_input:bool=True # feed the loss beside the gradient
-    T:int=10 # truncation window (steps per meta-gradient)
+    hidden:int=LSTMConfig.hidden # LSTM units per layer
+    out_scale:float=LSTMConfig.out_scale # LSTM output scale
+    p:float=LSTMConfig.p # preprocessing cut-off exponent
+    use_loss_input:bool=LSTMConfig.use_loss_input # feed the loss beside the gradient
+    T:int=UNROLL_STEPS # truncation window (steps per meta-gradient)
     horizon:int=200 # steps before the trajectories restart from a fresh eta_0
     windows:int=1500 # meta-gradient steps in all
     trajectories:int=4 # optimizee trajectories side by side (the seed dimension)
@@ -188,7 +188,7 @@ def metatrain_cli(name:str, # the setting: cnn_fashionmnist or mlp_mnist
     print(f'{name}: {len(curve)} windows, final meta-loss (mean of last {n}) {sum(curve[-n:])/n:.4f} -> {path}')
 
 # %% ../nbs/02b_metatrain.ipynb #9a507c9f
-def sgd_run(problem:Optimizee, eta, xs, ys, lr:float=3.0):
+def sgd_run(problem:Optimizee, eta, xs, ys, lr:float):
     "Plain SGD over the batches xs [S, K, B, ...]: eta - lr * grad l(eta; B_k), K times."
     for k in range(xs.shape[1]):
         g, _ = batched_grad(problem, eta, xs[:, k], ys[:, k])

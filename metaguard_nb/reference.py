@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .guards import GuardConfig, init_state, method_step, step_batches
+from .guards import GuardConfig, get_method, init_state, step_batches
 from .lstm import LSTMConfig, theta_to
 from .runner import make_problem, setting_checkpoint
 
@@ -107,6 +107,8 @@ def _ref_guard(s:dict, cands:list, losses:list, lstm=None, adapting:bool=False) 
 
 def ref_step(method:str, cfg:GuardConfig, net:RefNet, s:dict, xs, ys, xe, ye) -> tuple:
     "(new state, chosen branch, l(new eta; B_e)) of `method` for one seed; batches without the seed dimension."
+    name, method = method, get_method(method).reference  # the registry names each method's step here; an unknown name fails in one line
+    if method is None: raise ValueError(f'{name!r} has no step in the reference implementation: check it another way')
     record = lambda eta: float(net.loss(eta, xe, ye).detach())  # what the library's Record reports
     if method == 'sgd':
         g, _ = net.grad(s['eta'], xs[0], ys[0])
@@ -161,7 +163,7 @@ def bench_batches(p, n:int, dtype=torch.float32) -> list:
 
 def library_program(method:str, p, gcfg:GuardConfig) -> tuple:
     "(advance(batches) -> branches [S], eta() -> the current parameters [S, m]) of the seed-batched library."
-    step, st = method_step(method), [init_state(method, p.eta0, p.theta)]
+    step, st = get_method(method).step, [init_state(method, p.eta0, p.theta)]
     def advance(b):
         st[0], rec = step(gcfg, p.lstm_cfg, p.optimizee, st[0], b)
         return rec.branch

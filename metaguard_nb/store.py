@@ -27,7 +27,7 @@ def weights_hash(ck:dict, # a checkpoint as `metatrain.load_checkpoint` returns 
     h.update(ck['h'].float().contiguous().numpy().tobytes())
     return h.hexdigest()[:12]
 
-def run_key(method:str, # a method of `guards.METHODS`
+def run_key(method:str, # a registered method (`guards.METHODS`)
             setting:str, # a Figure 1 panel
             eval_every:int, # steps between monitor-set evaluations
             gcfg:GuardConfig, # the guards' settings

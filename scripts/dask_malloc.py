@@ -15,14 +15,14 @@ import json, os, sys, time
 def steps(undo:bool, threads:int=1, S:int=5, n:int=8) -> float:
     import torch
     from metaguard_nb.grid import malloc_as_usual
-    from metaguard_nb.guards import GuardConfig, init_state, method_step
+    from metaguard_nb.guards import GuardConfig, get_method, init_state
     from metaguard_nb.reference import BENCH_SETTINGS, bench_batches
     from metaguard_nb.runner import make_problem, setting_checkpoint
     if undo: malloc_as_usual()
     torch.set_num_threads(threads)
     p = make_problem(BENCH_SETTINGS['cnn'], list(range(S)), 'cpu', setting_checkpoint(BENCH_SETTINGS['cnn']))
     bs = bench_batches(p, n + 1)
-    step, st, cfg = method_step('amg'), init_state('amg', p.eta0, p.theta), GuardConfig()
+    step, st, cfg = get_method('amg').step, init_state('amg', p.eta0, p.theta), GuardConfig()
     st, _ = step(cfg, p.lstm_cfg, p.optimizee, st, bs[0])
     ts = []
     for b in bs[1:]:

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import torch
 
-from metaguard_nb.guards import GuardConfig, METHODS, init_state, method_step, step_batches
-from metaguard_nb.runner import FIGURE_METHODS, make_problem, run, setting_checkpoint
+from metaguard_nb.guards import METHODS, GuardConfig, get_method, init_state, step_batches
+from metaguard_nb.runner import make_problem, paper_methods, run, setting_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def no_sync_check(method, S=25, steps=3):
     p = make_problem('a', list(range(S)), 'cuda', setting_checkpoint('a'))
-    step, cfg, st = method_step(method), GuardConfig(), init_state(method, p.eta0, p.theta)
+    step, cfg, st = get_method(method).step, GuardConfig(), init_state(method, p.eta0, p.theta)
 
     def one(st):
         return step(cfg, p.lstm_cfg, p.optimizee, st, step_batches(p.inner, p.evals, cfg.T))[0]
@@ -60,7 +60,7 @@ def main():
         out['paper_panel_c'] = {'measured_minutes': (time.perf_counter() - t0)/60}
     else:
         total = 0.0
-        for m in FIGURE_METHODS:
+        for m in paper_methods():
             with tempfile.TemporaryDirectory() as store:
                 t0 = time.perf_counter()
                 run(m, 'c', steps=a.steps, seeds=range(25), device='cuda', store=store, progress=False)

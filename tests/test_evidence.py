@@ -4,7 +4,7 @@ import torch
 
 from metaguard_nb import guards
 from metaguard_nb.data import Sampler, load
-from metaguard_nb.guards import SCORES, GuardConfig, amg_candidates, init_state, lgl2o_candidates, smg_candidates
+from metaguard_nb.guards import METHODS, GuardConfig, amg_candidates, init_state, lgl2o_candidates, smg_candidates
 from metaguard_nb.lstm import LSTMConfig, init_theta, unroll
 from metaguard_nb.optimizees import batched_loss, mlp
 
@@ -42,7 +42,7 @@ def test_the_learned_candidate_carries_g_T_average_not_the_old_memory(setup, nam
             ft = unroll(LCFG, net, c.etas[1], c.thetas[1], b.xs, b.ys)
             torch.testing.assert_close(c.thetas[2].h, coordinate_mean(ft.state), atol=1e-6, rtol=0)
             assert torch.equal(c.thetas[2].W['w_out'], c.thetas[1].W['w_out'])
-        st, _ = guards.METHODS[name](GCFG, LCFG, net, st, b)
+        st, _ = METHODS[name].step(GCFG, LCFG, net, st, b)
 
 
 def test_smg_judges_each_candidate_by_its_unroll_scored_on_B_e(setup):
@@ -51,14 +51,14 @@ def test_smg_judges_each_candidate_by_its_unroll_scored_on_B_e(setup):
     st = init_state('smg', net.init([0, 1, 2]), theta)
     for b in bs:
         c = smg_candidates(GCFG, LCFG, net, st, b)
-        new, rec = guards.METHODS['smg'](GCFG, LCFG, net, st, b)
+        new, rec = METHODS['smg'].step(GCFG, LCFG, net, st, b)
         ends = [unroll(LCFG, net, e, th, b.xs, b.ys).eta for e, th in zip(c.etas, c.thetas)]
         on_e = torch.stack([batched_loss(net, e, b.xe, b.ye) for e in ends], 1)
         on_last = torch.stack([batched_loss(net, e, b.xs[:, -1], b.ys[:, -1]) for e in ends], 1)
         torch.testing.assert_close(rec.candidates, on_e, atol=1e-5, rtol=0)
         assert (rec.candidates - on_last).abs().max() > 1e-3
         st = new
-    assert SCORES['smg'] == 'L^Adapt(candidate) on B_e'
+    assert METHODS['smg'].score == 'L^Adapt(candidate) on B_e'
 
 
 @pytest.mark.parametrize('name', ['lgl2o', 'lgl2o_no_update', 'amg', 'safe_amg'])
@@ -69,11 +69,11 @@ def test_the_other_judges_score_each_candidate_on_B_e_itself(setup, name):
     for b in bs:
         if name.startswith('lgl2o'): c = lgl2o_candidates(GCFG, LCFG, net, st, b, update=name == 'lgl2o')[0]
         else: c = candidates(name, net, st, b)
-        new, rec = guards.METHODS[name](GCFG, LCFG, net, st, b)
+        new, rec = METHODS[name].step(GCFG, LCFG, net, st, b)
         on_e = torch.stack([batched_loss(net, e, b.xe, b.ye) for e in c.etas], 1)
         k = 0 if name.startswith('lgl2o') else -1  # the batch the candidates were made on: B_1 for LGL2O, B_T for AMG's fallbacks
         on_inner = torch.stack([batched_loss(net, e, b.xs[:, k], b.ys[:, k]) for e in c.etas], 1)
         torch.testing.assert_close(rec.candidates, on_e, atol=1e-6, rtol=0)
         assert (rec.candidates - on_inner).abs().max() > 1e-3
-        assert rec.candidates.shape[1] == len(guards.BRANCHES[name]) and SCORES[name] == 'l(candidate; B_e)'
+        assert rec.candidates.shape[1] == len(METHODS[name].branches) and METHODS[name].score == 'l(candidate; B_e)'
         st = new

@@ -123,7 +123,8 @@ def test_the_figure_check_command_fails_in_one_line():
 
 def test_the_report_reads_each_panel_from_the_source_with_most_seeds(tmp_path):
     "CPU and GPU, compiled and eager seeds key apart; a panel is read from one of them, never a mix."
-    from metaguard_nb.figure import SOURCES, panel_results, protocol, report
+    from metaguard_nb.figure import write_report as report
+    from metaguard_nb.report import SOURCES, panel_results, protocol
     from metaguard_nb.guards import GuardConfig
     from metaguard_nb.runner import run
     P = protocol('c', 'tiny')  # 2 seeds x 20 steps
@@ -147,7 +148,8 @@ def test_the_report_reads_each_panel_from_the_source_with_most_seeds(tmp_path):
 
 def test_a_panel_the_store_holds_whole_is_read_not_run_again(tmp_path):
     "Every seed of every method in the store from one source (here: the eager step): the notebook reads it, whatever it was asked to run with."
-    from metaguard_nb.figure import REPORT_METHODS
+    from metaguard_nb.runner import PROTOCOLS
+    REPORT_METHODS = PROTOCOLS['tiny'].methods
     from metaguard_nb.guards import GuardConfig
     from metaguard_nb.runner import run
     store = tmp_path / 'results'

@@ -1,5 +1,6 @@
 "Guard invariants, counters, seed batching, determinism, resume, NaN safety, the results store and bad input."
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -7,8 +8,8 @@ import torch
 from conftest import interrupted_on_call
 from metaguard_nb import guards, lstm, runner, store
 from metaguard_nb.data import Sampler, load
-from metaguard_nb.guards import (BRANCHES, METHODS, GuardConfig, Theta, amg_candidates, choose,
-                                 init_state, lgl2o_candidates, method_step, smg_candidates)
+from metaguard_nb.guards import (METHODS, GuardConfig, Theta, amg_candidates, choose, get_method,
+                                 init_state, lgl2o_candidates, smg_candidates)
 from metaguard_nb.lstm import LSTMConfig, init_theta, lstm_step, per_seed, start_state, theta_to, unroll
 from metaguard_nb.optimizees import batched_grad, batched_loss, mlp
 
@@ -40,7 +41,7 @@ def run_steps(name, net, theta, split, seeds, k=2, cfg=GCFG):
     st = init_state(name, net.init(seeds), theta)
     recs = []
     for b in batches(split, seeds, k):
-        st, r = METHODS[name](cfg, LCFG, net, st, b)
+        st, r = METHODS[name].step(cfg, LCFG, net, st, b)
         recs.append(r)
     return st, recs
 
@@ -55,7 +56,7 @@ def test_compiled_lstm_step_gives_the_eager_numbers(setup, name, tile):
     comp, recs = run_steps(name, net, theta, split, [0, 1], cfg=replace(GCFG, compile=True, tile=tile))
     torch.testing.assert_close(comp.eta, eager.eta, atol=1e-4, rtol=0)
     assert torch.isfinite(comp.eta).all() and (comp.eta != net.init([0, 1])).any()
-    if name in guards.ADAPTING:
+    if METHODS[name].adapts_theta:
         for k in comp.theta.W:
             torch.testing.assert_close(comp.theta.W[k], eager.theta.W[k], atol=1e-4, rtol=0)
 
@@ -140,7 +141,7 @@ def test_counters_match_real_calls(setup, name, monkeypatch):
     bs = batches(split, seeds, 2)
     n = count_calls(monkeypatch, len(seeds))
     for b in bs:
-        st, rec = METHODS[name](GCFG, LCFG, net, st, b)
+        st, rec = METHODS[name].step(GCFG, LCFG, net, st, b)
     assert rec.counters.tolist() == [EXPECTED_COUNTS[name]] * 2
     assert st.counters.tolist() == [[2 * c for c in EXPECTED_COUNTS[name]]] * 2
     grads, fwds, steps = EXPECTED_COUNTS[name]
@@ -157,7 +158,7 @@ def test_counters_with_the_fallback_fitted_on_the_judging_batch(setup, monkeypat
     st = init_state('amg', net.init([0]), theta)
     b = batches(split, [0])[0]
     n = count_calls(monkeypatch, 1)
-    _, rec = METHODS['amg'](GuardConfig(adapt_batch='eval'), LCFG, net, st, b)
+    _, rec = METHODS['amg'].step(GuardConfig(adapt_batch='eval'), LCFG, net, st, b)
     assert rec.counters.tolist() == [[2 * T + 2, 2, 2 * T]]
     assert n == dict(grad=2 * T + 2, fwd=2, lstm=2 * T)
 
@@ -169,7 +170,7 @@ def test_seed_batching_equals_each_seed_alone(setup, name):
     for i, s in enumerate([0, 1, 2]):
         alone, _ = run_steps(name, net, theta, split, [s])
         torch.testing.assert_close(alone.eta[0], together.eta[i], atol=1e-5, rtol=0)
-        if name in guards.ADAPTING:
+        if METHODS[name].adapts_theta:
             torch.testing.assert_close(alone.theta.h[0], together.theta.h[i], atol=1e-5, rtol=0)
 
 
@@ -199,7 +200,7 @@ def test_amg_keeps_the_candidate_whose_recomputed_loss_is_lowest(setup, name):
     st = init_state(name, net.init(seeds), theta)
     for b in batches(split, seeds, 3):
         c, _ = amg_candidates(cfg, LCFG, net, st, b)
-        new, rec = METHODS[name](GCFG, LCFG, net, st, b)
+        new, rec = METHODS[name].step(GCFG, LCFG, net, st, b)
         for s in range(len(seeds)):
             scores = [float(batched_loss(net, e[s:s + 1], b.xe[s:s + 1], b.ye[s:s + 1])) for e in c.etas]
             k = first_finite_min(scores)
@@ -215,7 +216,7 @@ def test_smg_keeps_the_candidate_whose_recomputed_adapt_objective_is_lowest(setu
     st = init_state('smg', net.init(seeds), theta)
     for b in batches(split, seeds, 3):
         c = smg_candidates(GCFG, LCFG, net, st, b)
-        new, rec = METHODS['smg'](GCFG, LCFG, net, st, b)
+        new, rec = METHODS['smg'].step(GCFG, LCFG, net, st, b)
         scores = [batched_loss(net, unroll(LCFG, net, e, th, b.xs, b.ys).eta, b.xe, b.ye) for e, th in zip(c.etas, c.thetas)]
         for s in range(len(seeds)):
             k = int(rec.branch[s])
@@ -229,7 +230,7 @@ def test_lgl2o_chooses_argmin_on_the_evaluation_batch(setup):
     seeds = [0, 1, 2, 3, 4, 5]
     st = init_state('lgl2o', net.init(seeds), theta)
     b = batches(split, seeds)[0]
-    new, rec = METHODS['lgl2o'](GCFG, LCFG, net, st, b)
+    new, rec = METHODS['lgl2o'].step(GCFG, LCFG, net, st, b)
     # recompute both candidates independently
     g, l = batched_grad(net, st.eta, b.xs[:, 0], b.ys[:, 0])
     u, _ = lstm_step(LCFG, theta.W, g, l, start_state(theta.h, *st.eta.shape))
@@ -246,7 +247,7 @@ def test_lgl2o_ties_go_to_the_learned_candidate(setup):
     zero_lr = GuardConfig(lr_eta=0.0)  # SGD candidate = eta; make the learned step zero too
     W = dict(theta.W, w_out=torch.zeros_like(theta.W['w_out']), b_out=torch.zeros_like(theta.W['b_out']))
     st = st._replace(theta=Theta(W, theta.h))
-    _, rec = METHODS['lgl2o'](zero_lr, LCFG, net, st, b)
+    _, rec = METHODS['lgl2o'].step(zero_lr, LCFG, net, st, b)
     assert rec.candidates[0, 0] == rec.candidates[0, 1] and rec.branch.item() == 0
 
 
@@ -258,7 +259,7 @@ def _nan_theta(theta):
 def test_non_finite_learned_candidate_is_never_chosen(setup, name):
     net, theta, split = setup
     st = init_state(name, net.init([0, 1]), _nan_theta(theta))
-    new, rec = METHODS[name](GCFG, LCFG, net, st, batches(split, [0, 1])[0])
+    new, rec = METHODS[name].step(GCFG, LCFG, net, st, batches(split, [0, 1])[0])
     assert torch.isfinite(new.eta).all()
     assert (rec.branch != 0).all()
 
@@ -269,9 +270,9 @@ def test_all_candidates_non_finite_leaves_the_state_unchanged(setup, name):
     eta = net.init([0, 1])
     eta[:, 0] = math.inf  # every candidate, including "stay", is non-finite
     st = init_state(name, eta, theta)
-    new, rec = METHODS[name](GCFG, LCFG, net, st, batches(split, [0, 1])[0])
+    new, rec = METHODS[name].step(GCFG, LCFG, net, st, batches(split, [0, 1])[0])
     assert torch.equal(new.eta, st.eta)
-    assert (rec.branch == len(BRANCHES[name])).all()
+    assert (rec.branch == len(METHODS[name].branches)).all()
     for k in st.theta.W:
         assert torch.equal(new.theta.W[k], st.theta.W[k])
 
@@ -281,7 +282,7 @@ def test_lgl2o_without_update_starts_from_the_meta_trained_memory(setup):
     seeds = [0, 1]
     st = init_state('lgl2o_no_update', net.init(seeds), theta)
     for b in batches(split, seeds, 3):
-        st, _ = METHODS['lgl2o_no_update'](GCFG, LCFG, net, st, b)
+        st, _ = METHODS['lgl2o_no_update'].step(GCFG, LCFG, net, st, b)
         assert st.carry is None  # nothing carried: the next step broadcasts theta.h afresh
     # and the step's learned candidate equals one LSTM step from the broadcast memory
     b = batches(split, seeds)[0]
@@ -299,7 +300,7 @@ def test_lgl2o_with_update_carries_the_learned_state_whoever_won(setup):
         g, l = batched_grad(net, st.eta, b.xs[:, 0], b.ys[:, 0])
         prev = st.carry if st.carry is not None else start_state(theta.h, *st.eta.shape)
         _, want = lstm_step(LCFG, theta.W, g, l, prev)
-        st, rec = METHODS['lgl2o'](GCFG, LCFG, net, st, b)
+        st, rec = METHODS['lgl2o'].step(GCFG, LCFG, net, st, b)
         for a, w in zip(st.carry, want):
             torch.testing.assert_close(a, w)
 
@@ -384,10 +385,10 @@ def test_amg_non_finite_unroll_sends_the_fallback_to_plain_sgd(setup, bad):
     torch.testing.assert_close(c.etas[1][1], st.eta[1] - 3 * g_T[1])
     for k in st.theta.W:
         assert torch.equal(c.thetas[1].W[k][1], st.theta.W[k][1])
-    new, rec = METHODS['amg'](GCFG, LCFG, net, st, b)
+    new, rec = METHODS['amg'].step(GCFG, LCFG, net, st, b)
     assert torch.isfinite(new.eta).all() and all(torch.isfinite(w).all() for w in new.theta.W.values())
     assert int(rec.branch[1]) in (1, 3)  # the plain-SGD fallback or staying: the only finite candidates
-    clean_new, _ = METHODS['amg'](GCFG, LCFG, net, st, clean)
+    clean_new, _ = METHODS['amg'].step(GCFG, LCFG, net, st, clean)
     for s in (0, 2):  # the other seeds do not see seed 1's NaN
         assert torch.equal(new.eta[s], clean_new.eta[s])
 
@@ -402,16 +403,16 @@ def test_a_candidate_with_a_non_finite_theta_is_never_chosen(setup, name, bad):
     W = {k: v.clone() for k, v in st.theta.W.items()}
     W['w_hh1'][1, 0, 0] = bad
     st = st._replace(theta=Theta(W, st.theta.h))
-    new, rec = METHODS[name](GCFG, LCFG, net, st, batches(split, seeds)[0])
-    assert int(rec.branch[1]) == len(BRANCHES[name])
+    new, rec = METHODS[name].step(GCFG, LCFG, net, st, batches(split, seeds)[0])
+    assert int(rec.branch[1]) == len(METHODS[name].branches)
     assert torch.equal(new.eta[1], st.eta[1])
     assert all(torch.isfinite(new.theta.W[k][s]).all() for k in W for s in (0, 2))
-    assert (rec.branch[[0, 2]] < len(BRANCHES[name])).all()
+    assert (rec.branch[[0, 2]] < len(METHODS[name].branches)).all()
 
 
 def test_unknown_method_lists_valid_names():
     with pytest.raises(ValueError, match="use one of 'sgd', 'l2o'"):
-        method_step('adam')
+        get_method('adam')
 
 
 @pytest.mark.parametrize('kwargs,match', [
@@ -431,7 +432,7 @@ def test_runner_resume_equals_uninterrupted(tmp_path, monkeypatch):
     kw = dict(setting='b', steps=6, seeds=[0, 1], eval_every=2, save_every=2, progress=False)
     full = runner.run('lgl2o', store=tmp_path / 'full', **kw)
     real = METHODS['lgl2o']
-    monkeypatch.setitem(guards.METHODS, 'lgl2o', interrupted_on_call(4, real))
+    monkeypatch.setitem(guards.METHODS, 'lgl2o', replace(real, step=interrupted_on_call(4, real.step)))
     with pytest.raises(KeyboardInterrupt):
         runner.run('lgl2o', store=tmp_path / 'resumed', **kw)
     monkeypatch.setitem(guards.METHODS, 'lgl2o', real)
@@ -448,7 +449,7 @@ def test_runner_reuses_cached_seeds(tmp_path, monkeypatch):
 
     def recompute(*args, **kwargs):
         raise AssertionError('seed 1 was computed again: the store was missed')
-    monkeypatch.setitem(guards.METHODS, 'sgd', recompute)
+    monkeypatch.setitem(guards.METHODS, 'sgd', replace(METHODS['sgd'], step=recompute))
     b = runner.run('sgd', seeds=[1], **kw)  # from the store of the first call
     assert torch.equal(a['record'][1], b['record'][0])
 
@@ -469,8 +470,8 @@ def test_results_of_another_numerics_version_are_not_reused(tmp_path, monkeypatc
 
     def counted(*a, **k):
         calls['n'] += 1
-        return real(*a, **k)
-    monkeypatch.setitem(guards.METHODS, 'sgd', counted)
+        return real.step(*a, **k)
+    monkeypatch.setitem(guards.METHODS, 'sgd', replace(real, step=counted))
     runner.run('sgd', **kw)
     assert calls['n'] == 2
 
@@ -505,7 +506,7 @@ def test_a_run_that_keeps_nothing_writes_no_file(tmp_path, monkeypatch):
     "store=False: not even the resume state of an interrupted run is written."
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(store, 'store_dir', lambda: tmp_path / 'default_store')
-    monkeypatch.setitem(guards.METHODS, 'sgd', interrupted_on_call(3, METHODS['sgd']))
+    monkeypatch.setitem(guards.METHODS, 'sgd', replace(METHODS['sgd'], step=interrupted_on_call(3, METHODS['sgd'].step)))
     with pytest.raises(KeyboardInterrupt):
         runner.run('sgd', 'b', steps=4, seeds=[0], eval_every=2, save_every=2, store=False, progress=False)
     assert not any(tmp_path.rglob('*'))

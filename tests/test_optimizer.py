@@ -92,7 +92,7 @@ def test_shipped_cnn_optimizer_beats_sgd_early():
     mx, my = monitor_set(cfg.dataset, seeds)
     with torch.no_grad():
         l2o = batched_loss(problem, unroll(cfg.lstm, problem, eta0, theta, xs, ys).eta, mx, my)
-    sgd = batched_loss(problem, sgd_run(problem, eta0, xs, ys), mx, my)
+    sgd = batched_loss(problem, sgd_run(problem, eta0, xs, ys, lr=3.0), mx, my)
     assert l2o.mean() < sgd.mean(), f'L2O {l2o.mean():.4f} vs SGD {sgd.mean():.4f}'
 
 

@@ -31,7 +31,7 @@ def losses_at(folder, step):
 
 @pytest.mark.parametrize('step', [1000, 2000])
 def test_the_paired_table_of_panel_c_is_what_the_seed_files_give(step):
-    from metaguard_nb.figure import BASELINES, GUARDED, panel_results, paired_table, protocol
+    from metaguard_nb.report import BASELINES, GUARDED, panel_results, paired_table, protocol
     _, got, _ = panel_results('c', protocol('c', 'paper'))
     table = paired_table(got, steps=(step,)).set_index(['method', 'baseline'])
     for m in GUARDED:
@@ -50,7 +50,7 @@ def test_the_paired_table_of_panel_c_is_what_the_seed_files_give(step):
 
 
 def test_the_paired_claim_is_the_wilcoxon_rule_against_every_baseline():
-    from metaguard_nb.figure import claims, panel_results, protocol, summarize
+    from metaguard_nb.report import claims, panel_results, protocol, summarize
     P = protocol('a', 'paper')
     for s in 'abcd':
         _, got, _ = panel_results(s, P)

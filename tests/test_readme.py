@@ -16,7 +16,7 @@ def test_readme_is_what_the_index_and_the_committed_results_give():
 
 @pytest.mark.parametrize('preset', ['quick', 'paper'])
 def test_each_committed_report_is_what_the_results_store_gives(preset, tmp_path, monkeypatch):
-    from metaguard_nb.figure import report
+    from metaguard_nb.figure import write_report as report
     committed = ROOT / 'outputs' / 'figure1' / preset / 'report.md'
     if not committed.exists():
         pytest.skip(f'no {preset} report committed yet')

@@ -206,7 +206,6 @@ with torch.no_grad():
     test_close(u.reshape(-1), 0.1*(h2 @ th.W['w_out'].T + th.W['b_out']).squeeze(-1), eps=1e-6)
 test_eq(u.shape, (S, m)); test_eq(len(st), 4)
 
-
 # %% [markdown]
 # **Fast, on many seeds.** `lstm_step` is the readable definition. The guards run its compiled twin,
 # in tiles of coordinates whose backward pass recomputes the gates: the same function to float
@@ -232,7 +231,7 @@ test_eq(u.shape, (S, m)); test_eq(len(st), 4)
 # through the gradients g_t. By default (`second_order=False`) the gradients and losses fed to the
 # LSTM are constants, the first-order simplification of Andrychowicz et al.: d eta_T / d eta_0 = I
 # and dL/dW flows through the updates and the LSTM's recurrence, not through the Hessian of l.
-# `second_order=True` keeps the Hessian terms (about 4x the cost on the CNN).
+# `second_order=True` keeps the Hessian terms (several times the cost on the CNN).
 #
 # The unroll also returns the per-coordinate state, for a caller that carries it (L2O at meta-test,
 # and the windows of meta-training), and, when `meta_loss=True`, l(eta_t; B_t) for t = 1..T, the
@@ -240,6 +239,8 @@ test_eq(u.shape, (S, m)); test_eq(len(st), 4)
 
 # %%
 #| export
+UNROLL_STEPS = 10  # T, the paper's unroll length (Appendix A.1): every default T in the library is this one
+
 class Unrolled(NamedTuple):
     eta: torch.Tensor # eta_T [S, m]
     theta: Theta # theta_T: W unchanged, memory = coordinate mean of the state [S, 4, H]

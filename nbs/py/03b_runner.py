@@ -28,12 +28,13 @@
 import math, time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from fastprogress.fastprogress import progress_bar
 
 from metaguard_nb.data import Sampler, load
-from metaguard_nb.guards import BRANCHES, SCORES, GuardConfig, init_state, inner_batches, method_step, step_batches
+from metaguard_nb.guards import METHODS, GuardConfig, get_method, init_state, step_batches
 from metaguard_nb.lstm import Theta
 from metaguard_nb.metatrain import checkpoint_dir, load_checkpoint, monitor_set, setting as metatrain_setting
 from metaguard_nb.persist import deferred_interrupt, save_atomic
@@ -43,27 +44,64 @@ from metaguard_nb.store import eval_steps, find_seed, partial_file, result_folde
 # %%
 from fastcore.test import test_close, test_eq, test_fail
 
+
 # %% [markdown]
-# ## The four settings of Figure 1
+# ## Panels and protocols
 #
-# | setting | meta-train (checkpoint) | meta-test |
+# A `Panel` is a test setting of Figure 1: the meta-training setting whose optimizer it loads (a
+# record of `metatrain.SETTINGS`), and the network and dataset it tests on. The paper's four:
+#
+# | panel | meta-train (checkpoint) | meta-test |
 # |---|---|---|
 # | a | CNN & FashionMNIST | CNN & FashionMNIST |
 # | b | CNN & FashionMNIST | MLP & FashionMNIST |
 # | c | CNN & FashionMNIST | CNN & MNIST |
 # | d | MLP & MNIST | CNN & FashionMNIST |
+#
+# A `Protocol` is how many seeds and steps, how often the monitor set and the test split are
+# evaluated, and which panels and methods its report counts: the paper's (25 seeds x 2,000 steps),
+# the quick one (3 x 300) and the one the test suite runs (2 x 20) are three instances. The methods it
+# counts are those the library registers itself (`guards.METHODS` as this module finds it), so a
+# method registered later (an experiment, a test's toy) never makes a committed report incomplete.
 
 # %%
 #| export
-FIGURE_SETTINGS = {'a': ('cnn_fashionmnist', 'cnn', 'fashionmnist'), 'b': ('cnn_fashionmnist', 'mlp', 'fashionmnist'),
-                   'c': ('cnn_fashionmnist', 'cnn', 'mnist'), 'd': ('mlp_mnist', 'cnn', 'fashionmnist')}
-FIGURE_METHODS = ('sgd', 'l2o', 'lgl2o', 'lgl2o_no_update', 'smg', 'amg')
+class Panel(NamedTuple):
+    "A panel of Figure 1: the meta-training setting whose optimizer it tests, and the network and dataset it tests on."
+    trained_on:str # a meta-training setting (`metatrain.SETTINGS`): the checkpoint it loads
+    net:str # the test optimizee: 'cnn' or 'mlp'
+    dataset:str # the test dataset: 'fashionmnist' or 'mnist'
 
-def figure_setting(setting:str) -> tuple:
-    "(checkpoint name, test optimizee, test dataset) of a Figure 1 panel."
-    if setting not in FIGURE_SETTINGS:
-        raise ValueError(f"setting={setting!r} is not a Figure 1 panel: use one of {', '.join(FIGURE_SETTINGS)}")
-    return FIGURE_SETTINGS[setting]
+PANELS = {'a': Panel('cnn_fashionmnist', 'cnn', 'fashionmnist'), 'b': Panel('cnn_fashionmnist', 'mlp', 'fashionmnist'),
+          'c': Panel('cnn_fashionmnist', 'cnn', 'mnist'), 'd': Panel('mlp_mnist', 'cnn', 'fashionmnist')}
+
+def register_panel(name:str, panel:Panel) -> Panel:
+    "Add a panel (a name already taken is refused); its meta-training setting must exist."
+    if name in PANELS: raise ValueError(f'a panel named {name!r} is registered already')
+    metatrain_setting(panel.trained_on)
+    PANELS[name] = panel
+    return panel
+
+def figure_setting(setting:str) -> Panel:
+    "The registered panel `setting`, or a one-line error listing them."
+    if setting not in PANELS: raise ValueError(f"setting={setting!r} is not a Figure 1 panel: use one of {', '.join(PANELS)}")
+    return PANELS[setting]
+
+@dataclass(frozen=True)
+class Protocol:
+    "How many seeds and steps, how often it evaluates, and which panels and methods its report counts."
+    seeds:int=25 # seeds 0..seeds-1 of every method and panel
+    steps:int=2000 # steps of every method
+    eval_every:int=10 # steps between monitor-set evaluations
+    test_every:int|None=100 # steps between test-split evaluations (a multiple of eval_every; None: at every evaluation)
+    panels:tuple=tuple(PANELS) # the panels its report lays out
+    methods:tuple=tuple(METHODS) # the methods its report counts: the library's own, the paper's six and safe AMG
+
+PROTOCOLS = {'tiny': Protocol(seeds=2, steps=20), 'quick': Protocol(seeds=3, steps=300), 'paper': Protocol()}
+
+def paper_methods(methods=None) -> list:
+    "Of `methods` (default: the paper protocol's), those the paper has (not our additions, `Method.ours`)."
+    return [m for m in (methods or PROTOCOLS['paper'].methods) if not get_method(m).ours]
 
 def check_device(device:str) -> torch.device:
     "A device that exists here, or a one-line error."
@@ -76,7 +114,9 @@ def check_device(device:str) -> torch.device:
 
 
 # %%
-test_eq(figure_setting('c'), ('cnn_fashionmnist', 'cnn', 'mnist'))
+test_eq(figure_setting('c'), ('cnn_fashionmnist', 'cnn', 'mnist')); test_eq(figure_setting('d').trained_on, 'mlp_mnist')
+test_eq(paper_methods(), ['sgd', 'l2o', 'lgl2o', 'lgl2o_no_update', 'smg', 'amg']); test_eq(PROTOCOLS['paper'].panels, ('a', 'b', 'c', 'd'))
+test_fail(lambda: register_panel('a', PANELS['b']), contains='registered already')
 test_fail(lambda: figure_setting('e'), contains='use one of a, b, c, d')
 test_fail(lambda: check_device('tpu'), contains="use 'cpu'")
 
@@ -104,7 +144,7 @@ class Problem:
 
 def setting_checkpoint(setting:str, checkpoint:str|Path|None=None) -> tuple:
     "(MetaTrainConfig, Theta, checkpoint dict) of a panel: its shipped optimizer, or `checkpoint` if it was trained on the same setting."
-    name = figure_setting(setting)[0]
+    name = figure_setting(setting).trained_on
     trained = metatrain_setting(name)
     return load_checkpoint(checkpoint if checkpoint is not None else name, expect={'net': trained.net, 'dataset': trained.dataset})
 
@@ -125,10 +165,10 @@ def make_problem(setting:str, seeds:list, device:str='cpu', ck:tuple|None=None, 
 #
 # The test split (10,000 images) goes through every seed's optimizee in chunks, so memory stays
 # small for 25 seeds. It is five times the monitor set, and on the protocol's shapes it was most of
-# a cheap method's time (measured, 25 seeds on the CNN: one evaluation of both sets 4.3 s, 80% of an
-# SGD protocol step and 57% of an LGL2O one when every tenth step evaluated both; nbs/A3_bench), so
-# the runner measures it every `test_every` steps (default 100) and the monitor loss, which Figure 1
-# draws, every `eval_every` steps; in between the test columns hold NaN. Both run seed by seed.
+# a cheap method's time when every tenth step evaluated both ([A3_bench](A3_bench.ipynb),
+# `protocol_shares`, measures where a protocol step's time goes), so the runner measures it every
+# `test_every` steps (default 100) and the monitor loss, which Figure 1 draws, every `eval_every`
+# steps; in between the test columns hold NaN. Both run seed by seed.
 
 # %%
 #| export
@@ -176,23 +216,23 @@ RUN_SEED_OFFSET = 10_000  # run seed s uses generator streams of 10_000 + s: dis
 # %%
 #| export
 def _check_run_args(method, steps, seeds, eval_every, test_every=None):
-    method_step(method)
+    get_method(method)
     if not isinstance(steps, int) or steps <= 0: raise ValueError(f'steps={steps!r}: use a positive integer')
     if len(seeds) == 0: raise ValueError('seeds is empty: give at least one seed, e.g. seeds=range(3)')
     if not isinstance(eval_every, int) or eval_every <= 0: raise ValueError(f'eval_every={eval_every!r}: use a positive integer')
     if test_every is not None and (not isinstance(test_every, int) or test_every <= 0 or test_every % eval_every):
         raise ValueError(f'test_every={test_every!r}: use a positive multiple of eval_every={eval_every}, or None (test at every evaluation)')
 
-def _rows(records:list) -> tuple:
+def record_rows(records:list) -> tuple:
     "Step records -> CPU rows: ([S, 5] each: branch, l(eta; B_e), the step's three counters; [S, K] each: the guard's candidate scores, or None)."
     rows = [torch.stack([q.branch.float(), q.loss, *q.counters.float().T], 1).cpu() for q in records]
     return rows, [None if q.candidates is None else q.candidates.float().cpu() for q in records]
 
 def _run_batch(method, p:Problem, steps, eval_every, gcfg, partial:Path|None, save_every, bar_parent=None, progress=True, test_every=None):
     "Run the seeds of `p` from scratch or from `partial` (None: no resume state); return records, evaluations, wall times."
-    step, due = method_step(method), lambda k: k % eval_every == 0 or k == steps
+    step, due = get_method(method).step, lambda k: k % eval_every == 0 or k == steps
     tested = lambda k: test_every is None or k % test_every == 0 or k == steps
-    used = inner_batches(method, gcfg.T)
+    used = get_method(method).inner_batches(gcfg.T)
     st, done, rec, cand, evals, wall = init_state(method, p.eta0, p.theta), 0, [], [], [], []
     if partial is not None and partial.exists():
         rs = torch.load(partial, map_location=p.eta0.device, weights_only=False)
@@ -215,13 +255,13 @@ def _run_batch(method, p:Problem, steps, eval_every, gcfg, partial:Path|None, sa
             with deferred_interrupt():  # the step is committed whole or not at all
                 st, done, samplers = new, k + 1, (p.inner.state(), p.evals.state())
                 pending.append(r); wall.append(time.perf_counter() - t0)
-                if due(done): rows, cands = _rows(pending); rec, cand, pending = rec + rows, cand + cands, []
+                if due(done): rows, cands = record_rows(pending); rec, cand, pending = rec + rows, cand + cands, []
             if due(done):
                 evaluate_now()
                 if progress: bar.comment = f'{method}: monitor loss {evals[-1][:, 0].mean():.3f}'
                 if done % save_every == 0: save(done)
     except KeyboardInterrupt:
-        rows, cands = _rows(pending)
+        rows, cands = record_rows(pending)
         rec, cand = rec + rows, cand + cands
         save(done)
         print(f'interrupted after step {done}' + (f': state saved to {partial}; run again to resume' if partial else '')); raise
@@ -257,7 +297,7 @@ class Variant:
 
     def checkpoint(self, setting:str) -> Path|None:
         "The checkpoint file of a panel's meta-training setting under this variant (None: the shipped one)."
-        return None if self.checkpoints is None else checkpoint_dir()/self.checkpoints/f'{figure_setting(setting)[0]}.pt'
+        return None if self.checkpoints is None else checkpoint_dir()/self.checkpoints/f'{figure_setting(setting).trained_on}.pt'
 
 _NOT_ADAPTING = ('sgd', 'l2o', 'lgl2o', 'lgl2o_no_update')  # neither theta's fallback step nor Eq. 5's order touches them
 VARIANTS = {v.name: v for v in (
@@ -299,13 +339,13 @@ test_fail(lambda: variant('lr2'), contains="use one of paper, gT")
 
 # %%
 #| export
-def run(method:str, # one of guards.METHODS
+def run(method:str, # a registered method (guards.METHODS)
         setting:str, # Figure 1 panel: a, b, c, d
         steps:int=300, # steps of the method
         seeds=range(3), # run seeds
         device:str='cpu', # 'cpu' or 'cuda'
-        eval_every:int=10, # steps between monitor-set evaluations
-        test_every:int|None=100, # steps between test-split evaluations (a multiple of eval_every; None: at every evaluation)
+        eval_every:int=Protocol.eval_every, # steps between monitor-set evaluations
+        test_every:int|None=Protocol.test_every, # steps between test-split evaluations (a multiple of eval_every; None: at every evaluation)
         checkpoint:str|Path|None=None, # meta-trained optimizer (default: the setting's shipped checkpoint)
         guard:GuardConfig|None=None, # the guards' hyper-parameters (default GuardConfig())
         store:str|Path|bool|None=None, # results store (default outputs/results); False: read and write no file
@@ -335,7 +375,8 @@ def run(method:str, # one of guards.METHODS
         info = dict(seeds_in_call=len(todo), torch_threads=torch.get_num_threads(), torch=torch.__version__, steps=steps,
                     cpu_capability=torch.backends.cpu.get_cpu_capability(),
                     **({'gpu': torch.cuda.get_device_name(dev)} if dev.type == 'cuda' else {}))
-        evidence = {} if cand is None else dict(candidate_names=list(BRANCHES[method][:cand.shape[2]]), candidate_score=SCORES[method])
+        M = get_method(method)
+        evidence = {} if cand is None else dict(candidate_names=list(M.branches[:cand.shape[2]]), candidate_score=M.score)
         for i, s in enumerate(todo):
             done[s] = dict(record=rec[i], evals=evals[i], eval_steps=torch.tensor(eval_steps(steps, eval_every)), wall=torch.tensor(wall),
                            info=info, **({} if cand is None else dict(candidates=cand[i], **evidence)))
@@ -368,7 +409,7 @@ with tempfile.TemporaryDirectory() as d:
 test_eq(r['record'].shape, (2, 4, 5)); test_eq(r['evals'].shape, (2, 3, 6)); test_eq(r['eval_steps'].tolist(), [0, 2, 4])
 test_eq(r['record'], r2['record'])
 test_eq(r2['info'][0]['cpu_capability'], torch.backends.cpu.get_cpu_capability())  # stored with the seed, read back
-test_eq(r['candidates'].shape, (2, 4, 4)); test_eq(r2['candidates'], r['candidates']); test_eq(r2['candidate_names'], list(BRANCHES['amg']))
+test_eq(r['candidates'].shape, (2, 4, 4)); test_eq(r2['candidates'], r['candidates']); test_eq(r2['candidate_names'], list(get_method('amg').branches))
 test_eq(r['candidates'].argmin(-1).float(), r['record'][..., 0])  # the evidence explains each choice: the first lowest score
 print(f'first run {t1 - t0:.1f}s, cached {t2 - t1:.2f}s; branches {r["record"][..., 0].tolist()}')
 

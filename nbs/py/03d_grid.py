@@ -41,15 +41,18 @@
 
 # %%
 #| export
-import argparse, builtins, ctypes, os, time
+import argparse, builtins, ctypes, logging, os, time
+from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
 
+import dask
 import torch
+from dask.distributed import Client, LocalCluster, as_completed
 from fastprogress.fastprogress import progress_bar
 
-from metaguard_nb.guards import GuardConfig
-from metaguard_nb.runner import check_device, figure_setting, run, setting_checkpoint, variant as get_variant
+from metaguard_nb.guards import METHODS, GuardConfig, get_method
+from metaguard_nb.runner import PROTOCOLS, check_device, figure_setting, run, setting_checkpoint, variant as get_variant
 from metaguard_nb.store import find_seed, result_folder, run_key, save_seed
 
 # %%
@@ -64,30 +67,32 @@ from fastcore.test import test_eq, test_fail
 
 # %%
 #| export
-GRID_METHODS = ('sgd', 'l2o', 'lgl2o', 'lgl2o_no_update', 'amg', 'smg', 'safe_amg')  # the order the grid runs them in
+PAPER = PROTOCOLS['paper']  # the grid's defaults: the paper's protocol
 
 class Task(NamedTuple):
+    "One piece of the grid: some seeds of one method on one panel."
     setting: str
     method: str
     seeds: tuple
 
-def missing(setting:str, method:str, seeds, steps:int, eval_every:int=10, guard:GuardConfig|None=None, device:str='cpu', store=None,
-            variant:str='paper') -> list:
+def missing(setting:str, method:str, seeds, steps:int, eval_every:int=PAPER.eval_every, guard:GuardConfig|None=None, device:str='cpu',
+            store=None, variant:str='paper') -> list:
     "The seeds of (setting, method) that the store cannot serve for a `steps`-step run of `variant` (the runner's default test_every)."
     V = get_variant(variant)
     key = run_key(method, setting, eval_every, guard or V.guard_config(), setting_checkpoint(setting, V.checkpoint(setting))[2], device)
     return [s for s in seeds if find_seed(result_folder(key, store), s, steps, eval_every, key['test_every']) is None]
 
-def plan(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2000, eval_every:int=10, guard:GuardConfig|None=None,
+def plan(settings=PAPER.panels, # the panels
+         methods=PAPER.methods, # registered methods
+         seeds=range(PAPER.seeds), steps:int=PAPER.steps, eval_every:int=PAPER.eval_every, guard:GuardConfig|None=None,
          device:str='cpu', store=None, shard:int=5, variant:str='paper') -> list:
-    "The tasks that compute every missing seed: methods in the grid's order, then panels, `shard` seeds per task."
+    "The tasks that compute every missing seed (the paper protocol's by default): methods in the registry's order, then panels, `shard` seeds per task."
     for s in settings: figure_setting(s)
-    bad = [m for m in methods if m not in GRID_METHODS]
-    if bad: raise ValueError(f"unknown method(s) {bad}: use any of {', '.join(GRID_METHODS)}")
+    methods = [get_method(m).name for m in methods]  # one line for an unknown name
     if not isinstance(shard, int) or shard <= 0: raise ValueError(f'shard={shard!r}: use a positive number of seeds per task')
     check_device(device)
     tasks = []
-    for m in sorted(methods, key=GRID_METHODS.index):
+    for m in sorted(methods, key=list(METHODS).index):  # the registry's order: the cheap baselines first
         for s in settings:
             todo = missing(s, m, [int(x) for x in seeds], steps, eval_every, guard, device, store, variant)
             tasks += [Task(s, m, tuple(todo[i:i + shard])) for i in range(0, len(todo), shard)]
@@ -98,17 +103,17 @@ def plan(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2000,
 # ## One task, on a worker
 #
 # The worker runs the task with `threads` torch threads (one task per worker process at a time:
-# two multi-threaded torch jobs on the same cores slow each other down by up to 40x here), writes
+# two multi-threaded torch jobs on the same cores slow each other down many times over here), writes
 # its seeds into the store, and returns them.
 #
-# **Dask's memory trimming costs 2.3x here, so a task undoes it.** A Dask nanny starts its worker
+# **Dask's memory trimming slows the step severalfold here, so a task undoes it.** A Dask nanny starts its worker
 # with `MALLOC_TRIM_THRESHOLD_=65536` (a `distributed.nanny.pre-spawn-environ` default, meant to give
 # memory back to the system sooner). Setting it fixes glibc's thresholds, which also stops glibc's
 # dynamic mmap threshold: every tensor above 128 KiB is then mapped and unmapped again at each use,
-# and the page faults dominate the step. Measured on this machine (2026-11-30, `python
-# scripts/dask_malloc.py`: AMG, panel (c)'s CNN, 5 seeds, one thread, median of 8 steps, two
-# processes at once): a plain process 1.24-1.25 s a step; a Dask worker 2.97-2.99 s; the same worker
-# after `malloc_as_usual` 1.30-1.33 s; a plain process started with the variable set 2.65-2.67 s. The grid's
+# and the page faults dominate the step. `python scripts/dask_malloc.py` measures it (AMG, panel (c)'s
+# CNN, 5 seeds, one thread, median of 8 steps, two processes at once): a Dask worker's step took more
+# than twice a plain process's, the same worker after `malloc_as_usual` within a few percent of the
+# plain process, and a plain process started with the variable set as slow as the worker. The grid's
 # CPU runs before this change ran at the slow rate (their numbers are unchanged: only where memory
 # comes from differs). `malloc_as_usual` puts back the largest thresholds glibc's own adjustment
 # reaches on 64-bit machines (mmap 32 MiB, trim 64 MiB), and does it in the task, so that workers
@@ -152,21 +157,20 @@ def run_task(task:Task, steps:int, eval_every:int, guard:dict, device:str, store
 #| export
 LAYOUT = dict(workers=2, threads=1)  # measured in nbs/A3_bench on this 2-core machine
 
-def run_grid(settings='abcd', methods=GRID_METHODS, seeds=range(25), steps:int=2000, eval_every:int=10, device:str='cpu',
+def run_grid(settings=PAPER.panels, methods=PAPER.methods, seeds=range(PAPER.seeds), steps:int=PAPER.steps, eval_every:int=PAPER.eval_every,
+             device:str='cpu',
              shard:int=5, scheduler:str|None=None, workers:int|None=None, threads:int|None=None, store=None,
              guard:GuardConfig|None=None, progress:bool=True, log=print, variant:str='paper') -> list:
     "Compute every missing seed of the grid (of `variant`) on Dask; return one summary per finished task."
-    from dataclasses import asdict
-    from dask.distributed import Client, LocalCluster, as_completed
     guard = guard or get_variant(variant).guard_config()
     tasks = plan(settings, methods, seeds, steps, eval_every, guard, device, store, shard, variant)
     n = sum(len(t.seeds) for t in tasks)
     if not tasks: log('nothing to run: the store has every seed'); return []
     workers, threads = workers or LAYOUT['workers'], threads or LAYOUT['threads']
-    import dask
     dask.config.set({'distributed.scheduler.worker-ttl': None})  # a worker busy in one long step (or paused) is not dead
+    # the workers' own log stays silent, errors included: the grid reports each failed task itself, in one line
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                  dashboard_address='127.0.0.1:0', silence_logs=40)
+                                                  dashboard_address='127.0.0.1:0', silence_logs=logging.CRITICAL)
     client = Client(scheduler or cluster)
     log(f'{len(tasks)} tasks, {n} seed-runs of {steps} steps on {scheduler or f"a LocalCluster of {workers} x {threads} threads"}; '
         f'Dask dashboard: {client.dashboard_link}')
@@ -226,7 +230,7 @@ with tempfile.TemporaryDirectory() as d:
                     test_eq(there['record'][i], here['record'][0]); test_eq(there['evals'][i], here['evals'][0])
     finally: torch.set_num_threads(threads)
 test_fail(lambda: plan('e'), contains='use one of a, b, c, d')
-test_fail(lambda: plan('c', methods=('adam',)), contains='use any of sgd')
+test_fail(lambda: plan('c', methods=('adam',)), contains="use one of 'sgd'")
 
 # %% [markdown]
 # A task that fails loses only itself: the grid stores what the other tasks finish and then stops
@@ -248,31 +252,50 @@ with tempfile.TemporaryDirectory() as d:
 # ## On a GPU, and the CPU against the GPU
 #
 # The same grid runs on a CUDA machine with `--device cuda`. The machine this project was lent (one
-# H200, 16 cores, no network, its own PyTorch 2.11) ran it through `scripts/device_grid.sh`, which
-# brings the wheels and data the image lacks, checks every method for 3 steps, then runs
-# `python -m metaguard_nb.grid --device cuda --shard 25 --workers 14 --threads 1` (one task per panel
-# and method, 25 seeds in one call, eager LSTM step) for a fixed time. Measured there (2026-11-29):
-#
-# - the four cheap baselines on all four panels, 400 seed-runs of 2,000 steps, finished in 3.4 minutes;
-# - AMG, SMG and safe AMG (12 tasks, started as the cheap ones finished) had saved their resume
-#   state at steps 500-650 of 2,000 (8 of them; 4 had saved none) when the call ended 4-6 minutes
-#   later, and nothing of them was kept: the step is bound by the host, not the GPU. `scripts/gpu_time_step.py` times one
-#   process alone (S = 25, panel c; `outputs/gpu_time_step.json`): AMG 0.187 s a step eager, 0.174 s
-#   compiled; SMG 0.165 / 0.167 s; LGL2O 0.013 s; SGD 0.009 s. This 2-core CPU takes about 3.6 s for
-#   the AMG step. So the expensive 300 seed-runs need about 20 minutes of such a GPU with 12 tasks in
-#   parallel, and about a day of this CPU.
-#
+# H200, 16 cores, no network, its own PyTorch) ran it through `scripts/device_grid.sh`, which brings
+# the wheels and data the image lacks, checks every method for 3 steps, then runs `python -m
+# metaguard_nb.grid --device cuda --shard 25 --workers 14 --threads 1` (one task per panel and method,
+# 25 seeds in one call, eager LSTM step) for a fixed time. The four cheap baselines of all four panels
+# came from that one call; AMG, SMG and safe AMG did not finish in it, because their step is bound by
+# the host, not the GPU. `scripts/gpu_time_step.py` timed one process alone there (25 seeds, panel (c),
+# `outputs/gpu_time_step.json`); beside it, the seconds a step that the store recorded for the CPU's
+# paper-protocol runs (every seed file keeps its step times; the median over a panel's seeds and
+# steps, with how many seeds shared a call):
+
+# %%
+import json
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+from metaguard_nb.data import checkout
+from metaguard_nb.report import collect, markdown_table
+from metaguard_nb.runner import PROTOCOLS
+
+# %%
+gpu = json.loads((checkout() or Path.cwd()).joinpath('outputs', 'gpu_time_step.json').read_text())
+paper = PROTOCOLS['paper']
+rows = []
+for m in paper.methods:
+    row = dict(method=m, **{f'GPU {k}': gpu.get(f'{m} {k}', {}).get('s_per_step') for k in ('eager', 'compiled')})
+    for s in paper.panels:
+        r = collect(s, m, range(paper.seeds), paper.steps, device='cpu', compile=True)
+        row[f'CPU ({s})'] = None if r is None else float(np.median(r['wall'].numpy()))
+    rows.append(row)
+times = pd.DataFrame(rows).set_index('method')
+calls = sorted({i['seeds_in_call'] for s in paper.panels for m in paper.methods
+                if (r := collect(s, m, range(paper.seeds), paper.steps, device='cpu', compile=True)) for i in r['info']})
+display(Markdown(f"Seconds a step (the CPU's seeds ran {' or '.join(map(str, calls))} to a call; the GPU's 25):\n\n"
+                 + markdown_table(times)))
+
+# %% [markdown]
 # The store keys the GPU's seeds apart (`device` in the key), and the report reads each panel from
-# one device and one kind of LSTM step (`figure.panel_results`). The cell below shows why, on the
+# one device and one kind of LSTM step (`report.panel_results`). The cell below shows why, on the
 # seeds that both devices ran: the same seed agrees to float32 rounding (about 1e-7) for hundreds of
 # steps, and then, on the sigmoid CNN, the step at which a seed leaves SGD's plateau depends on that
 # rounding, so single seeds end far apart while the medians stay close. Mixed within a panel, such
 # seeds would compare two devices as well as two methods.
 
 # %%
-import numpy as np
-from metaguard_nb.figure import collect
-
 rows = []
 for s, m in (('a', 'sgd'), ('b', 'sgd'), ('c', 'sgd'), ('d', 'sgd'), ('b', 'l2o')):
     cpu, gpu = collect(s, m, range(25), 2000, device='cpu', compile=True), collect(s, m, range(25), 2000, device='cuda', compile=False)
@@ -287,7 +310,6 @@ for s, m in (('a', 'sgd'), ('b', 'sgd'), ('c', 'sgd'), ('d', 'sgd'), ('b', 'l2o'
         row[f'median |cpu-gpu| @{k}'], row[f'max @{k}'] = f'{np.median(d):.1e}', f'{d.max():.1e}'
     row['mean cpu @2000'], row['mean gpu @2000'] = round(c[:, -1].mean(), 3), round(g[:, -1].mean(), 3)
     rows.append(row)
-import pandas as pd
 pd.DataFrame(rows)
 
 
@@ -298,10 +320,10 @@ pd.DataFrame(rows)
 #| export
 def main(argv=None):
     ap = argparse.ArgumentParser(prog='python -m metaguard_nb.grid', description='Compute the missing seeds of the Figure 1 grid on Dask.')
-    ap.add_argument('--settings', nargs='+', default=list('abcd'))
-    ap.add_argument('--methods', nargs='+', default=list(GRID_METHODS))
-    ap.add_argument('--seeds', type=int, default=25, help='seeds 0..N-1')
-    ap.add_argument('--steps', type=int, default=2000)
+    ap.add_argument('--settings', nargs='+', default=list(PAPER.panels), help=f"panels (default: {' '.join(PAPER.panels)})")
+    ap.add_argument('--methods', nargs='+', default=list(PAPER.methods), help=f"registered methods (default: {' '.join(PAPER.methods)})")
+    ap.add_argument('--seeds', type=int, default=PAPER.seeds, help=f'seeds 0..N-1 (default {PAPER.seeds})')
+    ap.add_argument('--steps', type=int, default=PAPER.steps, help=f'steps (default {PAPER.steps})')
     ap.add_argument('--shard', type=int, default=5, help='seeds per task')
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--scheduler', default=None, help='address of an existing Dask scheduler (default: a LocalCluster here)')

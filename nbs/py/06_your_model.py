@@ -37,7 +37,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from metaguard_nb.guards import BRANCHES, Batches, GuardConfig, init_state, method_step
+from metaguard_nb.guards import Batches, GuardConfig, get_method, init_state
 from metaguard_nb.lstm import LSTMConfig, Theta
 from metaguard_nb.metatrain import SETTINGS, load_checkpoint
 from metaguard_nb.optimizees import Optimizee
@@ -45,7 +45,6 @@ from metaguard_nb.optimizees import Optimizee
 # %%
 import math
 from fastcore.test import test_close, test_eq, test_fail
-from metaguard_nb.guards import METHODS
 
 
 # %% [markdown]
@@ -126,26 +125,26 @@ check_model(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, track_running_st
 #| export
 class StepInfo(NamedTuple):
     "What one step did, per seed."
-    branch: list # the chosen candidate's name (see guards.BRANCHES), or 'none finite'
+    branch: list # the chosen candidate's name (see its `guards.Method.branches`), or 'none finite'
     loss: torch.Tensor # l(eta_new; B_e) [S]
     counters: torch.Tensor # this step's gradient evaluations, forward evaluations, LSTM steps [S, 3]
     candidates: torch.Tensor|None # the guard's candidate losses on B_e [S, K]
 
 class MetaGuard:
-    "Meta Guard (or any method of guards.METHODS) on a user's model: `step(batches)` makes one step, `model` gives the weights back."
+    "Meta Guard (or any registered method, guards.METHODS) on a user's model: `step(batches)` makes one step, `model` gives the weights back."
     def __init__(self, model:nn.Module, # the model to train; its current parameters are the starting point
                  loss_fn=nn.functional.cross_entropy, # loss(model(x), y) -> scalar
-                 method:str='amg', # one of guards.METHODS
+                 method:str='amg', # a registered method (guards.METHODS)
                  optimizer='cnn_fashionmnist', # the learned optimizer: a shipped name, a .pt checkpoint, or a Theta
-                 lr_eta:float=3.0, # lambda_eta: the fallback's SGD step on your model (see "Which lambda_eta" below)
-                 lr_theta:float=0.1, # lambda_theta: the fallback's step on the learned optimizer
-                 T:int=10, # unroll length
+                 lr_eta:float=GuardConfig.lr_eta, # lambda_eta: the fallback's SGD step on your model (see "Which lambda_eta" below)
+                 lr_theta:float=GuardConfig.lr_theta, # lambda_theta: the fallback's step on the learned optimizer
+                 T:int=GuardConfig.T, # unroll length
                  seeds:int=1, # independent copies run side by side (each from the model's weights, each on its own batches)
                  device:str|torch.device='cpu',
                  lstm_cfg:LSTMConfig|None=None, # the architecture, when `optimizer` is a Theta
                  **guard, # more GuardConfig fields (sgd_candidate, adapt_batch, compile, tile, ...)
                 ):
-        self.step_fn = method_step(method)
+        self.step_fn = get_method(method).step
         check_model(model)
         if not isinstance(seeds, int) or seeds <= 0: raise ValueError(f'seeds={seeds!r}: use a positive integer')
         self.method, self.S, self.device = method, seeds, torch.device(device)
@@ -205,7 +204,7 @@ class MetaGuard:
         if self.steps == 0: self._check_loss(b)
         self.state, rec = self.step_fn(self.cfg, self.lstm_cfg, self.optimizee, self.state, b)
         self.steps += 1
-        names = list(BRANCHES[self.method]) + ['none finite']
+        names = list(get_method(self.method).branches) + ['none finite']
         return StepInfo([names[i] for i in rec.branch.tolist()], rec.loss, rec.counters, rec.candidates)
 
     def module(self, seed:int=0) -> nn.Module:
@@ -236,11 +235,11 @@ mg = MetaGuard(p.optimizee.module, method='amg', optimizer='cnn_fashionmnist', c
 mg.state = mg.state._replace(eta=p.eta0.clone())  # the runner's initialisation of seed 0
 st = init_state('amg', p.eta0, p.theta)
 for k in range(3):
-    b = step_batches(p.inner, p.evals, 10)
+    b = step_batches(p.inner, p.evals)
     pairs = [(b.xs[0, t], b.ys[0, t]) for t in range(10)] + [(b.xe[0], b.ye[0])]
     info = mg.step(iter(pairs))
-    st, rec = METHODS['amg'](GuardConfig(compile=False), p.lstm_cfg, p.optimizee, st, b)
-    test_eq(info.branch, [BRANCHES['amg'][int(rec.branch[0])]])
+    st, rec = get_method('amg').step(GuardConfig(compile=False), p.lstm_cfg, p.optimizee, st, b)
+    test_eq(info.branch, [get_method('amg').branches[int(rec.branch[0])]])
 test_close(mg.state.eta, st.eta, eps=1e-6)
 test_eq(torch.cat([q.detach().reshape(-1) for q in mg.model.parameters()]), mg.state.eta[0])
 mg
@@ -337,17 +336,29 @@ print({k: f'{c[0]:.3f} -> {c[-1]:.3f}' for k, c in bn_runs.items()})
 
 # %% [markdown]
 # **What the two models show** (the outputs above, saved with the notebook: one seed, 150 steps, the
-# shipped CNN/FashionMNIST optimizer; under the tests the same cells run 4 steps). On the ReLU MLP the
-# paper's $\lambda_\eta = 3$ leaves SGD at chance (2.311 after 150 steps) and AMG with it: its learned
-# candidate won 27 of 150 steps, but a fallback that cannot train cannot lift it either. With the swept
-# $\lambda_\eta = 0.3$, LGL2O (which adds a fresh SGD candidate every step) is below SGD for the first
-# 50 steps and above it from step 70 on (about 1.1 against SGD's 0.65 at the end); AMG goes down to
-# about 1.1 and stays near it, choosing "stay" at 120 of
-# 150 steps and its learned candidate at none: once neither candidate beats the current parameters on
-# $B_e$, AMG keeps them, the same stall some seeds show in the ablation of chapter 03. With BatchNorm,
-# the sweep picks $\lambda_\eta = 0.1$; LGL2O ends where SGD does to three decimals (its guard took the
-# SGD candidate at nearly every step) and AMG ends above both.
-#
+# shipped CNN/FashionMNIST optimizer; under the tests the same cells run 4 steps), read from them:
+
+# %%
+from IPython.display import Markdown, display
+
+def what_they_show() -> str:
+    "The two models' runs above, in words."
+    n = len(runs[('AMG', 3.0)][1])
+    (s, _), (l, _), (a3, b3), (a, b) = runs[('SGD', best_lr)], runs[('LGL2O', best_lr)], runs[('AMG', 3.0)], runs[('AMG', best_lr)]
+    above = next((k*eval_every for k in range(1, len(s)) if l[k] > s[k]), None)
+    lines = [f"On the ReLU MLP the paper's lambda_eta = 3 leaves SGD at {sweep[3.0][-1]:.3f} after {n} steps (chance is ln 10) and "
+             f"AMG at {a3[-1]:.3f}: its learned candidate won {b3.count('learned')} of {n} steps, but a fallback that cannot train "
+             f"cannot lift it. With the swept lambda_eta = {best_lr}, SGD ends at {s[-1]:.3f} and LGL2O (a fresh SGD candidate every "
+             f"step) at {l[-1]:.3f}" + (f", above SGD from step {above} on" if above else ', never above SGD')
+             + f"; AMG ends at {a[-1]:.3f}, choosing 'stay' at {b.count('stay')} of {n} steps and its learned candidate at "
+             f"{b.count('learned')}: once no candidate beats the current parameters on B_e, AMG keeps them, the stall that some "
+             "seeds of the paper's protocol show too. With BatchNorm the sweep picks lambda_eta = "
+             f"{bn_lr}; SGD ends at {bn_runs['SGD'][-1]:.3f}, LGL2O at {bn_runs['LGL2O'][-1]:.3f} and AMG at {bn_runs['AMG'][-1]:.3f}."]
+    return '\n'.join(lines)
+
+display(Markdown(what_they_show()))
+
+# %% [markdown]
 # So on models unlike the one it was meta-trained on, the shipped optimizer helps, if at all, in the
 # first few dozen steps; the guard keeps AMG from diverging, not from stalling, and it can only be as
 # good as the better of its candidates. Tune $\lambda_\eta$ first (the sweep above), and read a stall

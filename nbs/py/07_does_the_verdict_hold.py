@@ -50,16 +50,15 @@ import torch
 from fastprogress.fastprogress import progress_bar
 
 from metaguard_nb.data import Sampler, checkout, load
-from metaguard_nb.figure import BASELINES, LABELS, collect, paired, panel_results, seed_losses, significantly_lower
-from metaguard_nb.guards import BRANCHES, GuardConfig, State, amg_candidates, init_state, inner_batches, method_step, step_batches
+from metaguard_nb.report import BASELINES, collect, label, paired, panel_results, seed_losses, significantly_lower
+from metaguard_nb.guards import GuardConfig, State, amg_candidates, get_method, init_state, step_batches
 from metaguard_nb.lstm import Theta
 from metaguard_nb.optimizees import batched_grad, batched_loss
-from metaguard_nb.persist import atomic_write
-from metaguard_nb.runner import RUN_SEED_OFFSET, figure_setting, make_problem, setting_checkpoint, variant as get_variant
+from metaguard_nb.persist import atomic_write, save_atomic
+from metaguard_nb.runner import PROTOCOLS, RUN_SEED_OFFSET, figure_setting, make_problem, setting_checkpoint, variant as get_variant
 
 # %%
 from fastcore.test import test_eq, test_fail
-
 
 # %% [markdown]
 # ## The study
@@ -71,14 +70,16 @@ from fastcore.test import test_eq, test_fail
 
 # %%
 #| export
+PAPER = PROTOCOLS['paper']
+
 @dataclass(frozen=True)
 class Study:
     "One row of the study: a variant's methods on some panels, at a protocol's size."
     variant:str # a registered variant (runner.VARIANTS)
     settings:str # the panels
     methods:tuple # the methods the variant changes and the study runs
-    seeds:int=25 # seeds 0..seeds-1
-    steps:int=2000
+    seeds:int=PAPER.seeds # seeds 0..seeds-1
+    steps:int=PAPER.steps
 
 STUDY = (Study('lr1', 'ca', ('sgd', 'lgl2o', 'lgl2o_no_update', 'amg')),
          Study('gT', 'ca', ('l2o', 'lgl2o', 'lgl2o_no_update', 'amg', 'safe_amg')),
@@ -90,7 +91,7 @@ def status(study=STUDY, store=None) -> pd.DataFrame:
     rows = []
     for st in study:
         for s in st.settings:
-            _, got, _ = panel_results(s, dict(seeds=list(range(st.seeds)), steps=st.steps, eval_every=10), store, variant=st.variant)
+            _, got, _ = panel_results(s, dict(seeds=list(range(st.seeds)), steps=st.steps, eval_every=PAPER.eval_every), store, variant=st.variant)
             rows.append(dict(variant=st.variant, setting=s, planned=len(st.methods)*st.seeds,
                              done=sum(len(got[m]['seeds']) for m in st.methods if m in got)))
     return pd.DataFrame(rows)
@@ -102,12 +103,12 @@ def status(study=STUDY, store=None) -> pd.DataFrame:
 # For a variant and a panel, "AMG beats all baselines" at a step is read three ways: by the mean (AMG's
 # mean below every baseline's, the paper's reading of its figure), by the median (AMG's median seed
 # below every baseline's), and paired per seed (AMG lower than each baseline by a two-sided Wilcoxon
-# signed-rank test at alpha = 0.05, `figure.significantly_lower`). Every statistic is over the seeds
+# signed-rank test at alpha = 0.05, `report.significantly_lower`). Every statistic is over the seeds
 # that AMG and all four baselines have in the store, and the table says how many.
 
 # %%
 #| export
-def beats_all(got:dict, # method -> per-seed results of one panel (`figure.panel_results`)
+def beats_all(got:dict, # method -> per-seed results of one panel (`report.panel_results`)
               step:int, method:str='amg') -> dict|None:
     "Does `method` beat all four baselines at `step`, by the mean, the median and paired per seed? None until it and all four are in."
     if any(m not in got for m in (method, *BASELINES)): return None
@@ -119,14 +120,14 @@ def beats_all(got:dict, # method -> per-seed results of one panel (`figure.panel
     return dict(n=len(seeds), mean=all(p['mean_a'] < p['mean_b'] for p in ps.values()),
                 median=all(p['median_a'] < p['median_b'] for p in ps.values()),
                 paired=all(significantly_lower(p) for p in ps.values()),
-                lower_than=[LABELS[b] for b, p in ps.items() if significantly_lower(p)])
+                lower_than=[label(b) for b, p in ps.items() if significantly_lower(p)])
 
-def verdict_table(variants=('paper', 'lr1', 'gT'), settings='ac', steps=(1000, 2000), store=None, seeds=25) -> pd.DataFrame:
+def verdict_table(variants=('paper', 'lr1', 'gT'), settings='ac', steps=(PAPER.steps//2, PAPER.steps), store=None, seeds=PAPER.seeds) -> pd.DataFrame:
     "Variant x panel x step: AMG against every baseline by the mean, the median and paired per seed, with n seeds."
     rows = []
     for v in variants:
         for s in settings:
-            _, got, _ = panel_results(s, dict(seeds=list(range(seeds)), steps=max(steps), eval_every=10), store, variant=v)
+            _, got, _ = panel_results(s, dict(seeds=list(range(seeds)), steps=max(steps), eval_every=PAPER.eval_every), store, variant=v)
             for k in steps:
                 b = beats_all(got, k)
                 rows.append(dict(variant=v, setting=s, step=k, **(b or dict(n=0, mean=None, median=None, paired=None, lower_than=[]))))
@@ -158,10 +159,12 @@ test_eq(beats_all({'amg': toy['amg']}, 20), None)
 status()
 
 # %% [markdown]
-# And the verdict, variant by variant, on panels (a) and (c), at steps 1,000 and 2,000:
+# And the verdict, variant by variant, on panels (a) and (c), at steps 1,000 and 2,000 (in words at
+# the end of the chapter):
 
 # %%
-verdict_table()
+verdicts = verdict_table()
+verdicts
 
 
 # %% [markdown]
@@ -187,9 +190,11 @@ verdict_table()
 # To get there, `trap` reruns a committed shard of seeds from step 0 with the same batches (the
 # same call: the same seeds side by side, the compiled step), keeps each seed's state at the start of
 # its latest run of stays, and compares its branches with the stored ones: another CPU, or another
-# thread count, rounds differently, and a replayed seed can leave the stored trajectory. The
-# measurement takes a seed that freezes in the replay, at the first step of its last run of stays,
-# and, for contrast, the shard's seed that ends lowest, at the replay's last step.
+# thread count, rounds differently, and a replayed seed can leave the stored trajectory (the seed
+# that froze at step 269 in the committed run did not in a first replay here). So the replay goes on
+# until some seed has chosen 'stay' 100 times in a row, and the measurement takes that seed, at the
+# first step of its run of stays, and, for contrast, the shard's seed that the store has lowest at the
+# end, at the replay's last step.
 
 # %%
 #| export
@@ -225,7 +230,7 @@ def trap_margins(p, # the replay's Problem
     train = load(figure_setting(setting)[2])
     run_seed = [RUN_SEED_OFFSET + seed]  # the seed's own data, drawn from streams that no run draws from
     inner, evals = Sampler(train, run_seed, stream=stream), Sampler(train, run_seed, guard.eval_batch_size, stream=stream + '-eval')
-    names, diffs, steps = BRANCHES[method], [], []
+    names, diffs, steps = get_method(method).branches, [], []
     for _ in range(n):
         b = step_batches(inner, evals, guard.T)
         c, _ = amg_candidates(guard, p.lstm_cfg, p.optimizee, st, b)
@@ -242,29 +247,37 @@ def trap_margins(p, # the replay's Problem
 # %%
 #| export
 def trap(setting:str='c', method:str='amg', shard=(0, 1, 2, 3, 4), n:int=50, store=None, out:Path|None=None,
-         max_steps:int=2000, min_stay:int=100) -> dict:
-    "Replay a committed shard, find a seed that freezes (its replay ends on >= `min_stay` stays), and measure the trap at the start of its stays; written to outputs/robustness/trap.json."
-    stay = BRANCHES[method].index('stay')
-    stored = collect(setting, method, list(shard), 2000, device='cpu', store=store, compile=True)
+         max_steps:int=PAPER.steps, min_stay:int=100, save_every:int=50) -> dict:
+    "Replay a committed shard until a seed freezes (`min_stay` stays in a row), then measure the trap at the start of its stays; written to outputs/robustness/trap.json. Resumable."
+    stay = get_method(method).branches.index('stay')
+    stored = collect(setting, method, list(shard), PAPER.steps, device='cpu', store=store, compile=True)
     rec = {s: stored['record'][i, :, 0].numpy().astype(int) for i, s in enumerate(stored['seeds'])}
-    froze = {s: last_stay_run(b, stay) for s, b in rec.items()}
-    target = min((s for s in shard if len(rec[s]) - froze[s] >= min_stay), key=lambda s: froze[s], default=None)
-    if target is None: raise ValueError(f'no stored seed of {shard} ends on {min_stay} stays: choose another shard')
-    steps = min(max_steps, froze[target] + min_stay)  # far enough to see whether the replay freezes too
+    out = Path(out) if out else (checkout() or Path.cwd())/'outputs'/'robustness'/'trap.json'
+    resume = out.with_name(out.stem + '.resume.pt')  # not committed: the replay's state, so a stopped replay goes on
     guard = GuardConfig(compile=True)
     p = make_problem(setting, [RUN_SEED_OFFSET + s for s in shard], 'cpu', setting_checkpoint(setting), guard.eval_batch_size)
-    step, st, used = method_step(method), init_state(method, p.eta0, p.theta), inner_batches(method, guard.T)
-    starts, hist = {}, []  # per seed: the state at the first step of its current run of stays
-    for k in progress_bar(range(steps)):
+    step, st, used = get_method(method).step, init_state(method, p.eta0, p.theta), get_method(method).inner_batches(guard.T)
+    k, starts, hist = 0, {}, []  # per seed: (step, state) at the first step of its current run of stays
+    if resume.exists():
+        rs = torch.load(resume, weights_only=False)
+        k, st, starts, hist = rs['k'], rs['state'], rs['starts'], rs['hist']
+        p.inner.set_state(rs['inner']); p.evals.set_state(rs['evals'])
+    run_of = lambda i: len(hist) - last_stay_run(torch.stack(hist, 1)[i].numpy(), stay) if hist else 0
+    bar = progress_bar(range(k, max_steps))
+    for k in bar:
         st, r = step(guard, p.lstm_cfg, p.optimizee, st, step_batches(p.inner, p.evals, guard.T, used))
         hist.append(r.branch.clone())
         for i, s in enumerate(shard):
-            if int(r.branch[i]) == stay and (k == 0 or int(hist[-2][i]) != stay): starts[s] = (k, one_seed(st, i))
+            if int(r.branch[i]) == stay and (len(hist) == 1 or int(hist[-2][i]) != stay): starts[s] = (k, one_seed(st, i))
+        if (k + 1) % save_every == 0:
+            save_atomic(dict(k=k + 1, state=st, starts=starts, hist=hist, inner=p.inner.state(), evals=p.evals.state()), resume)
+        if any(run_of(i) >= min_stay for i in range(len(shard))): break
+    steps = len(hist)
     br = torch.stack(hist, 1).numpy()
-    agree = {s: int(next((k for k in range(steps) if br[i, k] != rec[s][k]), steps)) for i, s in enumerate(shard)}
-    frozen = [s for i, s in enumerate(shard) if steps - last_stay_run(br[i], stay) >= min(min_stay, steps - froze[target])]
-    chosen = target if target in frozen else (frozen[0] if frozen else None)
-    if chosen is None: raise ValueError(f'no seed of {shard} froze in the replay of {steps} steps: replay longer (max_steps)')
+    agree = {s: int(next((j for j in range(steps) if br[i, j] != rec[s][j]), steps)) for i, s in enumerate(shard)}
+    frozen = [s for i, s in enumerate(shard) if run_of(i) >= min_stay]
+    if not frozen: raise ValueError(f'no seed of {shard} froze ({min_stay} stays in a row) in {steps} replayed steps: replay longer (max_steps)')
+    chosen = frozen[0]
     k0, st0 = starts[chosen]
     moving = min((s for s in shard if s not in frozen), key=lambda s: float(stored['evals'][stored['seeds'].index(s), -1, 0]), default=None)
     i_mov = list(shard).index(moving) if moving is not None else None
@@ -273,11 +286,10 @@ def trap(setting:str='c', method:str='amg', shard=(0, 1, 2, 3, 4), n:int=50, sto
         return dict(**trap_margins(p, state, setting, shard[i], method, n),
                     top_eigenvalue=top_hessian_eigenvalue(p.optimizee, state.eta[0], mx[i], my[i]))
     res = dict(setting=setting, method=method, shard=list(shard), replayed_steps=steps, lr_eta=guard.lr_eta, two_over_lr=2/guard.lr_eta,
-               stored_stay_from={str(s): int(froze[s]) for s in shard}, replay_agrees_until={str(s): agree[s] for s in shard},
+               stored_stay_from={str(s): int(last_stay_run(rec[s], stay)) for s in shard}, replay_agrees_until={str(s): agree[s] for s in shard},
                frozen_in_replay=[int(s) for s in frozen], seed=int(chosen), from_step=int(k0) + 1,
                frozen=measure(st0, list(shard).index(chosen)),
                moving=None if moving is None else dict(seed=int(moving), step=steps, **measure(one_seed(st, i_mov), i_mov)))
-    out = Path(out) if out else (checkout() or Path.cwd())/'outputs'/'robustness'/'trap.json'
     with atomic_write(out) as tmp: tmp.write_text(json.dumps(res, indent=1))
     return res
 
@@ -292,7 +304,7 @@ test_eq(last_stay_run(np.array([0, 3, 3, 1, 3, 3, 3]), 3), 4); test_eq(last_stay
 test_eq(last_stay_run(np.array([3, 3]), 3), 0)
 p_toy = make_problem('c', [RUN_SEED_OFFSET, RUN_SEED_OFFSET + 1], 'cpu', setting_checkpoint('c'))
 st_toy = init_state('amg', p_toy.eta0, p_toy.theta)
-for _ in range(3): st_toy, _ = method_step('amg')(GuardConfig(), p_toy.lstm_cfg, p_toy.optimizee, st_toy, step_batches(p_toy.inner, p_toy.evals))
+for _ in range(3): st_toy, _ = get_method('amg').step(GuardConfig(), p_toy.lstm_cfg, p_toy.optimizee, st_toy, step_batches(p_toy.inner, p_toy.evals))
 one = one_seed(st_toy, 1)
 test_eq((one.eta.shape[0], one.theta.h.shape[0]), (1, 1)); test_eq(one.eta, st_toy.eta[1:])
 m_toy = trap_margins(p_toy, one, 'c', 1, n=2)
@@ -311,7 +323,7 @@ test_eq(round(top_hessian_eigenvalue(Quadratic(), torch.ones(3), None, None, ite
 def trap_lines(res:dict) -> str:
     "The trap measurement in words and tables (markdown)."
     mov = res['moving']
-    lines = [f"Panel ({res['setting']}), {LABELS[res['method']]}, seeds {res['shard']} replayed for {res['replayed_steps']} steps. "
+    lines = [f"Panel ({res['setting']}), {label(res['method'])}, seeds {res['shard']} replayed for {res['replayed_steps']} steps. "
              f"The stored records end on 'stay' from steps {res['stored_stay_from']} (by seed); the replay's branches agree "
              f"with the stored ones until steps {res['replay_agrees_until']}, and seeds {res['frozen_in_replay']} froze in the "
              f"replay too. Measured at seed {res['seed']}'s state when its stays began (after step {res['from_step']})"
@@ -341,6 +353,22 @@ display(Markdown(trap_lines(json.loads(trap_file.read_text())) if trap_file.exis
 
 # %%
 #| export
+def verdict_words(t:pd.DataFrame, # `verdict_table`
+                 ) -> str:
+    "What the variants say about 'AMG beats all baselines', in plain words: by reading, where it holds and where it has not been tested yet."
+    tested, untested = t[t['n'] > 0], t[t['n'] == 0]
+    where = lambda col: [f"`{r.variant}` ({r.setting}) at step {r.step:,}" for r in tested.itertuples() if getattr(r, col)]
+    part = lambda col, name: (f"by {name} on {', '.join(where(col))}" if where(col) else f"by {name} nowhere")
+    out = [f"AMG beats every baseline {part('paired', 'the paired test')}; {part('mean', 'the mean')}; {part('median', 'the median')}"
+           f" (of {len(tested)} variant, panel and step cells with seeds in)."]
+    if len(untested):
+        out.append(f"Not yet tested (no seeds in): {', '.join(sorted({f'`{v}`' for v in untested['variant']}))}.")
+    others = tested[tested['variant'] != 'paper']
+    if len(others) and not others['paired'].any() and not others['mean'].any():
+        out.append("So far no choice the paper leaves open turns its claim into a finding: where the variants have run, AMG beats "
+                   "every baseline neither by the mean nor paired per seed.")
+    return ' '.join(out)
+
 def summary(store=None, out:Path|None=None) -> str:
     "The front page's block: the verdict table in words and the study's progress; written to outputs/robustness/summary.md."
     t, st = verdict_table(store=store), status(store=store)
@@ -354,7 +382,7 @@ def summary(store=None, out:Path|None=None) -> str:
         cells = [f"{yes(r.mean, r.n)} / {yes(r.median, r.n)} / {yes(r.paired, r.n)} (n={r.n})" for r in g.itertuples()]
         lines.append(f"| `{v}` | {get_variant(v).about} | " + ' | '.join(cells) + ' |')
     done, planned = int(st['done'].sum()), int(st['planned'].sum())
-    lines += ['', f"The study's runs: {done} of {planned} seed-runs in the store "
+    lines += ['', verdict_words(t), '', f"The study's runs: {done} of {planned} seed-runs in the store "
                   f"({', '.join(f'{r.variant} ({r.setting}) {r.done}/{r.planned}' for r in st.itertuples())})."]
     md = '\n'.join(lines) + '\n'
     out = Path(out) if out else (checkout() or Path.cwd())/'outputs'/'robustness'/'summary.md'
@@ -370,6 +398,8 @@ def main(argv=None):
 
 if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()  # not when a notebook runs this cell
 
+# %% [markdown]
+# What the variants say, in words (the README's block below the answer is this, with the table):
+
 # %%
-import tempfile
-with tempfile.TemporaryDirectory() as d: print(summary(out=Path(d)/'summary.md'))
+display(Markdown(verdict_words(verdicts)))

@@ -44,12 +44,12 @@ from metaguard_nb.optimizees import mlp
 # backward; nbs/A3_bench measures what that buys. Only `coordinate_step` is compiled: the per-seed
 # terms stay outside, because inside one graph Inductor fused them into the per-coordinate loop and
 # recomputed the loss's share of the gates, with scalar gathers of `w_ih1`'s columns, for every one
-# of the S x m coordinates (measured on the CNN at S = 25, 10 no-grad steps: 0.63-0.68 s with them
-# inside, 0.52-0.55 s outside, the same numbers to 4e-9). The two gradient features enter as two
+# of the S x m coordinates (measured on the CNN at S = 25, ten no-grad steps: a fifth slower with
+# them inside than outside, the same numbers to float rounding). The two gradient features enter as two
 # broadcast products rather than a matrix product with an inner dimension of 2, which Inductor fuses
 # into the gate loop instead of writing a 58 MB product. The compiled step computes the same
 # function (to float rounding), so `lstm_step` above stays the readable definition; callers choose
-# with `compile=` (`GuardConfig(compile=...)`). The first call per shape compiles for 10-30 s; a failure of the compiler (no C++
+# with `compile=` (`GuardConfig(compile=...)`). The first call per shape compiles for tens of seconds; a failure of the compiler (no C++
 # compiler, an unsupported platform) gets one line naming the switch.
 
 # %%
@@ -81,8 +81,8 @@ def _run_compiled(*args):
 #
 # **Tiles, and a backward that recomputes.** Differentiated through, the compiled step saves its
 # gate activations for the backward pass: about a kilobyte per coordinate and seed per LSTM step,
-# 3.8 GB for ten steps of 25 seeds of the MLP (15,910 coordinates), which is most of a 25-seed AMG
-# step's 5.6 GB. The coordinates are independent, so the step can instead run over tiles of
+# gigabytes for ten steps of 25 seeds of the MLP (15,910 coordinates), most of a 25-seed AMG step's
+# peak memory. The coordinates are independent, so the step can instead run over tiles of
 # coordinates (all seeds at once) and save only its inputs; the backward pass then recomputes each
 # tile's gates from them and back-propagates through that tile alone (`torch.func.vjp` inside one
 # compiled graph per tile, so the recomputed gates never leave the cache). The forward pass needs no

@@ -13,7 +13,7 @@
 
 # %% [markdown]
 # ```bash
-# make bench        # = python -m metaguard_nb.bench --out outputs/bench.json (about 15 minutes on 2 cores)
+# make bench        # = python -m metaguard_nb.bench --out outputs/bench.json
 # ```
 #
 # SMG and AMG spend 20-30 optimizee gradient evaluations, 20-30 LSTM steps over every coordinate and
@@ -39,12 +39,14 @@ import argparse, builtins, ctypes, json, math, os, platform, sys, threading, tim
 from pathlib import Path
 
 import torch
+from torch.profiler import profile
+from torch.utils.flop_counter import FlopCounterMode
 
 from metaguard_nb.data import checkout
-from metaguard_nb.guards import GuardConfig, METHODS, init_state, method_step, step_batches
+from metaguard_nb.guards import METHODS, GuardConfig, get_method, init_state, step_batches
 from metaguard_nb.optimizees import batched_grad
 from metaguard_nb.reference import BENCH_SETTINGS, bench_batches, bench_problem, check, compare, library_program, reference_program
-from metaguard_nb.runner import FIGURE_METHODS, check_device, make_problem, setting_checkpoint
+from metaguard_nb.runner import PROTOCOLS, Protocol, check_device, evaluate, make_problem, paper_methods, record_rows, setting_checkpoint
 
 # %%
 from fastcore.test import test_close, test_eq, test_fail
@@ -53,9 +55,9 @@ from fastcore.test import test_close, test_eq, test_fail
 # %% [markdown]
 # ## Timing both programs
 #
-# The batches of every step are drawn once, before either clock starts. Peak memory is the process's resident set on the CPU (sampled every 2 ms while the clock runs,
+# The batches of every step are drawn once, before either clock starts. Peak memory is the process's resident set on the CPU (sampled while the clock runs,
 # after `malloc_trim` has returned what earlier rows freed; it includes PyTorch itself and the
-# datasets, about 0.8 GB), and `torch.cuda.max_memory_allocated` on a GPU. (Making glibc return every
+# datasets), and `torch.cuda.max_memory_allocated` on a GPU. (Making glibc return every
 # freed block at once instead, `mallopt(M_MMAP_THRESHOLD)`, was measured to halve the library's
 # speed: every new tensor then costs fresh zeroed pages.)
 
@@ -128,7 +130,7 @@ def bench_one(method:str, net:str, S:int, steps:int=2, warmup:int=1, device:str=
 
 # %% [markdown]
 # A small run, as the test suite does it: every method on the MLP, one and two seeds, one timed step
-# (about 30 s here).
+# (a few dozen seconds here).
 
 # %%
 from fastprogress.fastprogress import progress_bar
@@ -160,19 +162,18 @@ def ratio_table(rows:list) -> str:
 
 def profile_step(method:str='amg', net:str='cnn', S:int=25, device:str='cpu', compile:bool=True, rows:int=12) -> str:
     "torch.profiler's top operators (self time) of one step of the library, after one warm-up step."
-    from torch.profiler import profile
     p = bench_problem(net, S, device)
     b1, b2 = bench_batches(p, 2)
-    step, cfg = method_step(method), GuardConfig(compile=compile)
+    step, cfg = get_method(method).step, GuardConfig(compile=compile)
     st, _ = step(cfg, p.lstm_cfg, p.optimizee, init_state(method, p.eta0, p.theta), b1)
     with profile() as prof:
         step(cfg, p.lstm_cfg, p.optimizee, st, b2); _sync(p.eta0.device)
     return prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=rows)
 
-def projected_hours(rows:list, net:str='cnn', S:int=25, steps:int=2000, methods=FIGURE_METHODS) -> dict:
-    "Hours of one paper-protocol panel (S seeds x `steps` steps per method) at the measured rates, evaluations not included."
+def projected_hours(rows:list, net:str='cnn', S:int=PROTOCOLS['paper'].seeds, steps:int=PROTOCOLS['paper'].steps, methods=None) -> dict:
+    "Hours of one paper-protocol panel (S seeds x `steps` steps per method; `methods` default: the paper's six) at the measured rates, evaluations not included."
     rate = {r['method']: r['ours_seed_steps_per_s'] for r in rows if r['net'] == net and r['seeds'] == S}
-    hours = {m: S*steps/rate[m]/3600 for m in methods if m in rate}
+    hours = {m: S*steps/rate[m]/3600 for m in (methods or paper_methods()) if m in rate}
     return dict(hours, total=sum(hours.values()))
 
 def machine() -> dict:
@@ -274,24 +275,35 @@ Markdown(ratio_table(shipped['rows']))
 # %% [markdown]
 # ## What the numbers say
 #
-# **The library is 1.3-1.6x the plain reference at 25 seeds on the CNN, not 2-3x.** In the shipped
-# `bench.json` (above; the ratios are measured in one run, both programs on the same batches), AMG
-# runs at 1.47x the reference and SMG at 1.33x on the CNN, 0.99x and 1.28x on the MLP; the cheap
-# methods at 1.4-2.1x. A first run of the same code the same day gave 1.56x and 1.45x (CNN), 1.07x and
-# 1.52x (MLP): this shared virtual machine's speed drifts by 10-40% between runs and days (the
-# reference's own rates fell by 16-45% from the run of the previous release, with its code
-# unchanged for the cheap methods), so only ratios of one run are comparable. At one seed the library
-# is at 0.6-1.2x: one seed's kernels are small, and the per-seed reference has nothing to lose.
-#
-# What moved the ratios since the first release (1.29x and 1.12x on the CNN): the loss's share of the
-# gates computed once per seed outside the compiled graph, the compiled step in tiles with a
-# recomputing backward (mostly a memory win), and, for the protocol rather than this table, the
-# evaluations seed by seed and the test split every 100 steps (below). What limits it: the per-seed
-# reference was never slow. One seed's gate tensors (7,306 x 80 floats, 2.3 MB) stay in the CPU's
-# cache, 25 seeds' (58 MB) do not, and on this machine the cache is what the LSTM's matrix products
-# run at; and the LSTM's elementwise work, fused by Inductor, is bound by its transcendental
-# functions. The cell below measures the two kernels the LSTM step is made of, at one seed's size
-# and at 25 seeds' size:
+# The shipped `bench.json` (above) is one run of both programs on the same batches, so its ratios
+# are comparable with each other; its absolute rates are not comparable across runs or days, because
+# this shared virtual machine's speed drifts between them while the ratios of one run hold. In
+# words, generated from the file:
+
+# %%
+def bench_words(rows:list) -> str:
+    "What the shipped benchmark says, read from its rows."
+    r = {(x['net'], x['method'], x['seeds']): x['ratio'] for x in rows}
+    at = lambda net, S: [v for (n, m, s), v in r.items() if n == net and s == S]
+    cheap = [v for (n, m, s), v in r.items() if s == 25 and m in ('sgd', 'l2o', 'lgl2o', 'lgl2o_no_update')]
+    return (f"At 25 seeds the library runs AMG at {r['cnn', 'amg', 25]:.2f}x the plain reference and SMG at {r['cnn', 'smg', 25]:.2f}x "
+            f"on the CNN, {r['mlp', 'amg', 25]:.2f}x and {r['mlp', 'smg', 25]:.2f}x on the MLP; the cheap methods at "
+            f"{min(cheap):.2f}x to {max(cheap):.2f}x. At one seed it runs at {min(at('cnn', 1) + at('mlp', 1)):.2f}x to "
+            f"{max(at('cnn', 1) + at('mlp', 1)):.2f}x: one seed's kernels are small, and the per-seed reference has nothing to lose.")
+
+Markdown(bench_words(shipped['rows']))
+
+
+# %% [markdown]
+# What moved the ratios over the project's life: the loss's share of the gates computed once per
+# seed outside the compiled graph, the compiled step in tiles with a recomputing backward (mostly a
+# memory win), and, for the protocol rather than this table, the evaluations seed by seed and the
+# test split every 100 steps (below). What limits it: the per-seed reference was never slow. One
+# seed's gate tensors (7,306 x 80 floats) stay in the CPU's cache, 25 seeds' do not, and on this
+# machine the cache is what the LSTM's matrix products run at; and the LSTM's elementwise work,
+# fused by Inductor, is bound by its transcendental functions. The cell below measures the two
+# kernels the LSTM step is made of, at one seed's size and at 25 seeds' size (its saved output is
+# from a quiet machine: rerun it to see yours):
 
 # %%
 def rate(f, n=20):
@@ -306,25 +318,24 @@ for S in (1, 25):
           f'sigmoid(gates): {2*4*gates.numel()/rate(lambda: torch.sigmoid(gates))/1e9:6.1f} GB/s')
 
 # %% [markdown]
-# Measured when this chapter was written (2 cores, 2 threads): the matrix product ran at 168 GFLOP/s
-# for one seed and 34 GFLOP/s for 25 seeds, the sigmoid at 69 GB/s and 7 GB/s. (A 2048 x 2048 matrix
-# product runs at 228 GFLOP/s here.) Whatever the seed-batched step wins by fusing operations it
-# loses by leaving the cache; the per-seed loop has no Python overhead worth saving, because each
-# of its operations already touches 7,306 x 80 numbers. We tried the remedies we could measure:
+# The matrix product runs faster at one seed's size than at 25 seeds' (the cell above), and so does
+# the sigmoid per byte: whatever the seed-batched step wins by fusing operations it loses by leaving
+# the cache, and the per-seed loop has no Python overhead worth saving, because each of its
+# operations already touches 7,306 x 80 numbers. The remedies we tried on AMG (CNN, 25 seeds), in
+# the order tried, and what each did to the step's time:
 #
-# | change (AMG, CNN, S = 25, 2 threads) | seconds per step |
+# | change | effect |
 # |---|---|
-# | eager seed-batched step (before) | 6.6 |
-# | + `torch.compile` of the LSTM step, shapes dynamic | 4.9 |
-# | + static shapes | 2.5-2.9 |
-# | + loss features folded into a per-seed bias | 2.5-3.1 (LSTM alone: 1.9 -> 1.55 s per forward/backward/no-grad unroll) |
-# | seeds in cache-sized chunks of 1 or 5 inside the step | 3.0-3.2 (slower: the chunks' concatenation) |
-# | `mode='max-autotune-no-cudagraphs'` (fused GEMM epilogues) | LSTM alone 10-20% faster, not adopted: within this machine's noise, and minutes of autotuning on a GPU |
-# | `torch._functorch.config.activation_memory_budget = 0.1` (the compiled backward recomputes the LSTM's activations) | 2.96 -> 3.73, peak 3.4 -> 2.4 GB (MLP: 4.95 -> 7.1 s, 5.4 -> 3.5 GB); not adopted: slower, but a user short of memory can set it before the first step |
+# | `torch.compile` of the LSTM step, shapes dynamic | faster than the eager seed-batched step |
+# | static shapes | the largest single gain |
+# | loss features folded into a per-seed bias | the LSTM alone faster, the whole step within noise |
+# | seeds in cache-sized chunks inside the step | slower: the chunks' concatenation costs more than the cache saves |
+# | `mode='max-autotune-no-cudagraphs'` (fused GEMM epilogues) | within this machine's noise, and minutes of autotuning on a GPU: not adopted |
+# | `torch._functorch.config.activation_memory_budget` low (the compiled backward recomputes the LSTM's activations) | less memory, slower: not adopted, but a user short of memory can set it before the first step |
 #
-# Timings on this shared 2-core machine vary by 10-20% from run to run. At one seed the profile of an
-# AMG step (`python -m metaguard_nb.bench --profile --methods amg --nets cnn --seeds 1`) is 21% matrix
-# products, about 40% convolutions (forward and backward) and about 25% fused LSTM arithmetic.
+# At one seed the profile of an AMG step (`python -m metaguard_nb.bench --profile --methods amg --nets
+# cnn --seeds 1`) is shared between matrix products, the convolutions (forward and backward) and the
+# fused LSTM arithmetic, the convolutions the largest part.
 #
 # ## A ceiling for PyTorch's kernels
 #
@@ -344,7 +355,7 @@ for S in (1, 25):
 # than (product flops / best product rate + convolution flops / best convolution rate), with every
 # other operation (sigmoids, tanhs, preprocessing, sums, the guard, Python) free. The reference's
 # measured time over that floor is the largest ratio any arrangement of these kernels could show,
-# and the reference's time / 3 minus the floor is what a 3x step would have left for everything else.
+# and the reference's time / 3 minus the floor is what a step three times as fast would have left for everything else.
 
 # %%
 #| export
@@ -352,7 +363,6 @@ MATMUL_OPS, CONV_OPS = ('mm', 'bmm', 'addmm', 'baddbmm'), ('convolution', 'convo
 
 def _flops(f) -> dict:
     "Floating-point operations of f() by family, counted by torch's FlopCounterMode: {'matmul', 'conv', 'other'}."
-    from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as fc: f()
     out = dict(matmul=0, conv=0, other=0)
     for op, n in fc.get_flop_counts()['Global'].items():
@@ -363,7 +373,7 @@ def _flops(f) -> dict:
 def step_flops(method:str, p, b) -> dict:
     "Floating-point operations of one (eager) library step of `method` on problem p and Batches b, by family."
     st = init_state(method, p.eta0, p.theta)
-    return _flops(lambda: method_step(method)(GuardConfig(compile=False), p.lstm_cfg, p.optimizee, st, b))
+    return _flops(lambda: get_method(method).step(GuardConfig(compile=False), p.lstm_cfg, p.optimizee, st, b))
 
 def _best_seconds(f, n:int=10) -> float:
     for _ in range(2): f()
@@ -374,7 +384,6 @@ def _best_seconds(f, n:int=10) -> float:
 
 def _rates(p, b, S:int) -> tuple:
     "(best matrix-product rate, convolution rate) in flop/s on the shapes of S seeds of problem p (seed 0's Batches b), on the CPU."
-    from torch.profiler import profile
     m, H = p.eta0.shape[1], p.lstm_cfg.hidden
     mm = 0
     for (r, k), n in [((S*m, H), 4*H), ((H, S*m), 4*H), ((S*m, 4*H), H)]:  # gates, weight gradient, input gradient
@@ -431,31 +440,24 @@ ceilings = [speed_ceiling(m, 'cnn', 25, ref_rate[m, 25]) for m in ('amg', 'smg')
 for c in ceilings: print({k: round(v, 2) if isinstance(v, float) else v for k, v in c.items()})
 
 # %% [markdown]
-# Measured when this section was written, before the tiled step of A2 (commit d7758eb; the kernel rates it rests on
-# are PyTorch's and did not change with it, the reference's own rate on this machine has drifted 16-45% since,
-# see `outputs/bench.json`) (2 cores, 2 threads; three runs of `python -m metaguard_nb.bench
-# --ceiling --methods amg smg --nets cnn --seeds 25`, against the shipped reference rates): AMG does 72.7
-# GFLOP of matrix products and 29.0 GFLOP of convolutions per step at S = 25. The best product rate was
-# 163-197 GFLOP/s at one seed's shapes (103-116 at 25 seeds'), the convolutions ran at 34-56 GFLOP/s.
-# So an AMG step cannot take less than 0.95-1.08 s against the reference's 3.49 s: **a ceiling of
-# 3.2-3.7x**, and a 3x step would have 0.08-0.22 s left for all the rest, where the compiled LSTM's
-# fused elementwise graphs alone take about 1.2 s now (`python -m metaguard_nb.bench --profile --methods
-# amg --nets cnn --seeds 25`: 1.19 s of a 3.06 s profiled step). SMG (91.2 and 50.7 GFLOP): floor
-# 1.47-1.66 s against 4.74 s, **a ceiling of 2.9-3.2x**, with -0.08 to 0.11 s left.
+# `ceiling` above is the reference's time over that floor, and `left_for_the_rest_at_target` what a
+# step three times as fast as the reference would have left for everything but the products and the
+# convolutions: negative means that even with every other operation free, no arrangement of these
+# kernels reaches it.
 #
-# So **the 3x target is out of reach of PyTorch's CPU kernels on this machine**: for SMG the products
-# and convolutions alone take about a third of the reference's time, and for AMG the LSTM's
-# elementwise work of 30 steps (forward and backward, 182,650 coordinates) would have to become 5-15
-# times cheaper, that is, run inside the products on tiles that stay in cache: a hand-written fused
-# LSTM kernel (C++ or Triton), outside this project's pure-PyTorch functional core, plus convolutions
-# faster than oneDNN's on these small channels.
+# So **a step three times the reference's speed is out of reach of PyTorch's CPU kernels on this
+# machine**: the products and convolutions alone take a third or more of the reference's time, and
+# the LSTM's elementwise work of 30 steps (forward and backward, over every coordinate of 25 seeds)
+# would have to become several times cheaper, that is, run inside the products on tiles that stay
+# in cache: a hand-written fused LSTM kernel (C++ or Triton), outside this project's pure-PyTorch
+# functional core, plus convolutions faster than oneDNN's on these small channels.
 #
 # On a GPU the balance is different: the per-seed loop launches hundreds of small kernels per step
 # and the batched step a few large ones. `scripts/gpu_check.py` times both there (and checks that no
-# step waits for the GPU); no GPU was lent to this project when the chapter was written.
+# step waits for the GPU); [03d_grid](03d_grid.ipynb) shows what the lent GPU measured.
 #
-# The paper protocol on this CPU, projected from the shipped rates (2,000 steps x 25 seeds, six
-# methods, without the evaluations every 10 steps):
+# The paper protocol on this CPU, projected from the shipped rates (hours: 2,000 steps x 25 seeds of
+# each of the paper's six methods, without the evaluations every 10 steps):
 
 # %%
 {net: {k: round(v, 1) for k, v in projected_hours(shipped['rows'], net).items()} for net in ('cnn', 'mlp')}
@@ -464,48 +466,32 @@ for c in ceilings: print({k: round(v, 2) if isinstance(v, float) else v for k, v
 # %% [markdown]
 # ## Tiles, fused kernels, layout, and where the rest of a protocol step goes
 #
-# Three more levers, measured on this machine (2 cores, AMG and SMG at S = 25, the library alone;
-# seed-steps per second of separate processes, three rounds interleaved, so that the machine's drift
-# of 10-25% between runs hits every variant alike).
+# Three more levers, measured on this machine (AMG and SMG at S = 25, the library alone; separate
+# processes, rounds interleaved, so that the machine's drift between runs hits every variant alike).
 #
 # **Per-seed terms out of the compiled graph.** Inside one graph, Inductor fused the loss's share of
 # the first cell's gates into the per-coordinate loop and recomputed it, with scalar gathers, for each
-# of the S x m coordinates. Computed once per seed outside (`lstm.seed_terms`), ten no-grad LSTM steps
-# (CNN, S = 25) take 0.52-0.55 s instead of 0.63-0.68 s, forward and backward 1.39-1.53 s instead of
-# 1.52-1.59 s, with the same numbers to 4e-9. A whole AMG step did not measurably change (7.2-7.3 against
-# 7.0-7.2 seed-steps/s): the LSTM's elementwise work is bound by its transcendental functions (three
-# sigmoids and two tanhs per unit and layer, on rows of 20 that fill one and a quarter AVX-512
-# vectors), not by memory.
+# of the S x m coordinates. Computed once per seed outside (`lstm.seed_terms`), the LSTM's steps got
+# faster with the same numbers to float rounding, while a whole AMG step did not measurably change:
+# the LSTM's elementwise work is bound by its transcendental functions (three sigmoids and two tanhs
+# per unit and layer, on rows of 20 that fill one and a quarter AVX-512 vectors), not by memory.
 #
-# **Tiles of coordinates, recomputed in the backward** (`lstm.TiledStep`, `GuardConfig(tile=...)`):
-#
-# | tile (coordinates) | AMG, CNN | AMG, MLP | SMG, CNN | L2O, CNN | peak MB AMG CNN / MLP |
-# |---|---|---|---|---|---|
-# | none (one graph, activations saved) | 6.14-6.66 | 3.61-3.85 | 4.57-5.58 | 129-163 | 3,393 / 5,545 |
-# | 128 | 5.66-6.35 | 3.34-3.70 | 4.50-4.70 | 150-170 | 2,164 / 2,929 |
-# | 256 | 6.36-6.55 | 3.84-4.29 | 4.42-4.84 | 51-165 | 2,156 / 2,971 |
-# | **512 (the CPU default: 12,800 rows)** | **5.93-6.71** | **3.79-4.04** | **4.73-4.99** | **140-188** | **2,172 / 2,984** |
-#
-# Tiles do not make the kernels faster by keeping the gates in cache (an experiment with the gates
-# kept in cache by tiles of 64 to 3,653 coordinates, without recomputation, ran the forward no faster
-# than the one-graph step: the elementwise loops are compute-bound, see above). What they buy is
-# memory: the forward saves nothing, the backward recomputes one tile at a time, and 25-seed AMG
-# fits in 2.2 GB (CNN) and 3.0 GB (MLP) instead of 3.4 and 5.5 GB, at the same speed or a little
-# faster (no 3.8 GB of saved gates to write and read back; the ranges overlap at every size). The default on a CPU
-# is tiles of 12,800 (seed, coordinate) rows, 512 coordinates of 25 seeds; a single seed then gets
-# tiles of 12,800 coordinates, because 512-coordinate tiles of one seed measured 2x slower (AMG, CNN,
-# S = 1: 3.6 seed-steps/s against 4.4 with the row rule), each tile's call costing more than its
-# arithmetic. On a GPU the one-graph step is kept.
+# **Tiles of coordinates, recomputed in the backward** (`GuardConfig(tile=...)`, appendix
+# [A2_compiled](A2_compiled.ipynb)). Tiles do not make the kernels faster by keeping the gates in
+# cache (the elementwise loops are compute-bound, above); what they buy is memory: the forward saves
+# nothing, the backward recomputes one tile at a time, and 25-seed AMG's peak memory falls by a third
+# or more, at the same speed or a little faster, for every tile size from 128 to 512 coordinates
+# that we tried. The default on a CPU is tiles of 12,800 (seed, coordinate) rows, 512 coordinates of
+# 25 seeds; a single seed then gets tiles of 12,800 coordinates, because 512-coordinate tiles of one
+# seed were slower, each tile's call costing more than its arithmetic. On a GPU the one-graph step is
+# kept.
 #
 # **Inductor's C++ GEMM template** (`torch._inductor.config.max_autotune = True`,
 # `max_autotune_gemm_backends = 'CPP,ATEN'`, on this AVX-512 CPU): its autotuner timed the template
-# against ATen's `bmm` for each of the step's products (25 x 7,306 x 20 @ 20 x 80: 6.2-6.5 ms against
-# 5.6-5.8 ms; 25 x 7,306 x 80 @ 80 x 20, in the backward: 8.8 ms against 8.4 ms) and chose ATen's
-# `bmm` for all but the 2-feature product (2.8-2.9 ms against 3.2 ms, a product this chapter's step
-# no longer makes). It could not fuse the gate arithmetic into the product: each hidden unit needs
-# its four gates, which lie 20 columns apart. Ten LSTM steps: 1.39-1.47 s forward and backward and
-# 0.63-0.64 s without gradients, against 1.45-1.59 s and 0.63 s for the default compile, at 26-59 s
-# of compilation instead of 5 s. Not adopted.
+# against ATen's `bmm` for each of the step's products and chose ATen's for all but a product this
+# chapter's step no longer makes. It could not fuse the gate arithmetic into the product: each hidden
+# unit needs its four gates, which lie 20 columns apart. Ten LSTM steps ran no faster than with the
+# default compile, at several times the compilation time. Not adopted.
 
 # %% [markdown]
 # **Layout: one process of two threads, or two processes of one thread over seed halves?** The
@@ -520,7 +506,7 @@ def _layout_worker(method, net, seeds, steps, threads, barrier, out):
     torch.set_num_threads(threads)
     p = make_problem(BENCH_SETTINGS[net], list(seeds), 'cpu', setting_checkpoint(BENCH_SETTINGS[net]))
     batches = bench_batches(p, steps + 1)
-    step, st, cfg = method_step(method), init_state(method, p.eta0, p.theta), GuardConfig()
+    step, st, cfg = get_method(method).step, init_state(method, p.eta0, p.theta), GuardConfig()
     st, _ = step(cfg, p.lstm_cfg, p.optimizee, st, batches[0])  # compiles
     barrier.wait()
     t0 = time.perf_counter()
@@ -548,24 +534,15 @@ layout_rates('amg', 'mlp', S=2, steps=1)
 
 
 # %% [markdown]
-# Measured (`python -m metaguard_nb.bench --layout --methods amg smg --nets cnn mlp --seeds 25 --steps 3`,
-# total seed-steps per second):
-#
-# | | 1 process x 2 threads | 2 processes x 1 thread |
-# |---|---|---|
-# | AMG, CNN | 6.69 | **7.25** |
-# | SMG, CNN | 5.38 | **5.71** |
-# | AMG, MLP | 4.76 | **4.91** |
-# | SMG, MLP | 3.86 | **4.00** |
-#
-# Two processes of one thread win by 3-8%: each has half the seeds, so half the working set, and no
-# thread of one waits for the other inside a kernel. The grid (nbs/03d_grid) uses that layout,
-# `LAYOUT = dict(workers=2, threads=1)`, on a `LocalCluster` of two workers. At the grid's shard of 5 seeds
-# (2026-11-30, `python -m metaguard_nb.bench --layout --methods amg --nets cnn --seeds 5 10 --steps 5`):
-# one process of two threads on 5 seeds 5.80 seed-steps/s; two processes of one thread on 5 seeds
-# each 8.36 (44% more). That holds in Dask's workers only once a task has undone the memory
-# trimming a Dask nanny sets (nbs/03d_grid, "One task, on a worker"); before, a worker's AMG step took
-# 2.3x as long, and the grid's two workers ran slower than one process of two threads.
+# The cell above runs it on a toy size; `python -m metaguard_nb.bench --layout --methods amg smg --nets
+# cnn mlp --seeds 25 --steps 3` runs it on the protocol's. Measured that way on this 2-core machine,
+# two processes of one thread beat one process of two threads for AMG and SMG on both nets, and by
+# more at the grid's shard of 5 seeds: each process has half the seeds, so half the working set, and
+# no thread of one waits for the other inside a kernel. The grid ([03d_grid](03d_grid.ipynb)) uses that
+# layout, `LAYOUT = dict(workers=2, threads=1)`, on a `LocalCluster` of two workers. That holds in
+# Dask's workers only once a task has undone the memory trimming a Dask nanny sets ([03d_grid](03d_grid.ipynb),
+# "One task, on a worker"); before, a worker's AMG step took more than twice as long, and the grid's
+# two workers ran slower than one process of two threads.
 
 # %% [markdown]
 # **Where the rest of a protocol step goes.** A step of the protocol is more than the method's step:
@@ -575,19 +552,18 @@ layout_rates('amg', 'mlp', S=2, steps=1)
 
 # %%
 #| export
-def protocol_shares(method:str='amg', net:str='cnn', S:int=25, steps:int=3, eval_every:int=10, test_every:int|None=100) -> dict:
+def protocol_shares(method:str='amg', net:str='cnn', S:int=25, steps:int=3, eval_every:int=Protocol.eval_every,
+                    test_every:int|None=Protocol.test_every) -> dict:
     "Seconds per protocol step of each part (batches, the method's step, records, monitor and test evaluations spread over the steps between them), as the runner does them and as it did before (every batch made, the test split at every evaluation)."
-    from metaguard_nb.guards import inner_batches
-    from metaguard_nb.runner import _rows, evaluate
     p, cfg = bench_problem(net, S, 'cpu'), GuardConfig()
-    step, st, used = method_step(method), init_state(method, p.eta0, p.theta), inner_batches(method, cfg.T)
+    step, st, used = get_method(method).step, init_state(method, p.eta0, p.theta), get_method(method).inner_batches(cfg.T)
     st, _ = step(cfg, p.lstm_cfg, p.optimizee, st, step_batches(p.inner, p.evals, cfg.T))  # compiles
     t = dict(all_batches=0.0, used_batches=0.0, step=0.0, records=0.0)
     for _ in range(steps):
         t0 = time.perf_counter(); step_batches(p.inner, p.evals, cfg.T)
         t1 = time.perf_counter(); b = step_batches(p.inner, p.evals, cfg.T, used)
         t2 = time.perf_counter(); st, r = step(cfg, p.lstm_cfg, p.optimizee, st, b)
-        t3 = time.perf_counter(); _rows([r])
+        t3 = time.perf_counter(); record_rows([r])
         t4 = time.perf_counter()
         for k, v in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)): t[k] += v/steps
     evaluate(p, st.eta)
@@ -607,26 +583,15 @@ def protocol_shares(method:str='amg', net:str='cnn', S:int=25, steps:int=3, eval
 protocol_shares('sgd', 'mlp', S=2, steps=2)
 
 # %% [markdown]
-# Measured (`python -m metaguard_nb.bench --shares --methods sgd lgl2o amg smg --nets cnn mlp --seeds 25
-# --steps 3`; seconds per protocol step, and the evaluation's share). Before: the test split evaluated
+# The cell above runs it on a toy size; `python -m metaguard_nb.bench --shares --methods sgd lgl2o amg
+# smg --nets cnn mlp --seeds 25 --steps 3` runs it on the protocol's. Before: the test split evaluated
 # with the monitor set every 10 steps, through `vmap`, and all ten inner batches made for every method.
 # Now: the test split every 100 steps (`test_every`), both sets seed by seed (a convolution without
-# the seed dimension: one evaluation of both sets on the CNN went from 4.0-4.3 s to 1.0 s), and only
-# the inner batches a method reads (SGD, L2O and LGL2O read $B_1$; the streams still advance by ten,
-# so every method sees the same batches):
-#
-# | 25 seeds | before: seconds per step | evaluation's share | now: seconds per step | evaluation's share |
-# |---|---|---|---|---|
-# | SGD, CNN | 0.55 | 76% | 0.098 | 25% |
-# | LGL2O, CNN | 0.72 | 56% | 0.28 | 8.5% |
-# | AMG, CNN | 4.03 | 10% | 3.61 | 0.8% |
-# | SMG, CNN | 5.01 | 7% | 4.56 | 0.6% |
-# | SGD, MLP | 0.044 | 32% | 0.017 | 24% (and 27% drawing batches) |
-# | LGL2O, MLP | 0.29 | 5% | 0.27 | 1.5% |
-# | AMG, MLP | 5.84 | 0.3% | 5.32 | 0.1% |
-#
-# For the adapting methods the rest of a protocol step was already small, and now is negligible; the
-# cheap baselines' part of the paper protocol costs a third to a quarter of what it did.
+# the seed dimension), and only the inner batches a method reads (SGD, L2O and LGL2O read $B_1$; the
+# streams still advance by ten, so every method sees the same batches). Measured on the protocol's
+# shapes, the evaluation went from most of a cheap baseline's protocol step on the CNN to a quarter or
+# less of it, and the cheap baselines' part of the paper protocol to a fraction of its cost; for the
+# adapting methods the rest of a protocol step was already small, and now is negligible.
 
 # %%
 #| export

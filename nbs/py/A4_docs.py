@@ -36,7 +36,7 @@
 
 # %%
 #| export
-import json, shutil, subprocess, sys
+import argparse, json, shutil, subprocess, sys
 from pathlib import Path
 
 from metaguard_nb.data import checkout
@@ -158,7 +158,6 @@ def site(out:Path|None=None, root:Path|None=None) -> Path:
 
 def main(argv=None):
     "python -m metaguard_nb.docs readme|site"
-    import argparse
     ap = argparse.ArgumentParser(prog='python -m metaguard_nb.docs')
     ap.add_argument('what', choices=['readme', 'site'])
     a = ap.parse_args(argv)

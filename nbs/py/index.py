@@ -125,6 +125,24 @@
 # point as a candidate (`sgd_candidate=True`, "safe AMG") restores it, for step sizes below 2/L.
 
 # %% [markdown]
+# ## Extending it: where each noun lives
+#
+# Every noun has one home and one registry; the rest of the library reads it from there.
+#
+# | to add | do this | files it touches |
+# |---|---|---|
+# | a method | write its step, `(GuardConfig, LSTMConfig, Optimizee, State, Batches) -> (State, Record)`, and `guards.register(Method(name, step, branches, label, color, ...))`; the runner, the grid, the report and the figures take it by name. A protocol counts it once it is in that `Protocol`'s `methods`; `Method.reference` names its step in the float64 reference, if it has one | the chapter that defines it, and its test |
+# | a panel | `runner.register_panel(name, Panel(trained_on, net, dataset))`, a meta-training setting of `metatrain.SETTINGS` and a test network and dataset; a `Protocol` whose `panels` include it lays it out in its figures | the chapter or script that registers it |
+# | a protocol | `runner.PROTOCOLS[name] = Protocol(seeds, steps, eval_every, test_every, panels, methods)`; `make figure1 PRESET=name` and `figure report --preset name` take it | one line |
+# | a variant of the paper's open choices | a `runner.Variant(name, guard overrides, checkpoints folder)` in `runner.VARIANTS`; `python -m metaguard_nb.grid --variant name` runs it, keyed apart in the store | [03b_runner](nbs/03b_runner.ipynb), and [07_does_the_verdict_hold](nbs/07_does_the_verdict_hold.ipynb) to report it |
+# | a model or a dataset | any `nn.Module` and loss through `optimizees.Optimizee` or `meta_guard.MetaGuard` ([06_your_model](nbs/06_your_model.ipynb)); a dataset through `data.load` and its preparation in [A0_prepare](nbs/A0_prepare.ipynb) | [01_optimizees](nbs/01_optimizees.ipynb) or [00_data](nbs/00_data.ipynb) |
+#
+# The defaults are defined once, on the records that hold them: T on `lstm.UNROLL_STEPS` (read by
+# `GuardConfig.T` and `MetaTrainConfig.T`), lambda_eta and lambda_theta on `GuardConfig`, the
+# protocols' seeds, steps, `eval_every` and panels on `runner.Protocol`, the compile switch on
+# `GuardConfig.compile`.
+
+# %% [markdown]
 # ## Set-up details
 #
 # - `.venv/` is created from `requirements.txt`, where every package is pinned: torch 2.14.1 and
