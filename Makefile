@@ -119,15 +119,15 @@ check-pairs: setup
 	  || { echo "README.md is not what nbs/index.ipynb and the committed results give (run make readme)"; status=1; }; exit $$status
 
 # Regenerate the shipped meta-trained optimizers (Eq. 2), one setting per process, resumable; fails when either fails.
-# MEMORY=mean: the pair meta-trained as g^T defines it (the 'gT' variant), in outputs/checkpoints/gT/, with the windows
-# its curves needed (nbs/02b_metatrain); WINDOWS=N overrides both settings' windows (a finished run is extended).
+# MEMORY=mean: the pair meta-trained as g^T defines it (the 'gT' variant), in outputs/checkpoints/gT/, with the settings'
+# windows (metatrain.SETTINGS); WINDOWS=N sets both settings' windows (a finished run asked for more is extended).
 MEMORY ?= carry
 CK_DIR := outputs/checkpoints$(if $(filter mean,$(MEMORY)),/gT)
-CK_WINDOWS := $(if $(WINDOWS),$(WINDOWS) $(WINDOWS),$(if $(filter mean,$(MEMORY)),3000 2000,1500 1000))
+CK_ARGS := --threads 1 --memory $(MEMORY) $(if $(WINDOWS),--windows $(WINDOWS))
 checkpoints: setup data
 	@mkdir -p $(CK_DIR)
-	metaguard-metatrain cnn_fashionmnist --threads 1 --memory $(MEMORY) --windows $(word 1,$(CK_WINDOWS)) --out $(CK_DIR)/cnn_fashionmnist.pt & a=$$!; \
-	metaguard-metatrain mlp_mnist --threads 1 --memory $(MEMORY) --windows $(word 2,$(CK_WINDOWS)) --out $(CK_DIR)/mlp_mnist.pt & b=$$!; \
+	metaguard-metatrain cnn_fashionmnist $(CK_ARGS) --out $(CK_DIR)/cnn_fashionmnist.pt & a=$$!; \
+	metaguard-metatrain mlp_mnist $(CK_ARGS) --out $(CK_DIR)/mlp_mnist.pt & b=$$!; \
 	wait $$a; ra=$$?; wait $$b; rb=$$?; \
 	test $$ra = 0 -a $$rb = 0 || { echo "make checkpoints: a meta-training failed (cnn_fashionmnist rc $$ra, mlp_mnist rc $$rb)"; exit 1; }
 

@@ -59,7 +59,7 @@ def finite_theta(theta:Theta) -> torch.Tensor:
     "Per seed: are all of a per-seed theta's weights and memory finite? -> [S] bool."
     return torch.stack([finite_rows(w) for w in (*theta.W.values(), theta.h)]).all(0)
 
-def choose(losses:list, # K tensors [S]: each candidate's loss on B_e, in tie order
+def choose(losses:list, # K tensors [S]: each candidate's loss on B_e, in tie order (Alg. 2, lines 5-8)
            etas:list, # K tensors [S, m]: the candidates' parameters
            thetas:list|None=None, # K per-seed Thetas, for methods that adapt theta; None where theta is frozen
           ) -> torch.Tensor:
@@ -313,6 +313,7 @@ def registered(m:Method):
     try: yield m
     finally: METHODS.pop(m.name, None)
 
+# %% ../nbs/03_guards.ipynb #a88b44f8
 _ON_B_E, _ADAPT = 'l(candidate; B_e)', 'L^Adapt(candidate) on B_e'
 for _m in (Method('sgd', sgd_step, ('sgd',), 'SGD', 'tab:blue', first_batch_only=True, reference='sgd'),
            Method('l2o', l2o_step, ('learned',), 'L2O', 'tab:orange', first_batch_only=True, reference='l2o'),

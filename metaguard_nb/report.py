@@ -144,6 +144,7 @@ def _at(df, method, step) -> float:
     d = df[df['method'] == method]
     return float(d.iloc[(d['step'] - step).abs().argmin()]['mean'])
 
+# %% ../nbs/03e_report.ipynb #76c60f77
 def _claim_rows(df:pd.DataFrame, got:dict|None) -> list:
     "(claim, rule, verdict, numbers, paired rule, paired verdict, paired numbers) for each claim of Figure 1."
     last, have = int(df['step'].max()), set(df['method'])
@@ -312,6 +313,7 @@ def still_to_run(counts:dict, n:int, panels, methods) -> str:
         if by: parts.append(f'({s}) ' + ', '.join(f"{', '.join(ms)} {k} seed{'s'*(k > 1)}{' each'*(len(ms) > 1)}" for k, ms in by.items()))
     return '; '.join(parts) or 'nothing'
 
+# %% ../nbs/03e_report.ipynb #076ab0b1
 def markdown_table(df:pd.DataFrame, # its index becomes the first column
                    fmt:str='{:.3f}', # how floats are written; None and NaN are written '-'
                   ) -> str:
@@ -379,6 +381,7 @@ def paired_lines(gots:dict, out:Path|None=None, steps=(1000, 2000)) -> str:
         lines.append(f'| ({s}) | {label(m)} | {label(b)} | ' + ' | '.join(by.get(k, '-') for k in ks) + ' |')
     return '\n'.join(lines)
 
+# %% ../nbs/03e_report.ipynb #111b7c62
 def claims_at_a_glance(t:pd.DataFrame, # `claim_table`
                       ) -> str:
     "The claim table folded to one row per claim and one column per panel, each cell 'by the means / paired'."

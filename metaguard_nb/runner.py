@@ -159,9 +159,9 @@ def _run_batch(method, p:Problem, steps, eval_every, gcfg, partial:Path|None, sa
     bar = progress_bar(range(done, steps), parent=bar_parent, display=progress)
     try:
         if len(evals) < sum(k <= done for k in eval_steps(steps, eval_every)): evaluate_now()  # step 0, or an interrupted evaluation
-        for k in bar:
+        for k in bar:  # Alg. 1 and 2, line 1: "while termination condition not satisfied", here `steps` steps on fresh batches
             t0 = time.perf_counter()
-            new, r = step(gcfg, p.lstm_cfg, p.optimizee, st, step_batches(p.inner, p.evals, gcfg.T, used))
+            new, r = step(gcfg, p.lstm_cfg, p.optimizee, st, step_batches(p.inner, p.evals, gcfg.T, used))  # lines 2-8: the method's step
             with deferred_interrupt():  # the step is committed whole or not at all
                 st, done, samplers = new, k + 1, (p.inner.state(), p.evals.state())
                 pending.append(r); wall.append(time.perf_counter() - t0)

@@ -1,5 +1,6 @@
 "The optimizees, the LSTM optimizer, the unroll and the shipped checkpoints."
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -110,3 +111,13 @@ def test_meta_training_interrupted_mid_window_resumes_to_the_same_result(tmp_pat
     th_b, curve_b = metatrain.meta_train(tiny, tmp_path / 'b.pt', progress=False)
     assert curve_a == curve_b
     assert torch.equal(th_a.h, th_b.h) and all(torch.equal(th_a.W[k], th_b.W[k]) for k in th_a.W)
+
+
+def test_make_checkpoints_fails_when_a_meta_training_fails():
+    "Both settings train side by side; a failure in either fails the target (it used to wait and return 0), in one line each."
+    import subprocess
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run(['make', '-s', 'checkpoints', 'MEMORY=bogus'], cwd=root, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "error: memory='bogus': use 'carry' or 'mean'" in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    assert 'a meta-training failed (cnn_fashionmnist rc 1, mlp_mnist rc 1)' in r.stdout + r.stderr

@@ -176,7 +176,13 @@ def load_checkpoint(path:str|Path, # a checkpoint file, or a setting name ('cnn_
 # ## The loop
 #
 # One window of Eq. 2, as a pure function of its inputs: the unroll from the carried (eta, state),
-# its mean loss, and the carried values for the next window.
+# its mean loss, and the carried values for the next window. The window is a truncation of
+#
+# $$L(\theta) = \mathbb{E}_{l \sim p(l),\, \eta_0 \sim p(\eta_0)} \left[ \frac{1}{T} \sum_{t=1}^T l(\eta_t) \right], \tag{2}$$
+#
+# the expectation a mean over the trajectories side by side, each $l(\eta_t)$ measured on a fresh
+# batch $B'_t$ (the deviation below), $\eta_t$ the learned optimizer's $t$-th step from the
+# window's start.
 
 # %%
 #| export
@@ -210,11 +216,11 @@ def meta_train(cfg:MetaTrainConfig, # the run
                stop_after:int|None=None, # stop after this many windows in this call, keeping the resume state
               ) -> tuple:
     "Meta-train theta by Eq. 2; resumable. Returns (theta, curve); the checkpoint is written when all windows are done."
+    if cfg.meta_batch not in ('fresh', 'same'): raise ValueError(f"meta_batch={cfg.meta_batch!r}: use 'fresh' or 'same'")
+    if cfg.memory not in MEMORIES: raise ValueError(f"memory={cfg.memory!r}: use 'carry' or 'mean'")
     path, problem = Path(path), cfg.optimizee()
     resume_path = path.with_name(path.stem + '.resume.pt')
     data = load(cfg.dataset)
-    if cfg.meta_batch not in ('fresh', 'same'): raise ValueError(f"meta_batch={cfg.meta_batch!r}: use 'fresh' or 'same'")
-    if cfg.memory not in MEMORIES: raise ValueError(f"memory={cfg.memory!r}: use 'carry' or 'mean'")
     run_seeds = [cfg.seed*1_000_003 + j for j in range(cfg.trajectories)]
     sampler = Sampler(data, seeds=run_seeds, batch_size=cfg.batch_size, device=device)
     meta_sampler = Sampler(data, seeds=run_seeds, batch_size=cfg.batch_size, device=device, stream='meta')
@@ -337,11 +343,13 @@ def metatrain_cli(name:str, # the setting: cnn_fashionmnist or mlp_mnist
                   out:str=None, # checkpoint path (default outputs/checkpoints/NAME.pt)
                   device:str='cpu'):
     "Meta-train one of Figure 1's optimizers by Eq. 2 and write its checkpoint."
-    cfg = replace(setting(name), memory=memory)
+    try: cfg = replace(setting(name), memory=memory)
+    except ValueError as e: raise SystemExit(f'error: {e}')
     if windows: cfg = replace(cfg, windows=windows)
     if threads: torch.set_num_threads(threads)
     path = Path(out) if out else checkpoint_dir()/f'{name}.pt'
-    _, curve = meta_train(cfg, path, device=device)
+    try: _, curve = meta_train(cfg, path, device=device)
+    except ValueError as e: raise SystemExit(f'error: {e}')
     n = min(50, len(curve))
     print(f'{name}: {len(curve)} windows, final meta-loss (mean of last {n}) {sum(curve[-n:])/n:.4f} -> {path}')
 

@@ -92,6 +92,17 @@ class Record(NamedTuple):
 # the first minimum (so the tie order is the order of the list), and gather each seed's chosen
 # eta, theta and LSTM state. If no candidate is finite the index is `K` (one past the list), and
 # the current state is kept.
+#
+# This is Algorithm 2's lines 5-8 (and Algorithm 1's lines 4-5) for every seed at once. The paper
+# writes them as an if-chain:
+#
+# $$\text{if } l(\eta^L) \le \min(l(\eta^F), l(\eta^F_T), l(\eta)): \eta^L;\quad
+# \text{elif } l(\eta^F) \le \min(l(\eta^F_T), l(\eta)): \eta^F;\quad
+# \text{elif } l(\eta^F_T) \le l(\eta): \eta^F_T;\quad \text{else } \eta.$$
+#
+# Each branch is taken exactly where its candidate is the first minimum of the list in that order,
+# which is what `choose` returns: `argmin` over `[learned, fallback, fallback_unrolled, stay]` with
+# ties to the earlier one. The test under the next cell checks the two against each other.
 
 # %%
 #| export
@@ -103,7 +114,7 @@ def finite_theta(theta:Theta) -> torch.Tensor:
     "Per seed: are all of a per-seed theta's weights and memory finite? -> [S] bool."
     return torch.stack([finite_rows(w) for w in (*theta.W.values(), theta.h)]).all(0)
 
-def choose(losses:list, # K tensors [S]: each candidate's loss on B_e, in tie order
+def choose(losses:list, # K tensors [S]: each candidate's loss on B_e, in tie order (Alg. 2, lines 5-8)
            etas:list, # K tensors [S, m]: the candidates' parameters
            thetas:list|None=None, # K per-seed Thetas, for methods that adapt theta; None where theta is frozen
           ) -> torch.Tensor:
@@ -130,6 +141,14 @@ inf, nan = math.inf, math.nan
 test_eq(choose([torch.tensor([1., 2, nan, nan]), torch.tensor([1., 1, 3, inf])],
                [torch.zeros(4, 2), torch.zeros(4, 2)]), torch.tensor([0, 1, 1, 2]))
 test_eq(choose([torch.tensor([1., 1.])], [torch.tensor([[0., nan], [0., 0.]])]), torch.tensor([1, 0]))
+def if_chain(lL, lF, lFT, l):  # Algorithm 2, lines 5-8, as the paper writes them
+    if lL <= min(lF, lFT, l): return 0
+    elif lF <= min(lFT, l): return 1
+    elif lFT <= l: return 2
+    else: return 3
+g = torch.Generator().manual_seed(0)
+L4 = torch.randint(0, 3, (4, 200), generator=g).float()  # few distinct values: many ties
+test_eq(choose(list(L4), [torch.zeros(200, 1)]*4).tolist(), [if_chain(*map(float, col)) for col in L4.T])
 th_ok = Theta({'w': torch.zeros(2, 3)}, torch.zeros(2, 4, 5))
 th_bad = Theta({'w': torch.tensor([[0., 0, 0], [0, inf, 0]])}, torch.zeros(2, 4, 5))  # seed 1's weights are not finite
 test_eq(choose([torch.tensor([1., 1.]), torch.tensor([2., 2.])], [torch.zeros(2, 2)]*2, [th_bad, th_ok]), torch.tensor([0, 1]))
@@ -518,6 +537,12 @@ def registered(m:Method):
     try: yield m
     finally: METHODS.pop(m.name, None)
 
+
+# %% [markdown]
+# The library's seven methods, in the order every table lists them, and the state each starts from:
+
+# %%
+#| export
 _ON_B_E, _ADAPT = 'l(candidate; B_e)', 'L^Adapt(candidate) on B_e'
 for _m in (Method('sgd', sgd_step, ('sgd',), 'SGD', 'tab:blue', first_batch_only=True, reference='sgd'),
            Method('l2o', l2o_step, ('learned',), 'L2O', 'tab:orange', first_batch_only=True, reference='l2o'),

@@ -207,7 +207,9 @@ RUN_SEED_OFFSET = 10_000  # run seed s uses generator streams of 10_000 + s: dis
 # %% [markdown]
 # ## The run
 #
-# Step k (k = 1..steps) draws its batches, calls the method's step, and appends the record. The
+# Step k (k = 1..steps) draws its batches, calls the method's step, and appends the record: the
+# loop of line 1 of Algorithms 1 and 2 ("while termination condition not satisfied do"), the rest of each algorithm one
+# call of the method's step function ([03_guards](03_guards.ipynb)). The
 # records stay on the device between evaluations (no host round trip per step); at every evaluation
 # they move to the CPU. A Ctrl-C never leaves a step half recorded: a finished step is committed
 # (state, record, sampler position) with interrupts held back for those few statements, and an
@@ -249,9 +251,9 @@ def _run_batch(method, p:Problem, steps, eval_every, gcfg, partial:Path|None, sa
     bar = progress_bar(range(done, steps), parent=bar_parent, display=progress)
     try:
         if len(evals) < sum(k <= done for k in eval_steps(steps, eval_every)): evaluate_now()  # step 0, or an interrupted evaluation
-        for k in bar:
+        for k in bar:  # Alg. 1 and 2, line 1: "while termination condition not satisfied", here `steps` steps on fresh batches
             t0 = time.perf_counter()
-            new, r = step(gcfg, p.lstm_cfg, p.optimizee, st, step_batches(p.inner, p.evals, gcfg.T, used))
+            new, r = step(gcfg, p.lstm_cfg, p.optimizee, st, step_batches(p.inner, p.evals, gcfg.T, used))  # lines 2-8: the method's step
             with deferred_interrupt():  # the step is committed whole or not at all
                 st, done, samplers = new, k + 1, (p.inner.state(), p.evals.state())
                 pending.append(r); wall.append(time.perf_counter() - t0)

@@ -290,10 +290,11 @@ display(Markdown(f"Seconds a step (the CPU's seeds ran {' or '.join(map(str, cal
 # %% [markdown]
 # The store keys the GPU's seeds apart (`device` in the key), and the report reads each panel from
 # one device and one kind of LSTM step (`report.panel_results`). The cell below shows why, on the
-# seeds that both devices ran: the same seed agrees to float32 rounding (about 1e-7) for hundreds of
-# steps, and then, on the sigmoid CNN, the step at which a seed leaves SGD's plateau depends on that
-# rounding, so single seeds end far apart while the medians stay close. Mixed within a panel, such
-# seeds would compare two devices as well as two methods.
+# seeds that both devices ran: on the sigmoid CNN the same seed agrees to float32 rounding for
+# hundreds of steps, and then the step at which a seed leaves SGD's plateau depends on that rounding,
+# so single seeds end far apart while the medians stay close; on the MLP of panel (b) the two devices
+# part within the first hundred steps and their means stay close. Mixed within a panel, such seeds
+# would compare two devices as well as two methods.
 
 # %%
 rows = []

@@ -234,6 +234,9 @@ def _at(df, method, step) -> float:
     d = df[df['method'] == method]
     return float(d.iloc[(d['step'] - step).abs().argmin()]['mean'])
 
+
+# %%
+#| export
 def _claim_rows(df:pd.DataFrame, got:dict|None) -> list:
     "(claim, rule, verdict, numbers, paired rule, paired verdict, paired numbers) for each claim of Figure 1."
     last, have = int(df['step'].max()), set(df['method'])
@@ -461,6 +464,12 @@ def still_to_run(counts:dict, n:int, panels, methods) -> str:
         if by: parts.append(f'({s}) ' + ', '.join(f"{', '.join(ms)} {k} seed{'s'*(k > 1)}{' each'*(len(ms) > 1)}" for k, ms in by.items()))
     return '; '.join(parts) or 'nothing'
 
+
+# %% [markdown]
+# The report's tables: the means, the claims, and the paired comparisons, as markdown.
+
+# %%
+#| export
 def markdown_table(df:pd.DataFrame, # its index becomes the first column
                    fmt:str='{:.3f}', # how floats are written; None and NaN are written '-'
                   ) -> str:
@@ -528,6 +537,12 @@ def paired_lines(gots:dict, out:Path|None=None, steps=(1000, 2000)) -> str:
         lines.append(f'| ({s}) | {label(m)} | {label(b)} | ' + ' | '.join(by.get(k, '-') for k in ks) + ' |')
     return '\n'.join(lines)
 
+
+# %% [markdown]
+# The front page's answer: the claims folded to one row each, and where AMG stands against each baseline.
+
+# %%
+#| export
 def claims_at_a_glance(t:pd.DataFrame, # `claim_table`
                       ) -> str:
     "The claim table folded to one row per claim and one column per panel, each cell 'by the means / paired'."

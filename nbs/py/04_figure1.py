@@ -271,6 +271,12 @@ def write_report(preset:str='paper', store=None, out=None, sources=SOURCES) -> s
     with atomic_write(out/'answer.md') as tmp: tmp.write_text(answer_lines(dfs, gots, P) + '\n')
     return md
 
+
+# %% [markdown]
+# The command line: `check` (what `make figure1` calls first), `report`, and `drop-run-times`.
+
+# %%
+#| export
 def main(argv=None):
     "python -m metaguard_nb.figure check|report|drop-run-times: check make figure1's parameters in one line, write the report of a protocol, or tidy executed notebooks."
     ap = argparse.ArgumentParser(prog='python -m metaguard_nb.figure')

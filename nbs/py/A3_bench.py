@@ -188,6 +188,9 @@ def _known(methods, nets):
     bad = [n for n in nets if n not in BENCH_SETTINGS]
     if bad: raise ValueError(f"unknown net(s) {bad}: use any of {', '.join(BENCH_SETTINGS)}")
 
+
+# %%
+#| export
 def bench(methods=tuple(METHODS), nets=('cnn', 'mlp'), seeds=(1, 25), steps:int=2, warmup:int=1, device:str='cpu',
           compile:bool=True, reference:bool=True, out:str|Path|None=None, log=print) -> list:
     "Run every (net, S, method) row; write them to `out` as they finish (an interrupted run keeps what it measured)."
@@ -215,6 +218,9 @@ def _write(out, rows):
     tmp.write_text(json.dumps(dict(machine=machine(), rows=rows), indent=1))
     tmp.replace(out)
 
+
+# %%
+#| export
 def main(argv=None):
     ap = argparse.ArgumentParser(prog='python -m metaguard_nb.bench', description=__doc__)
     ap.add_argument('--methods', nargs='+', default=list(METHODS))
