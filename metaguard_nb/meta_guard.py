@@ -13,6 +13,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from fastcore.basics import patch
+
 from .guards import Batches, GuardConfig, get_method, init_state
 from .lstm import LSTMConfig, Theta
 from .metatrain import SETTINGS, load_checkpoint
@@ -81,63 +83,72 @@ class MetaGuard:
         self.state = init_state(method, eta0.expand(seeds, -1).clone(), theta)
         self._source, self.steps = None, 0  # (the re-iterable source of the last step, its iterator)
 
-    def _draw(self, batches) -> list:
-        "S x (T + 1) batches from `batches`, or a one-line error."
-        need = self.S*(self.cfg.T + 1)
-        ran_out = lambda k: ValueError(f'the batches ran out after {k} of the {need} a step needs (T + 1 = {self.cfg.T + 1} per seed, '
-                                       f'{self.S} seed(s)): pass a DataLoader or another re-iterable source, or more batches')
-        if iter(batches) is batches:  # a one-shot iterator
-            out = list(itertools.islice(batches, need))
-            if len(out) < need: raise ran_out(len(out))
-            return out
-        src, it = self._source if self._source is not None and self._source[0] is batches else (batches, iter(batches))
-        out, fresh = [], False
-        while len(out) < need:
-            b = next(it, None)
-            if b is None:  # the end of a pass: read on from a new one, unless the source is empty
-                if fresh: raise ran_out(len(out))
-                it, fresh = iter(batches), True
-                continue
-            out.append(b); fresh = False
-        self._source = (batches, it)
+# %% ../nbs/06_your_model.ipynb #5e74c28e
+@patch
+def _draw(self:MetaGuard, batches) -> list:
+    "S x (T + 1) batches from `batches`, or a one-line error."
+    need = self.S*(self.cfg.T + 1)
+    ran_out = lambda k: ValueError(f'the batches ran out after {k} of the {need} a step needs (T + 1 = {self.cfg.T + 1} per seed, '
+                                   f'{self.S} seed(s)): pass a DataLoader or another re-iterable source, or more batches')
+    if iter(batches) is batches:  # a one-shot iterator
+        out = list(itertools.islice(batches, need))
+        if len(out) < need: raise ran_out(len(out))
         return out
+    src, it = self._source if self._source is not None and self._source[0] is batches else (batches, iter(batches))
+    out, fresh = [], False
+    while len(out) < need:
+        b = next(it, None)
+        if b is None:  # the end of a pass: read on from a new one, unless the source is empty
+            if fresh: raise ran_out(len(out))
+            it, fresh = iter(batches), True
+            continue
+        out.append(b); fresh = False
+    self._source = (batches, it)
+    return out
 
-    def _batches(self, drawn:list) -> Batches:
-        "Stack S x (T + 1) (x, y) pairs into Batches, checking their shapes."
-        if not all(isinstance(b, (tuple, list)) and len(b) == 2 for b in drawn):
-            raise ValueError('each batch must be a pair (x, y), as a DataLoader of a supervised dataset gives them')
-        x0, y0 = drawn[0]
-        for x, y in drawn:
-            if x.shape != x0.shape or y.shape != y0.shape:
-                raise ValueError(f'batches of different shapes: {tuple(x0.shape)}, {tuple(y0.shape)} and then {tuple(x.shape)}, '
-                                 f'{tuple(y.shape)}: give equal batches (DataLoader(..., drop_last=True))')
-        T, S = self.cfg.T, self.S
-        x = torch.stack([b[0] for b in drawn]).to(self.device).view(S, T + 1, *x0.shape)
-        y = torch.stack([b[1] for b in drawn]).to(self.device).view(S, T + 1, *y0.shape)
-        return Batches(x[:, :T], y[:, :T], x[:, T], y[:, T])
+@patch
+def _batches(self:MetaGuard, drawn:list) -> Batches:
+    "Stack S x (T + 1) (x, y) pairs into Batches, checking their shapes."
+    if not all(isinstance(b, (tuple, list)) and len(b) == 2 for b in drawn):
+        raise ValueError('each batch must be a pair (x, y), as a DataLoader of a supervised dataset gives them')
+    x0, y0 = drawn[0]
+    for x, y in drawn:
+        if x.shape != x0.shape or y.shape != y0.shape:
+            raise ValueError(f'batches of different shapes: {tuple(x0.shape)}, {tuple(y0.shape)} and then {tuple(x.shape)}, '
+                             f'{tuple(y.shape)}: give equal batches (DataLoader(..., drop_last=True))')
+    T, S = self.cfg.T, self.S
+    x = torch.stack([b[0] for b in drawn]).to(self.device).view(S, T + 1, *x0.shape)
+    y = torch.stack([b[1] for b in drawn]).to(self.device).view(S, T + 1, *y0.shape)
+    return Batches(x[:, :T], y[:, :T], x[:, T], y[:, T])
 
-    def _check_loss(self, b:Batches):
-        with torch.no_grad():
-            try: out = self.optimizee.loss(self.state.eta[0], b.xe[0], b.ye[0])
-            except Exception as e: raise ValueError(f'the model and loss fail on a batch of shape {tuple(b.xe.shape[1:])}: {type(e).__name__}: {e}') from None
-        if out.dim() != 0: raise ValueError(f'the loss must be a scalar (the mean over the batch); it has shape {tuple(out.shape)}')
+@patch
+def _check_loss(self:MetaGuard, b:Batches):
+    with torch.no_grad():
+        try: out = self.optimizee.loss(self.state.eta[0], b.xe[0], b.ye[0])
+        except Exception as e: raise ValueError(f'the model and loss fail on a batch of shape {tuple(b.xe.shape[1:])}: {type(e).__name__}: {e}') from None
+    if out.dim() != 0: raise ValueError(f'the loss must be a scalar (the mean over the batch); it has shape {tuple(out.shape)}')
 
-    def step(self, batches) -> StepInfo:
-        "One step of the method on S x (T + 1) batches drawn from `batches`; returns what the step did."
-        b = self._batches(self._draw(batches))
-        if self.steps == 0: self._check_loss(b)
-        self.state, rec = self.step_fn(self.cfg, self.lstm_cfg, self.optimizee, self.state, b)
-        self.steps += 1
-        names = list(get_method(self.method).branches) + ['none finite']
-        return StepInfo([names[i] for i in rec.branch.tolist()], rec.loss, rec.counters, rec.candidates)
+# %% ../nbs/06_your_model.ipynb #81608632
+@patch
+def step(self:MetaGuard, batches) -> StepInfo:
+    "One step of the method on S x (T + 1) batches drawn from `batches`; returns what the step did."
+    b = self._batches(self._draw(batches))
+    if self.steps == 0: self._check_loss(b)
+    self.state, rec = self.step_fn(self.cfg, self.lstm_cfg, self.optimizee, self.state, b)
+    self.steps += 1
+    names = list(get_method(self.method).branches) + ['none finite']
+    return StepInfo([names[i] for i in rec.branch.tolist()], rec.loss, rec.counters, rec.candidates)
 
-    def module(self, seed:int=0) -> nn.Module:
-        "A copy of the user's model with seed `seed`'s current parameters."
-        m = copy.deepcopy(self.template)
-        with torch.no_grad(): nn.utils.vector_to_parameters(self.state.eta[seed].detach().clone(), m.parameters())
-        return m
+@patch
+def module(self:MetaGuard, seed:int=0) -> nn.Module:
+    "A copy of the user's model with seed `seed`'s current parameters."
+    m = copy.deepcopy(self.template)
+    with torch.no_grad(): nn.utils.vector_to_parameters(self.state.eta[seed].detach().clone(), m.parameters())
+    return m
 
-    @property
-    def model(self) -> nn.Module: return self.module(0)
-    def state_dict(self, seed:int=0) -> dict: return self.module(seed).state_dict()
-    def __repr__(self): return f'MetaGuard({self.method}, {self.optimizee.name}, m={self.optimizee.m}, seeds={self.S}, steps={self.steps})'
+@patch(as_prop=True)
+def model(self:MetaGuard) -> nn.Module: return self.module(0)
+@patch
+def state_dict(self:MetaGuard, seed:int=0) -> dict: return self.module(seed).state_dict()
+@patch
+def __repr__(self:MetaGuard): return f'MetaGuard({self.method}, {self.optimizee.name}, m={self.optimizee.m}, seeds={self.S}, steps={self.steps})'

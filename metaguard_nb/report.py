@@ -206,6 +206,7 @@ def _claim_rows(df:pd.DataFrame, got:dict|None) -> list:
         f'AMG lower than each of SGD, L2O and both LGL2O at step {last}', amg_paired)
     return rows
 
+# %% ../nbs/03e_report.ipynb #d6db41c6
 def claims(df:pd.DataFrame, # the panel's summary (`summarize`)
            got:dict|None=None, # method -> per-seed results (runner.run or `collect`), for the paired reading
           ) -> pd.DataFrame:
@@ -339,6 +340,7 @@ def means_lines(dfs:dict, # setting -> the panel's summary (`summarize`)
             lines.append(f'| ({s}) | {label(m)} | ' + ' | '.join(cell(d[d['step'] == k].iloc[0]) for k in steps) + ' |')
     return '\n'.join(lines)
 
+# %% ../nbs/03e_report.ipynb #4472b8af
 def claim_table(dfs:dict, # setting -> the panel's summary (`summarize`)
                 gots:dict, # setting -> {method: per-seed results}
                ) -> pd.DataFrame:

@@ -208,6 +208,9 @@ def window_loss(cfg:MetaTrainConfig, problem:Optimizee, theta:Theta, eta, state,
 def _trajectory_seeds(cfg:MetaTrainConfig, restart:int) -> list:
     return [cfg.seed*1_000_003 + restart*cfg.trajectories + j for j in range(cfg.trajectories)]
 
+
+# %%
+#| export
 def meta_train(cfg:MetaTrainConfig, # the run
                path:str|Path, # the checkpoint to write; its resume state goes beside it
                save_every:int=50, # windows between resume saves

@@ -298,6 +298,9 @@ def _claim_rows(df:pd.DataFrame, got:dict|None) -> list:
         f'AMG lower than each of SGD, L2O and both LGL2O at step {last}', amg_paired)
     return rows
 
+
+# %%
+#| export
 def claims(df:pd.DataFrame, # the panel's summary (`summarize`)
            got:dict|None=None, # method -> per-seed results (runner.run or `collect`), for the paired reading
           ) -> pd.DataFrame:
@@ -495,6 +498,9 @@ def means_lines(dfs:dict, # setting -> the panel's summary (`summarize`)
             lines.append(f'| ({s}) | {label(m)} | ' + ' | '.join(cell(d[d['step'] == k].iloc[0]) for k in steps) + ' |')
     return '\n'.join(lines)
 
+
+# %%
+#| export
 def claim_table(dfs:dict, # setting -> the panel's summary (`summarize`)
                 gots:dict, # setting -> {method: per-seed results}
                ) -> pd.DataFrame:
