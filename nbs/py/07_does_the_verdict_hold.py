@@ -345,8 +345,48 @@ def trap_lines(res:dict) -> str:
 # %%
 from IPython.display import Markdown, display
 trap_file = (checkout() or Path.cwd())/'outputs'/'robustness'/'trap.json'
-display(Markdown(trap_lines(json.loads(trap_file.read_text())) if trap_file.exists() else '(not measured yet: `python -m metaguard_nb.robustness trap`)'))
+trap_res = json.loads(trap_file.read_text()) if trap_file.exists() else None
+display(Markdown(trap_lines(trap_res) if trap_res else '(not measured yet: `python -m metaguard_nb.robustness trap`)'))
 
+
+# %% [markdown]
+# What it says, read from the measurement:
+
+# %%
+#| export
+def trap_words(res:dict) -> str:
+    "The trap measurement's conclusion in words, every number read from it."
+    fz, mv, n, lr = res['frozen'], res['moving'], res['frozen']['n'], res['lr_eta']
+    wins = {k: v['wins'] for k, v in fz['candidates'].items()}
+    best = min(fz['candidates'], key=lambda k: fz['candidates'][k]['mean'])
+    down = {k: v['down'] for k, v in fz['steps'].items()}
+    works = [k for k, v in down.items() if v > n//2]
+    out = (f"Where seed {res['seed']} froze, no candidate beat staying on any of {n} fresh batch pairs "
+           f"({', '.join(f'{k} {v} times' for k, v in wins.items())}); the closest, the {best.replace('_', ' ')} candidate, lost by "
+           f"{fz['candidates'][best]['mean']:.3g} on average. The largest eigenvalue of the loss's Hessian there is {fz['top_eigenvalue']:.3g}, "
+           f"{fz['top_eigenvalue']/res['two_over_lr']:.0f} times 2/lambda_eta = {res['two_over_lr']:.3g}: a gradient step of lambda_eta = "
+           f"{lr:g} overshoots along the sharpest direction, and it went down on B_e in {down[str(float(lr))]} of {n} pairs, "
+           + (f"while a step of {', '.join(works)} went down in most of them" if works else "as did every shorter step tried")
+           + '.')
+    if mv: out += (f" At the moving seed {mv['seed']} the top eigenvalue is {mv['top_eigenvalue']:.3g}, "
+                   f"{'below' if mv['top_eigenvalue'] < res['two_over_lr'] else 'above'} 2/lambda_eta, and its fallback beat staying "
+                   f"{mv['candidates']['fallback']['wins']} times of {mv['n']}.")
+    return out
+
+
+# %%
+if trap_res: display(Markdown(trap_words(trap_res)))
+
+
+# %% [markdown]
+# So the 'stay' trap is a step-size trap. AMG's only candidate that descends by construction, the
+# fallback, steps with a fixed lambda_eta; where the loss's curvature along the gradient exceeds
+# 2/lambda_eta, that step overshoots, the learned unroll (trained where the loss was smoother)
+# overshoots too, and 'stay' wins. With eta and theta kept, the next step builds the same
+# candidates from the same point, so 'stay' wins again, for good. Two remedies follow from it: a
+# smaller lambda_eta for every method (the variant `lr1`, running), and, beyond the paper, a guard
+# whose fallback shortens its step each time 'stay' wins (a backtracking line search on the
+# fallback), which cannot stay frozen where a short enough gradient step descends.
 
 # %% [markdown]
 # ## The summary the README shows
@@ -382,7 +422,10 @@ def summary(store=None, out:Path|None=None) -> str:
         cells = [f"{yes(r.mean, r.n)} / {yes(r.median, r.n)} / {yes(r.paired, r.n)} (n={r.n})" for r in g.itertuples()]
         lines.append(f"| `{v}` | {get_variant(v).about} | " + ' | '.join(cells) + ' |')
     done, planned = int(st['done'].sum()), int(st['planned'].sum())
-    lines += ['', verdict_words(t), '', f"The study's runs: {done} of {planned} seed-runs in the store "
+    trap_file = (checkout() or Path.cwd())/'outputs'/'robustness'/'trap.json'
+    trap = ["Why AMG's seeds freeze on 'stay' (the chapter measures it): " + trap_words(json.loads(trap_file.read_text())), '']\
+        if trap_file.exists() else []
+    lines += ['', verdict_words(t), '', *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
                   f"({', '.join(f'{r.variant} ({r.setting}) {r.done}/{r.planned}' for r in st.itertuples())})."]
     md = '\n'.join(lines) + '\n'
     out = Path(out) if out else (checkout() or Path.cwd())/'outputs'/'robustness'/'summary.md'
