@@ -6,8 +6,8 @@
 __all__ = ['NUMERICS', 'ADAPT_BATCHES', 'KEYED_ALWAYS', 'METHODS', 'Batches', 'step_batches', 'State', 'Record', 'finite_rows',
            'finite_theta', 'choose', 'gather', 'gather_theta', 'GuardConfig', 'guard_key', 'lstm_step_for',
            'Candidates', 'keep_best', 'sgd_step', 'l2o_step', 'lgl2o_candidates', 'lgl2o_step', 'lgl2o_no_update_step',
-           'adapt_batch', 'adapt_objective', 'smg_candidates', 'smg_step', 'amg_fallback', 'amg_candidates', 'amg_step',
-           'safe_amg_step', 'Method', 'register', 'get_method', 'registered', 'init_state']
+           'adapt_batch', 'adapt_objective', 'smg_candidates', 'smg_step', 'amg_fallback', 'amg_candidates',
+           'backtracked', 'amg_step', 'safe_amg_step', 'Method', 'register', 'get_method', 'registered', 'init_state']
 
 # %% ../nbs/03_guards.ipynb #842f6ad5
 import contextlib, math, os
@@ -40,6 +40,7 @@ class State(NamedTuple):
     theta: Theta # learned optimizer: shared (L2O, LGL2O) or per seed (SMG, AMG)
     carry: tuple|None # the per-coordinate LSTM state carried to the next step (L2O, LGL2O w/ Update), else None
     counters: torch.Tensor # cumulative [S, 3]: gradient evaluations, forward evaluations, LSTM steps
+    scale: torch.Tensor|None=None # per seed, the factor on the fallback's lambda_eta (`GuardConfig.backtrack`); None: 1
 
 class Record(NamedTuple):
     "What a step reports per seed."
@@ -98,6 +99,7 @@ class GuardConfig:
     eval_batch_size:int=128 # examples in B_e, the batch that judges the candidates
     compile:bool=field(default_factory=_compile_default) # torch.compile the LSTM step (METAGUARD_COMPILE=0 turns it off)
     tile:int|str|None='auto' # compiled LSTM step in tiles of this many (seed, coordinate) rows, recomputed in the backward ('auto': see compiled.resolve_tile)
+    backtrack:float=1.0 # beyond the paper: AMG's fallback step is multiplied by this each time 'stay' wins, divided by it (up to 1) otherwise; 1: off
 
     def __post_init__(self):
         resolve_tile(self.tile, 'cpu')  # a bad value fails here, in one line
@@ -105,6 +107,7 @@ class GuardConfig:
             raise ValueError(f"adapt_batch={self.adapt_batch!r}: use 'inner' (the default) or 'eval' (the ablation)")
         for k in ('T', 'eval_batch_size'):
             if not isinstance(getattr(self, k), int) or getattr(self, k) <= 0: raise ValueError(f'{k}={getattr(self, k)!r}: use a positive integer')
+        if not 0 < self.backtrack <= 1: raise ValueError(f'backtrack={self.backtrack!r}: use a factor in (0, 1]; 1 turns it off')
 
 KEYED_ALWAYS = ('lr_eta', 'lr_theta', 'T', 'second_order', 'sgd_candidate', 'adapt_batch', 'eval_batch_size', 'compile', 'tile')
 
@@ -190,11 +193,15 @@ def adapt_batch(cfg:GuardConfig, b:Batches) -> tuple:
     "(x, y) [S, B, ...] on which the fallbacks' gradients are taken: the last inner batch B_T, or B_e for the ablation."
     return (b.xs[:, -1], b.ys[:, -1]) if cfg.adapt_batch == 'inner' else (b.xe, b.ye)
 
-def _descend(cfg:GuardConfig, objective:torch.Tensor, eta, theta:Theta) -> tuple:
-    "Eq. 5: (eta, theta) - lambda grad objective, with lambda_eta on eta and lambda_theta on theta."
+def _scaled(lr, g:torch.Tensor) -> torch.Tensor:
+    "lr * g, where lr is a number or a per-seed tensor [S] (the backtracking fallback's step)."
+    return lr*g if not torch.is_tensor(lr) else lr.view(-1, *[1]*(g.dim() - 1))*g
+
+def _descend(cfg:GuardConfig, objective:torch.Tensor, eta, theta:Theta, lr_eta=None) -> tuple:
+    "Eq. 5: (eta, theta) - lambda grad objective, with lambda_eta (or `lr_eta`, per seed) on eta and lambda_theta on theta."
     grads = torch.autograd.grad(objective.sum(), [eta, *theta.W.values(), theta.h], allow_unused=True)
     grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, [eta, *theta.W.values(), theta.h])]
-    eta_f = (eta - cfg.lr_eta*grads[0]).detach()
+    eta_f = (eta - _scaled(cfg.lr_eta if lr_eta is None else lr_eta, grads[0])).detach()
     W_f = {k: (w - cfg.lr_theta*g).detach() for (k, w), g in zip(theta.W.items(), grads[1:-1])}
     return eta_f, Theta(W_f, (theta.h - cfg.lr_theta*grads[-1]).detach())
 
@@ -230,16 +237,17 @@ def smg_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b
         return state, rec._replace(loss=batched_loss(problem, state.eta, b.xe, b.ye))
 
 # %% ../nbs/03_guards.ipynb #0a6740d3
-def amg_fallback(cfg:GuardConfig, problem:Optimizee, eta, theta:Theta, eta_learned, b:Batches) -> tuple:
+def amg_fallback(cfg:GuardConfig, problem:Optimizee, eta, theta:Theta, eta_learned, b:Batches, lr_eta=None) -> tuple:
     "Alg. 2, line 3: (eta_F, theta_F, plain [S] bool: where the fallback is plain SGD, l(eta), l(eta_T)) on the adapt batch."
     xa, ya = adapt_batch(cfg, b)
     l_now, l_learned = batched_loss(problem, eta, xa, ya), batched_loss(problem, eta_learned, xa, ya)
     plain = (l_now <= l_learned) | ~torch.isfinite(l_learned)  # Eq. 6's min; min(l, NaN) = l
     g_now, = torch.autograd.grad(l_now.sum(), eta)
     through = torch.where(plain, torch.zeros_like(l_learned), l_learned)  # gradient through the unroll only where it is the min
-    eta_u, theta_u = _descend(cfg, through, eta, theta)
+    lr = cfg.lr_eta if lr_eta is None else lr_eta  # the backtracking fallback's per-seed step (beyond the paper)
+    eta_u, theta_u = _descend(cfg, through, eta, theta, lr)
     keep = lambda p, q: torch.where(plain.view(-1, *[1]*(p.dim() - 1)), p, q)
-    eta_f = keep((eta - cfg.lr_eta*g_now).detach(), eta_u)
+    eta_f = keep((eta - _scaled(lr, g_now)).detach(), eta_u)
     theta_f = Theta({k: keep(w.detach(), theta_u.W[k]) for k, w in theta.W.items()}, keep(theta.h.detach(), theta_u.h))
     return eta_f, theta_f, plain, l_now.detach(), l_learned.detach()
 
@@ -247,7 +255,8 @@ def amg_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:St
     "(Algorithm 2's Candidates, plain [S]: where line 3's fallback was plain SGD)."
     eta, theta = _leaf(state)
     learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, step=lstm_step_for(cfg, eta))  # Alg. 2, line 2
-    eta_f, theta_f, plain, l_now, l_learned = amg_fallback(cfg, problem, eta, theta, learned.eta, b)  # Alg. 2, line 3
+    lr = None if cfg.backtrack == 1 else cfg.lr_eta*_scale(state)
+    eta_f, theta_f, plain, l_now, l_learned = amg_fallback(cfg, problem, eta, theta, learned.eta, b, lr)  # Alg. 2, line 3
     eta_l, theta_l = _learned_candidate(learned, theta)
     with torch.no_grad():
         ft = unroll(lcfg, problem, eta_f, theta_f, b.xs, b.ys, step=lstm_step_for(cfg, eta_f))  # Alg. 2, line 4
@@ -266,8 +275,19 @@ def amg_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:St
     c.etas.append(state.eta); c.thetas.append(state.theta); c.losses.append(j_now)  # Alg. 2, line 8: stay
     return c, plain
 
+def _scale(state:State) -> torch.Tensor:
+    "Each seed's factor on the fallback's lambda_eta, [S] (1 where none is kept yet)."
+    return state.scale if state.scale is not None else torch.ones(state.eta.shape[0], device=state.eta.device)
+
+def backtracked(cfg:GuardConfig, state:State, new:State, rec) -> State:
+    "Beyond the paper: shrink each seed's fallback step by `cfg.backtrack` where 'stay' (the last candidate) won or nothing was finite, grow it back (up to 1) elsewhere."
+    stayed = rec.branch >= rec.candidates.shape[1] - 1
+    s = _scale(state)
+    return new._replace(scale=torch.where(stayed, s*cfg.backtrack, (s/cfg.backtrack).clamp(max=1.0)))
+
 def amg_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
-    return keep_best(state, amg_candidates(cfg, lcfg, problem, state, b)[0])  # Alg. 2, lines 5-8
+    new, rec = keep_best(state, amg_candidates(cfg, lcfg, problem, state, b)[0])  # Alg. 2, lines 5-8
+    return (new if cfg.backtrack == 1 else backtracked(cfg, state, new, rec)), rec
 
 def safe_amg_step(cfg, lcfg, problem, state, b):
     return amg_step(replace(cfg, sgd_candidate=True), lcfg, problem, state, b)

@@ -39,7 +39,8 @@ class Study:
 STUDY = (Study('lr1', 'ca', ('sgd', 'lgl2o', 'lgl2o_no_update', 'amg')),
          Study('gT', 'ca', ('l2o', 'lgl2o', 'lgl2o_no_update', 'amg', 'safe_amg')),
          Study('second_order', 'c', ('smg',), seeds=10, steps=1000),
-         Study('lr_theta0', 'c', ('smg',), seeds=10, steps=1000))
+         Study('lr_theta0', 'c', ('smg',), seeds=10, steps=1000),
+         Study('backtrack', 'ca', ('amg',)))  # beyond the paper (issue: a guard that cannot freeze)
 
 def status(study=STUDY, store=None) -> pd.DataFrame:
     "Seed-runs in the store against seed-runs planned, per row of the study and panel."
@@ -66,7 +67,7 @@ def beats_all(got:dict, # method -> per-seed results of one panel (`report.panel
                 paired=all(significantly_lower(p) for p in ps.values()),
                 lower_than=[label(b) for b, p in ps.items() if significantly_lower(p)])
 
-def verdict_table(variants=('paper', 'lr1', 'gT'), settings='ac', steps=(PAPER.steps//2, PAPER.steps), store=None, seeds=PAPER.seeds) -> pd.DataFrame:
+def verdict_table(variants=('paper', 'lr1', 'gT', 'backtrack'), settings='ac', steps=(PAPER.steps//2, PAPER.steps), store=None, seeds=PAPER.seeds) -> pd.DataFrame:
     "Variant x panel x step: AMG against every baseline by the mean, the median and paired per seed, with n seeds."
     rows = []
     for v in variants:

@@ -209,6 +209,8 @@ VARIANTS = {v.name: v for v in (
             unchanged=_NOT_ADAPTING),
     Variant('lr_theta0', (('lr_theta', 0.0),), about='SMG and AMG: the fallback leaves theta as it is (lambda_theta = 0)',
             unchanged=_NOT_ADAPTING),
+    Variant('backtrack', (('backtrack', 0.5),), about="beyond the paper: AMG's fallback halves its step each time 'stay' wins",
+            unchanged=_NOT_ADAPTING + ('smg',)),
 )}
 
 def variant(name:str) -> Variant:

@@ -530,3 +530,31 @@ def test_each_length_of_a_seed_is_its_own_file_and_none_is_replaced(tmp_path):
     runner.run('sgd', steps=5, **kw)  # not served by the 6-step seed (no evaluation at step 5): computed, stored beside it
     runner.run('sgd', steps=6, **kw)  # read, not written again
     assert store.stored_lengths(folder, 0) == [5, 6] and store.seed_file(folder, 0, 6).read_bytes() == before
+
+
+def test_backtrack_off_by_default_keeps_every_key_and_is_refused_out_of_range():
+    "A new option enters the store's key only where it differs from its default: every committed result keeps its folder."
+    assert 'backtrack' not in guards.guard_key(GuardConfig()) and guards.guard_key(GuardConfig(backtrack=0.5))['backtrack'] == 0.5
+    for bad in (0.0, 1.5, -1):
+        with pytest.raises(ValueError, match=r'use a factor in \(0, 1\]'):
+            GuardConfig(backtrack=bad)
+
+
+def test_backtracking_fallback_recomputed(setup):
+    "The fallback's step is lambda_eta times each seed's factor; the factor halves where 'stay' won and doubles (up to 1) elsewhere."
+    net, theta, split = setup
+    seeds, cfg = [0, 1, 2, 3], GuardConfig(backtrack=0.5, lr_eta=30.0)  # a step too long: 'stay' wins somewhere
+    st = init_state('amg', net.init(seeds), theta)
+    scales = []
+    for b in batches(split, seeds, 4):
+        s = st.scale if st.scale is not None else torch.ones(len(seeds))
+        c, plain = amg_candidates(cfg, LCFG, net, st, b)
+        g, _ = batched_grad(net, st.eta, b.xs[:, -1], b.ys[:, -1])
+        for i in range(len(seeds)):  # where line 3 is plain SGD: eta - lambda_eta * s * grad l(eta; B_T)
+            if plain[i]: torch.testing.assert_close(c.etas[1][i], st.eta[i] - 30.0 * s[i] * g[i], rtol=1e-5, atol=1e-5)
+        new, rec = METHODS['amg'].step(cfg, LCFG, net, st, b)
+        stayed = rec.branch == len(METHODS['amg'].branches) - 1
+        assert torch.equal(new.scale, torch.where(stayed, s * 0.5, (s * 2).clamp(max=1.0)))
+        scales.append(new.scale)
+        st = new
+    assert any((sc < 1).any() for sc in scales)  # the test exercised a stay

@@ -74,6 +74,7 @@ class State(NamedTuple):
     theta: Theta # learned optimizer: shared (L2O, LGL2O) or per seed (SMG, AMG)
     carry: tuple|None # the per-coordinate LSTM state carried to the next step (L2O, LGL2O w/ Update), else None
     counters: torch.Tensor # cumulative [S, 3]: gradient evaluations, forward evaluations, LSTM steps
+    scale: torch.Tensor|None=None # per seed, the factor on the fallback's lambda_eta (`GuardConfig.backtrack`); None: 1
 
 class Record(NamedTuple):
     "What a step reports per seed."
@@ -184,6 +185,7 @@ class GuardConfig:
     eval_batch_size:int=128 # examples in B_e, the batch that judges the candidates
     compile:bool=field(default_factory=_compile_default) # torch.compile the LSTM step (METAGUARD_COMPILE=0 turns it off)
     tile:int|str|None='auto' # compiled LSTM step in tiles of this many (seed, coordinate) rows, recomputed in the backward ('auto': see compiled.resolve_tile)
+    backtrack:float=1.0 # beyond the paper: AMG's fallback step is multiplied by this each time 'stay' wins, divided by it (up to 1) otherwise; 1: off
 
     def __post_init__(self):
         resolve_tile(self.tile, 'cpu')  # a bad value fails here, in one line
@@ -191,6 +193,7 @@ class GuardConfig:
             raise ValueError(f"adapt_batch={self.adapt_batch!r}: use 'inner' (the default) or 'eval' (the ablation)")
         for k in ('T', 'eval_batch_size'):
             if not isinstance(getattr(self, k), int) or getattr(self, k) <= 0: raise ValueError(f'{k}={getattr(self, k)!r}: use a positive integer')
+        if not 0 < self.backtrack <= 1: raise ValueError(f'backtrack={self.backtrack!r}: use a factor in (0, 1]; 1 turns it off')
 
 KEYED_ALWAYS = ('lr_eta', 'lr_theta', 'T', 'second_order', 'sgd_candidate', 'adapt_batch', 'eval_batch_size', 'compile', 'tile')
 
@@ -339,11 +342,15 @@ def adapt_batch(cfg:GuardConfig, b:Batches) -> tuple:
     "(x, y) [S, B, ...] on which the fallbacks' gradients are taken: the last inner batch B_T, or B_e for the ablation."
     return (b.xs[:, -1], b.ys[:, -1]) if cfg.adapt_batch == 'inner' else (b.xe, b.ye)
 
-def _descend(cfg:GuardConfig, objective:torch.Tensor, eta, theta:Theta) -> tuple:
-    "Eq. 5: (eta, theta) - lambda grad objective, with lambda_eta on eta and lambda_theta on theta."
+def _scaled(lr, g:torch.Tensor) -> torch.Tensor:
+    "lr * g, where lr is a number or a per-seed tensor [S] (the backtracking fallback's step)."
+    return lr*g if not torch.is_tensor(lr) else lr.view(-1, *[1]*(g.dim() - 1))*g
+
+def _descend(cfg:GuardConfig, objective:torch.Tensor, eta, theta:Theta, lr_eta=None) -> tuple:
+    "Eq. 5: (eta, theta) - lambda grad objective, with lambda_eta (or `lr_eta`, per seed) on eta and lambda_theta on theta."
     grads = torch.autograd.grad(objective.sum(), [eta, *theta.W.values(), theta.h], allow_unused=True)
     grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, [eta, *theta.W.values(), theta.h])]
-    eta_f = (eta - cfg.lr_eta*grads[0]).detach()
+    eta_f = (eta - _scaled(cfg.lr_eta if lr_eta is None else lr_eta, grads[0])).detach()
     W_f = {k: (w - cfg.lr_theta*g).detach() for (k, w), g in zip(theta.W.items(), grads[1:-1])}
     return eta_f, Theta(W_f, (theta.h - cfg.lr_theta*grads[-1]).detach())
 
@@ -439,16 +446,17 @@ def smg_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b
 
 # %%
 #| export
-def amg_fallback(cfg:GuardConfig, problem:Optimizee, eta, theta:Theta, eta_learned, b:Batches) -> tuple:
+def amg_fallback(cfg:GuardConfig, problem:Optimizee, eta, theta:Theta, eta_learned, b:Batches, lr_eta=None) -> tuple:
     "Alg. 2, line 3: (eta_F, theta_F, plain [S] bool: where the fallback is plain SGD, l(eta), l(eta_T)) on the adapt batch."
     xa, ya = adapt_batch(cfg, b)
     l_now, l_learned = batched_loss(problem, eta, xa, ya), batched_loss(problem, eta_learned, xa, ya)
     plain = (l_now <= l_learned) | ~torch.isfinite(l_learned)  # Eq. 6's min; min(l, NaN) = l
     g_now, = torch.autograd.grad(l_now.sum(), eta)
     through = torch.where(plain, torch.zeros_like(l_learned), l_learned)  # gradient through the unroll only where it is the min
-    eta_u, theta_u = _descend(cfg, through, eta, theta)
+    lr = cfg.lr_eta if lr_eta is None else lr_eta  # the backtracking fallback's per-seed step (beyond the paper)
+    eta_u, theta_u = _descend(cfg, through, eta, theta, lr)
     keep = lambda p, q: torch.where(plain.view(-1, *[1]*(p.dim() - 1)), p, q)
-    eta_f = keep((eta - cfg.lr_eta*g_now).detach(), eta_u)
+    eta_f = keep((eta - _scaled(lr, g_now)).detach(), eta_u)
     theta_f = Theta({k: keep(w.detach(), theta_u.W[k]) for k, w in theta.W.items()}, keep(theta.h.detach(), theta_u.h))
     return eta_f, theta_f, plain, l_now.detach(), l_learned.detach()
 
@@ -456,7 +464,8 @@ def amg_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:St
     "(Algorithm 2's Candidates, plain [S]: where line 3's fallback was plain SGD)."
     eta, theta = _leaf(state)
     learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, step=lstm_step_for(cfg, eta))  # Alg. 2, line 2
-    eta_f, theta_f, plain, l_now, l_learned = amg_fallback(cfg, problem, eta, theta, learned.eta, b)  # Alg. 2, line 3
+    lr = None if cfg.backtrack == 1 else cfg.lr_eta*_scale(state)
+    eta_f, theta_f, plain, l_now, l_learned = amg_fallback(cfg, problem, eta, theta, learned.eta, b, lr)  # Alg. 2, line 3
     eta_l, theta_l = _learned_candidate(learned, theta)
     with torch.no_grad():
         ft = unroll(lcfg, problem, eta_f, theta_f, b.xs, b.ys, step=lstm_step_for(cfg, eta_f))  # Alg. 2, line 4
@@ -475,8 +484,19 @@ def amg_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:St
     c.etas.append(state.eta); c.thetas.append(state.theta); c.losses.append(j_now)  # Alg. 2, line 8: stay
     return c, plain
 
+def _scale(state:State) -> torch.Tensor:
+    "Each seed's factor on the fallback's lambda_eta, [S] (1 where none is kept yet)."
+    return state.scale if state.scale is not None else torch.ones(state.eta.shape[0], device=state.eta.device)
+
+def backtracked(cfg:GuardConfig, state:State, new:State, rec) -> State:
+    "Beyond the paper: shrink each seed's fallback step by `cfg.backtrack` where 'stay' (the last candidate) won or nothing was finite, grow it back (up to 1) elsewhere."
+    stayed = rec.branch >= rec.candidates.shape[1] - 1
+    s = _scale(state)
+    return new._replace(scale=torch.where(stayed, s*cfg.backtrack, (s/cfg.backtrack).clamp(max=1.0)))
+
 def amg_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
-    return keep_best(state, amg_candidates(cfg, lcfg, problem, state, b)[0])  # Alg. 2, lines 5-8
+    new, rec = keep_best(state, amg_candidates(cfg, lcfg, problem, state, b)[0])  # Alg. 2, lines 5-8
+    return (new if cfg.backtrack == 1 else backtracked(cfg, state, new, rec)), rec
 
 def safe_amg_step(cfg, lcfg, problem, state, b):
     return amg_step(replace(cfg, sgd_candidate=True), lcfg, problem, state, b)
@@ -705,10 +725,10 @@ def full_batch(S:int, T:int=UNROLL_STEPS) -> Batches:
     "Dummy batches for a full-batch (data-free) optimizee: every 'batch' is the same."
     return Batches(torch.zeros(S, T, 1, 1), torch.zeros(S, T, 1, dtype=torch.long), torch.zeros(S, 1, 1), torch.zeros(S, 1, dtype=torch.long))
 
-def convergence_trace(method:str, theta:Theta, lcfg:LSTMConfig, steps:int=150, seeds=range(4), lr:float=0.5) -> dict:
+def convergence_trace(method:str, theta:Theta, lcfg:LSTMConfig, steps:int=150, seeds=range(4), lr:float=0.5, **guard) -> dict:
     "Run `method` on the quadratic: per step l(eta_k), l(eta^GD_k) and l(eta_{k+1}) [S, steps], and the branches."
     problem, c = quadratic()
-    cfg, seeds = GuardConfig(lr_eta=lr, compile=False), list(seeds)  # m = 20: nothing for a compiler to win
+    cfg, seeds = GuardConfig(lr_eta=lr, compile=False, **guard), list(seeds)  # m = 20: nothing for a compiler to win
     st, b = init_state(method, problem.init(seeds), theta), full_batch(len(seeds))
     now, gd, nxt, branch = [], [], [], []
     for k in range(steps):
@@ -829,3 +849,38 @@ display(Markdown(
     f"{tr['now'][:, 0].mean():.3g} to a mean of {tr['next'][:, -1].mean():.2g} in {tr['next'].shape[1]} steps and stops short (per "
     f"seed {', '.join(f'{v:.2g}' for v in tr['next'][:, -1].tolist())}): its guarantee, where it holds, is about "
     "$L^{\\text{Adapt}}$, the loss the learned optimizer would reach from $\\eta_k$, not about $l(\\eta_k)$."))
+
+# %% [markdown]
+# ## Beyond the paper: a fallback that backtracks
+#
+# The convergence argument needs $\lambda_\eta < 2/L$, and the paper's $\lambda_\eta = 3$ need not
+# meet it. Where it does not, the measurement of the 'stay' trap ([07_does_the_verdict_hold](07_does_the_verdict_hold.ipynb))
+# shows what happens to AMG: every candidate overshoots, 'stay' wins, and since 'stay' keeps
+# $\eta$ and $\theta$, the next step builds the same candidates and 'stay' wins again, for good.
+# `GuardConfig(backtrack=b)` (with $0 < b < 1$; `b = 1`, the default, is the paper's AMG) gives each
+# seed a factor $s$ on the fallback's step, $\lambda_\eta s$ in line 3 (plain SGD and Eq. 5 alike):
+# $s \leftarrow b\,s$ each time 'stay' wins (or no candidate is finite), $s \leftarrow \min(1, s/b)$
+# when another candidate wins. The SGD point of safe AMG keeps $\lambda_\eta$.
+#
+# **What it keeps of the convergence argument.** Every step still ends at the first minimum of the
+# same kind of candidates, 'stay' among them, so $l(\eta_{k+1}) \le l(\eta_k)$ on the judging batch
+# as before. What it adds: with a full batch on an L-smooth $l$, at a non-stationary $\eta$ where the
+# fallback is plain SGD, a step $\lambda_\eta s < 2/L$ strictly lowers $l$, so 'stay' cannot win
+# there; after $k$ stays in a row $s = b^k$, so such a point holds a seed for at most
+# $\lceil \log(\lambda_\eta L / 2) / \log(1/b) \rceil + 1$ steps, instead of for ever. (Where the
+# fallback goes through the unroll, $l(\eta) > l(\eta_T)$ on the batch, and with a full batch the
+# learned candidate itself beats staying.) It does not restore LGL2O's inequality (G) for a
+# $\lambda$ that the loss does not allow; safe AMG with a small enough $\lambda_\eta$ does that.
+#
+# On the quadratic with $L = 2$, a fallback step of $\lambda_\eta = 5$, above $2/L$: the paper's AMG
+# and AMG with `backtrack=0.5`, the same seeds and optimizer:
+
+# %%
+steep = {b: convergence_trace('amg', theta_q, lcfg_q, lr=5.0, backtrack=b) for b in (1.0, 0.5)}
+run_of_stays = lambda br: max((len(r) for row in br.tolist() for r in ''.join('s' if v == 3 else '.' for v in row).split('.')), default=0)
+display(Markdown(' '.join(
+    f"With `backtrack={b}`: l(eta) at the last step per seed {', '.join(f'{v:.2g}' for v in tr['next'][:, -1].tolist())}; "
+    f"'stay' chosen at {int((tr['branch'][:, -50:] == 3).sum())} of the last {4*50} seed-steps, at most {run_of_stays(tr['branch'])} "
+    "times in a row." for b, tr in steep.items())))
+assert steep[0.5]['next'][:, -1].max() < 1e-8  # the backtracking fallback reaches the minimum
+assert run_of_stays(steep[0.5]['branch']) <= math.ceil(math.log(5.0*2/2)/math.log(2)) + 1  # the bound above

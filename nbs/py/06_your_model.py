@@ -384,7 +384,10 @@ display(Markdown(what_they_show()))
 # first few dozen steps; the guard keeps AMG from diverging, not from stalling, and it can only be as
 # good as the better of its candidates. Tune $\lambda_\eta$ first (the sweep above), and read a stall
 # on "stay" in `StepInfo.branch` as the sign that the learned optimizer has nothing more to offer
-# this model.
+# this model, or that the fallback's step is too long for the loss's curvature there: beyond the
+# paper, `MetaGuard(..., backtrack=0.5)` halves the fallback's step each time 'stay' wins and lets it
+# grow back when another candidate wins ([03_guards](03_guards.ipynb), "a fallback that backtracks";
+# not the default until the robustness study has measured it at the paper's protocol).
 
 # %% [markdown]
 # ## Bad input, in one line, before any compute
