@@ -202,7 +202,8 @@ def trap_words(res:dict) -> str:
     best = min(fz['candidates'], key=lambda k: fz['candidates'][k]['mean'])
     down = {k: v['down'] for k, v in fz['steps'].items()}
     works = [k for k, v in down.items() if v > n//2]
-    out = (f"Where seed {res['seed']} froze, no candidate beat staying on any of {n} fresh batch pairs "
+    out = (f"On panel ({res['setting']}), where {label(res['method'])}'s seed {res['seed']} froze in a replay, no candidate beat staying "
+           f"on any of {n} fresh batch pairs "
            f"({', '.join(f'{k} {v} times' for k, v in wins.items())}); the closest, the {best.replace('_', ' ')} candidate, lost by "
            f"{fz['candidates'][best]['mean']:.3g} on average. The largest eigenvalue of the loss's Hessian there is {fz['top_eigenvalue']:.3g}, "
            f"{fz['top_eigenvalue']/res['two_over_lr']:.0f} times 2/lambda_eta = {res['two_over_lr']:.3g}: a gradient step of lambda_eta = "
@@ -245,7 +246,7 @@ def summary(store=None, out:Path|None=None) -> str:
         lines.append(f"| `{v}` | {get_variant(v).about} | " + ' | '.join(cells) + ' |')
     done, planned = int(st['done'].sum()), int(st['planned'].sum())
     trap_file = (checkout() or Path.cwd())/'outputs'/'robustness'/'trap.json'
-    trap = ["Why AMG's seeds freeze on 'stay' (the chapter measures it): " + trap_words(json.loads(trap_file.read_text())), '']\
+    trap = ["Why AMG's seeds freeze on 'stay', measured in the chapter: " + trap_words(json.loads(trap_file.read_text())), '']\
         if trap_file.exists() else []
     lines += ['', verdict_words(t), '', *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
                   f"({', '.join(f'{r.variant} ({r.setting}) {r.done}/{r.planned}' for r in st.itertuples())})."]
