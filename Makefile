@@ -96,6 +96,7 @@ sync: setup
 	nbdev_clean
 	touch nbs/*.ipynb && jupytext --quiet --sync nbs/*.ipynb
 	nbdev_export
+	$(PY) -m metaguard_nb.docs api > /dev/null
 	$(PY) -m metaguard_nb.docs readme > /dev/null
 
 readme: setup

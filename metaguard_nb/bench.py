@@ -31,7 +31,9 @@ def _rss() -> int:
 
 class PeakMemory:
     "Peak memory in bytes while the block runs: CUDA allocations, or the resident set sampled every 2 ms."
-    def __init__(self, device:torch.device): self.device, self.peak = device, 0
+    def __init__(self,
+                 device:torch.device, # the device whose peak memory is measured
+                ): self.device, self.peak = device, 0
     def __enter__(self):
         if self.device.type == 'cuda': torch.cuda.reset_peak_memory_stats(self.device)
         else:
@@ -62,14 +64,27 @@ def _clock(advance, batches:list, warmup:int, device) -> tuple:
         for b in batches[warmup:]: timed(b)
     return min(times[warmup:]), peak.peak, torch.stack(branches, 1)
 
-def time_program(program, method:str, p, batches:list, warmup:int, gcfg:GuardConfig) -> dict:
+def time_program(program, # `reference.library_program` or `reference.reference_program`
+                 method:str, # a registered method's name (`guards.METHODS`), e.g. 'amg'
+                 p, # the benchmark problem (`reference.bench_problem`)
+                 batches:list, # the steps' batches (`reference.bench_batches`)
+                 warmup:int, # untimed steps before the timed ones
+                 gcfg:GuardConfig, # guard settings (`guards.GuardConfig`)
+                )->dict:
     "`reference.library_program` or `reference.reference_program` timed: seconds per step (best of the timed steps), peak memory, final eta and branches."
     advance, eta = program(method, p, gcfg)
     seconds, peak, branch = _clock(advance, batches, warmup, p.eta0.device)
     return dict(seconds=seconds, peak=peak, eta=eta(), branch=branch)
 
-def bench_one(method:str, net:str, S:int, steps:int=2, warmup:int=1, device:str='cpu', compile:bool=True,
-              reference:bool=True) -> dict:
+def bench_one(method:str, # a registered method's name (`guards.METHODS`), e.g. 'amg'
+              net:str, # optimizee network, 'mlp' or 'cnn'
+              S:int, # number of seeds
+              steps:int=2, # timed steps
+              warmup:int=1, # untimed steps before the timed ones
+              device:str='cpu', # torch device to run on, e.g. 'cpu' or 'cuda'
+              compile:bool=True, # use the torch.compile'd LSTM step (appendix A2_compiled)
+              reference:bool=True, # also time the eager reference (chapter 05_reference)
+             )->dict:
     "Ours and the reference on `S` seeds of the (net, FashionMNIST) setting, float32: one row of bench.json."
     p = bench_problem(net, S, device)
     batches = bench_batches(p, warmup + steps)
@@ -84,7 +99,8 @@ def bench_one(method:str, net:str, S:int, steps:int=2, warmup:int=1, device:str=
     return row
 
 # %% ../nbs/A3_bench.ipynb #a92c57bd
-def ratio_table(rows:list) -> str:
+def ratio_table(rows:list, # bench.json's rows (`bench_one`'s dicts)
+               )->str:
     "Markdown: seed-steps/s of ours and the reference, their ratio, peak memory, the check; one line per row."
     head = ('| net | method | S | ours (seed-steps/s) | reference | ours / reference | peak MB ours | peak MB reference | check |\n'
             '|---|---|---|---|---|---|---|---|---|\n')
@@ -94,7 +110,13 @@ def ratio_table(rows:list) -> str:
                       f"{'ok' if r.get('ok') else 'FAILED' if 'ok' in r else '-'} ({r.get('max_abs_diff', math.nan):.1e}) |\n")
     return head + ''.join(line(r) for r in rows)
 
-def profile_step(method:str='amg', net:str='cnn', S:int=25, device:str='cpu', compile:bool=True, rows:int=12) -> str:
+def profile_step(method:str='amg', # a registered method's name (`guards.METHODS`), e.g. 'amg'
+                 net:str='cnn', # optimizee network, 'mlp' or 'cnn'
+                 S:int=25, # number of seeds
+                 device:str='cpu', # torch device to run on, e.g. 'cpu' or 'cuda'
+                 compile:bool=True, # use the torch.compile'd LSTM step (appendix A2_compiled)
+                 rows:int=12, # operators to list
+                )->str:
     "torch.profiler's top operators (self time) of one step of the library, after one warm-up step."
     p = bench_problem(net, S, device)
     b1, b2 = bench_batches(p, 2)
@@ -104,7 +126,12 @@ def profile_step(method:str='amg', net:str='cnn', S:int=25, device:str='cpu', co
         step(cfg, p.lstm_cfg, p.optimizee, st, b2); _sync(p.eta0.device)
     return prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=rows)
 
-def projected_hours(rows:list, net:str='cnn', S:int=PROTOCOLS['paper'].seeds, steps:int=PROTOCOLS['paper'].steps, methods=None) -> dict:
+def projected_hours(rows:list, # bench.json's rows (`bench_one`'s dicts)
+                    net:str='cnn', # optimizee network, 'mlp' or 'cnn'
+                    S:int=PROTOCOLS['paper'].seeds, # number of seeds
+                    steps:int=PROTOCOLS['paper'].steps, # steps per seed-run
+                    methods=None, # methods to add up (None: the paper's six)
+                   )->dict:
     "Hours of one paper-protocol panel (S seeds x `steps` steps per method; `methods` default: the paper's six) at the measured rates, evaluations not included."
     rate = {r['method']: r['ours_seed_steps_per_s'] for r in rows if r['net'] == net and r['seeds'] == S}
     hours = {m: S*steps/rate[m]/3600 for m in (methods or paper_methods()) if m in rate}
@@ -123,8 +150,17 @@ def _known(methods, nets):
     if bad: raise ValueError(f"unknown net(s) {bad}: use any of {', '.join(BENCH_SETTINGS)}")
 
 # %% ../nbs/A3_bench.ipynb #5151853f
-def bench(methods=tuple(METHODS), nets=('cnn', 'mlp'), seeds=(1, 25), steps:int=2, warmup:int=1, device:str='cpu',
-          compile:bool=True, reference:bool=True, out:str|Path|None=None, log=print) -> list:
+def bench(methods=tuple(METHODS), # registered methods' names
+          nets=('cnn', 'mlp'), # optimizee networks to time
+          seeds=(1, 25), # seed counts S to time
+          steps:int=2, # timed steps per row
+          warmup:int=1, # untimed steps before the timed ones
+          device:str='cpu', # torch device to run on, e.g. 'cpu' or 'cuda'
+          compile:bool=True, # use the torch.compile'd LSTM step (appendix A2_compiled)
+          reference:bool=True, # also time the eager reference (chapter 05_reference)
+          out:str|Path|None=None, # bench.json to write (default: outputs/bench/bench.json)
+          log=print, # where progress lines go
+         )->list:
     "Run every (net, S, method) row; write them to `out` as they finish (an interrupted run keeps what it measured)."
     _known(methods, nets)
     if steps < 1 or warmup < 0: raise ValueError(f'steps={steps}, warmup={warmup}: use steps >= 1 and warmup >= 0')
@@ -151,7 +187,8 @@ def _write(out, rows):
     tmp.replace(out)
 
 # %% ../nbs/A3_bench.ipynb #f759e87d
-def main(argv=None):
+def main(argv=None, # command-line arguments (default: the process arguments)
+        ):
     ap = argparse.ArgumentParser(prog='python -m metaguard_nb.bench', description=__doc__)
     ap.add_argument('--methods', nargs='+', default=list(METHODS))
     ap.add_argument('--nets', nargs='+', default=['cnn', 'mlp'])
@@ -207,7 +244,10 @@ def _flops(f) -> dict:
         out['matmul' if name in MATMUL_OPS else 'conv' if name in CONV_OPS else 'other'] += n
     return out
 
-def step_flops(method:str, p, b) -> dict:
+def step_flops(method:str, # a registered method's name (`guards.METHODS`), e.g. 'amg'
+               p, # the benchmark problem (`reference.bench_problem`)
+               b, # one step's batches (`guards.Batches`)
+              )->dict:
     "Floating-point operations of one (eager) library step of `method` on problem p and Batches b, by family."
     st = init_state(method, p.eta0, p.theta)
     return _flops(lambda: get_method(method).step(GuardConfig(compile=False), p.lstm_cfg, p.optimizee, st, b))
@@ -235,7 +275,12 @@ def _rates(p, b, S:int) -> tuple:
     with profile() as prof: grad()
     return mm, work/(sum(e.self_cpu_time_total for e in prof.key_averages() if 'conv' in e.key)/1e6)
 
-def speed_ceiling(method:str='amg', net:str='cnn', S:int=25, ref_seed_steps_per_s:float|None=None, target:float=3.0) -> dict:
+def speed_ceiling(method:str='amg', # a registered method's name (`guards.METHODS`), e.g. 'amg'
+                  net:str='cnn', # optimizee network, 'mlp' or 'cnn'
+                  S:int=25, # number of seeds
+                  ref_seed_steps_per_s:float|None=None, # the reference's measured seed-steps per second, to compare against (None: not compared)
+                  target:float=3.0, # speed-up over the reference the ceiling is checked against
+                 )->dict:
     "The least time an S-seed step of PyTorch's CPU kernels could take: its products and convolutions, each at the best rate measured on the step's batched or one-seed shapes; all other work free."
     p = bench_problem(net, 1, 'cpu')
     b, = bench_batches(p, 1)
@@ -264,7 +309,12 @@ def _layout_worker(method, net, seeds, steps, threads, barrier, out):
     for b in batches[1:]: st, _ = step(cfg, p.lstm_cfg, p.optimizee, st, b)
     out.put((len(seeds)*steps, time.perf_counter() - t0))
 
-def layout_rates(method:str='amg', net:str='cnn', S:int=25, steps:int=3, cores:int=2) -> dict:
+def layout_rates(method:str='amg', # a registered method's name (`guards.METHODS`), e.g. 'amg'
+                 net:str='cnn', # optimizee network, 'mlp' or 'cnn'
+                 S:int=25, # number of seeds
+                 steps:int=3, # timed steps per layout
+                 cores:int=2, # cores to share: threads of one process, or processes of one thread
+                )->dict:
     "Seed-steps per second of one process with `cores` threads, and of `cores` processes of one thread over seed shares."
     import multiprocessing as mp
     from metaguard_nb.bench import _layout_worker as worker  # importable by the spawned processes
@@ -280,8 +330,13 @@ def layout_rates(method:str='amg', net:str='cnn', S:int=25, steps:int=3, cores:i
     return dict(method=method, net=net, seeds=S, steps=steps, seed_steps_per_s={k: round(v, 2) for k, v in out.items()})
 
 # %% ../nbs/A3_bench.ipynb #8eba7eb6
-def protocol_shares(method:str='amg', net:str='cnn', S:int=25, steps:int=3, eval_every:int=Protocol.eval_every,
-                    test_every:int|None=Protocol.test_every) -> dict:
+def protocol_shares(method:str='amg', # a registered method's name (`guards.METHODS`), e.g. 'amg'
+                    net:str='cnn', # optimizee network, 'mlp' or 'cnn'
+                    S:int=25, # number of seeds
+                    steps:int=3, # timed steps
+                    eval_every:int=Protocol.eval_every, # monitor-set evaluation every this many steps
+                    test_every:int|None=Protocol.test_every, # test-set evaluation every this many steps (None: only at the last step)
+                   )->dict:
     "Seconds per protocol step of each part (batches, the method's step, records, monitor and test evaluations spread over the steps between them), as the runner does them and as it did before (every batch made, the test split at every evaluation)."
     p, cfg = bench_problem(net, S, 'cpu'), GuardConfig()
     step, st, used = get_method(method).step, init_state(method, p.eta0, p.theta), get_method(method).inner_batches(cfg.T)

@@ -38,7 +38,9 @@ def _run_compiled(*args):
 TILE_CPU = 12_800  # (seed, coordinate) rows per tile on a CPU: 512 coordinates of 25 seeds, measured in nbs/A3_bench
 _PER_COORDINATE = (0, 9, 10, 11, 12)  # coordinate_step's arguments with a coordinate axis: grad [S, m], the state [S, m, H]
 
-def resolve_tile(tile, device) -> int|None:
+def resolve_tile(tile, # (seed, coordinate) rows per tile, 'auto', or None for one graph
+                 device, # the device the step runs on
+                )->int|None:
     "(seed, coordinate) rows per tile: `tile` itself, or for 'auto' TILE_CPU on a CPU and None (one graph, activations saved) elsewhere."
     if tile == 'auto': return TILE_CPU if torch.device(device).type == 'cpu' else None
     if tile is not None and (not isinstance(tile, int) or tile <= 0): raise ValueError(f"tile={tile!r}: use a positive number of rows, None or 'auto'")
@@ -93,7 +95,9 @@ def _run_tiled(tile):
     def coordinates(cfg, *args): return TiledStep.apply(cfg, tile, *args)
     return coordinates
 
-def step_function(compile:bool, tile:int|None=None) -> callable:
+def step_function(compile:bool, # use the torch.compile'd LSTM step (appendix A2_compiled)
+                  tile:int|None=None, # (seed, coordinate) rows per tile, 'auto', or None for one graph
+                 )->callable:
     "`lstm_step`, or with `compile` its twin with a torch.compile'd `coordinate_step`, in tiles of `tile` rows (None: one graph)."
     if not compile: return lstm_step
     coordinates = _run_compiled if tile is None else _run_tiled(tile)

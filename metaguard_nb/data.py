@@ -61,11 +61,15 @@ def dataset_name(name:str, # 'mnist' or 'fashionmnist' (any case, '-' and '_' ig
     return key
 
 # %% ../nbs/00_data.ipynb #a85beb68
-def raw_dir(root:Path, name:str) -> Path:
+def raw_dir(root:Path, # the data directory
+            name:str, # dataset name, 'mnist' or 'fashionmnist'
+           )->Path:
     "Where a dataset's four IDX files live under the data directory `root`."
     return Path(root)/DATASETS[name][1]/'raw'
 
-def is_prepared(root:Path, name:str) -> bool:
+def is_prepared(root:Path, # the data directory
+                name:str, # dataset name, 'mnist' or 'fashionmnist'
+               )->bool:
     "Are all four files of dataset `name` under `root`?"
     return all((raw_dir(root, name)/f).exists() for fs in SPLIT_FILES.values() for f in fs)
 
@@ -75,7 +79,8 @@ class Split(NamedTuple):
     x: torch.Tensor
     y: torch.Tensor
 
-def sha256(t:torch.Tensor) -> str: return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+def sha256(t:torch.Tensor, # a tensor, hashed by its bytes
+          )->str: return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
 
 @lru_cache(maxsize=8)
 def _load(name:str, train:bool, root:Path, verify:bool) -> Split:
@@ -130,5 +135,7 @@ class Sampler:
         return self.x[idx].unsqueeze(-3).float().div_(255), self.y[idx]
 
     def state(self) -> list: return [g.get_state() for g in self.gens]
-    def set_state(self, state:list):
+    def set_state(self,
+                  state:list, # the generators' states, as `Sampler.state` returned them
+                 ):
         for g, s in zip(self.gens, state): g.set_state(s)

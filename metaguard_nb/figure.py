@@ -24,7 +24,12 @@ from .report import (GUARDED, SOURCES, answer_lines, best_baseline, claim_lines,
 from .runner import PROTOCOLS, figure_setting
 
 # %% ../nbs/04_figure1.ipynb #68f05aa5
-def plot_panel(df:pd.DataFrame, axs=None, title:str|None=None, legend:bool=True, views=('step', 'grad_evals')):
+def plot_panel(df:pd.DataFrame, # one panel's summary (`report.summarize`)
+               axs=None, # axes to draw on, one per view (None: a new figure)
+               title:str|None=None, # the panel title (None: none)
+               legend:bool=True, # draw the legend
+               views=('step', 'grad_evals'), # x axes: 'step' and/or 'grad_evals'
+              ):
     "Draw one setting's curves, one axis per view: against steps, against optimizee gradient evaluations."
     if axs is None: _, axs = plt.subplots(1, len(views), figsize=(5.5*len(views), 3.8), squeeze=False)
     axs = list(np.ravel(axs))
@@ -44,7 +49,8 @@ def plot_panel(df:pd.DataFrame, axs=None, title:str|None=None, legend:bool=True,
     if legend: axs[-1].legend(fontsize=7, loc='best')
     return axs
 
-def source_name(src:tuple) -> str:
+def source_name(src:tuple, # (device, compiled)
+               )->str:
     "How the report and the figures name a source (device, compiled LSTM step), e.g. 'CPU, compiled step'."
     return f"{src[0].upper()}, {'compiled' if src[1] else 'eager'} step"
 
@@ -53,7 +59,10 @@ def _write_png(fig, out:Path, dpi:int):
     with atomic_write(out) as tmp: fig.savefig(tmp, dpi=dpi)
 
 def combined_figure(dfs:dict, # setting -> the panel's summary (`summarize`), in the order the panels are laid out
-                    out:Path, view:str='step', sources:dict|None=None):
+                    out:Path, # folder the png and pdf go to
+                    view:str='step', # x axis: 'step' or 'grad_evals'
+                    sources:dict|None=None, # each panel's (device, compiled), named in its title (None: not named)
+                   ):
     "Every panel's curves, two panels a row (the paper's 2x2 for its four), against steps or gradient evaluations; `sources`: (device, compiled) by setting, named in the titles."
     rows = math.ceil(len(dfs)/2)
     fig, axs = plt.subplots(rows, 2, figsize=(11, 3.75*rows), squeeze=False)
@@ -76,7 +85,9 @@ def combined_figure(dfs:dict, # setting -> the panel's summary (`summarize`), in
 
 # %% ../nbs/04_figure1.ipynb #f3bc6f4f
 def seeds_figure(gots:dict, # setting -> {method: runner-like result}, in the order of the rows
-                 out:Path, sources:dict|None=None):
+                 out:Path, # folder the png goes to
+                 sources:dict|None=None, # each panel's (device, compiled), named in its title (None: not named)
+                ):
     "A panel per row and a guarded method per column: every seed (thin lines) against the best baseline's mean (dashed)."
     fig, axs = plt.subplots(len(gots), len(GUARDED), figsize=(12, 2.75*len(gots)), sharex=True, squeeze=False)
     for row, s in zip(axs, gots):
@@ -104,25 +115,33 @@ def seeds_figure(gots:dict, # setting -> {method: runner-like result}, in the or
     return fig
 
 # %% ../nbs/04_figure1.ipynb #c8507707
-def as_preset(P:dict) -> bool:
+def as_preset(P:dict, # a resolved protocol (`report.protocol`)
+             )->bool:
     "Does a resolved protocol (`protocol`) run its preset's seeds and steps?"
     pr = PROTOCOLS[P['preset']]
     return (pr.seeds, pr.steps) == (len(P['seeds']), P['steps'])
 
-def output_dir(P:dict, out_dir=None) -> Path:
+def output_dir(P:dict, # a resolved protocol (`report.protocol`)
+               out_dir=None, # an explicit folder (None: outputs/figure1/<preset>)
+              )->Path:
     "The folder of a protocol's panels: `out_dir`, or outputs/figure1/<preset> (custom-<seeds>x<steps> off the presets)."
     if out_dir: return Path(out_dir)
     name = P['preset'] if as_preset(P) else f"custom-{len(P['seeds'])}x{P['steps']}"
     return (checkout() or Path.cwd())/'outputs'/'figure1'/name
 
-def save_panel(df:pd.DataFrame, fig, out:Path, setting:str):
+def save_panel(df:pd.DataFrame, # the panel's summary, written as csv
+               fig, # the matplotlib figure
+               out:Path, # folder the files go to
+               setting:str, # the panel, which names the files
+              ):
     "The panel's png, pdf and csv, each written whole; the pdf carries no creation date, so the same panel gives the same bytes."
     for ext in ('png', 'pdf', 'csv'):
         with atomic_write(Path(out)/f'{setting}.{ext}') as tmp:
             if ext == 'csv': df.to_csv(tmp, index=False)
             else: fig.savefig(tmp, dpi=120, **({'metadata': {'CreationDate': None}} if ext == 'pdf' else {}))
 
-def drop_run_times(nb:Path):
+def drop_run_times(nb:Path, # an executed notebook, tidied in place
+                  ):
     "Remove what differs between two runs of the same panel from an executed notebook, in place: papermill's clock times, the kernel's per-cell timestamps and the random id of the injected parameters' cell."
     d = nbformat.read(nb, as_version=4)
     for m in [d.metadata.get('papermill', {})] + [c.metadata.get('papermill', {}) for c in d.cells]:
@@ -139,7 +158,11 @@ def _shown(path:Path) -> str:
     try: return Path(path).resolve().relative_to(root.resolve()).as_posix() if root else str(path)
     except ValueError: return str(path)
 
-def write_report(preset:str='paper', store=None, out=None, sources=SOURCES) -> str:
+def write_report(preset:str='paper', # a protocol preset, e.g. 'quick' or 'paper' (`runner.PROTOCOLS`)
+                 store=None, # root folder of the results store (default: outputs/results of this checkout)
+                 out=None, # folder of the report (default: outputs/figure1/<preset>)
+                 sources=SOURCES, # (device, compiled) pairs a panel may be read from, in order of preference
+                )->str:
     "Figure 1, its table and the verdicts from the stored seeds of `preset`, each panel from one source; writes them to `out` and returns the markdown."
     P = protocol('a', preset)
     out = Path(out) if out else output_dir(P)
@@ -175,7 +198,8 @@ def write_report(preset:str='paper', store=None, out=None, sources=SOURCES) -> s
     return md
 
 # %% ../nbs/04_figure1.ipynb #9bdd961d
-def main(argv=None):
+def main(argv=None, # command-line arguments (default: the process arguments)
+        ):
     "python -m metaguard_nb.figure check|report|drop-run-times: check make figure1's parameters in one line, write the report of a protocol, or tidy executed notebooks."
     ap = argparse.ArgumentParser(prog='python -m metaguard_nb.figure')
     sub = ap.add_subparsers(dest='cmd', required=True)

@@ -28,7 +28,11 @@ class Batches(NamedTuple):
     xe: torch.Tensor
     ye: torch.Tensor
 
-def step_batches(inner, evals, T:int=UNROLL_STEPS, used:int|None=None) -> Batches:
+def step_batches(inner, # sampler of the inner batches (`data.Sampler`)
+                 evals, # sampler of B_e (`data.Sampler`)
+                 T:int=UNROLL_STEPS, # inner batches per step
+                 used:int|None=None, # inner batches actually drawn (None: all T; the rest are placeholders)
+                )->Batches:
     "One step's Batches from two samplers (`data.Sampler`): T inner batches per seed (the first `used` made), then B_e."
     xs, ys = inner(T, keep=used)  # every method's streams advance alike: a seed's batches are the same for every method
     xe, ye = evals(1)
@@ -52,11 +56,13 @@ class Record(NamedTuple):
 
 
 # %% ../nbs/03_guards.ipynb #0b2ba365
-def finite_rows(t:torch.Tensor) -> torch.Tensor:
+def finite_rows(t:torch.Tensor, # a seed-batched tensor [S, ...]
+               )->torch.Tensor:
     "Per seed: are all entries of t [S, ...] finite? -> [S] bool."
     return torch.isfinite(t).flatten(1).all(1)
 
-def finite_theta(theta:Theta) -> torch.Tensor:
+def finite_theta(theta:Theta, # a per-seed theta
+                )->torch.Tensor:
     "Per seed: are all of a per-seed theta's weights and memory finite? -> [S] bool."
     return torch.stack([finite_rows(w) for w in (*theta.W.values(), theta.h)]).all(0)
 
@@ -78,7 +84,9 @@ def gather(idx:torch.Tensor, # [S] indices into `options`
     stacked = torch.stack(options, 0)
     return stacked.gather(0, idx.clamp(max=len(options) - 1).view(1, -1, *[1]*(stacked.dim() - 2)).expand(1, *stacked.shape[1:]))[0]
 
-def gather_theta(idx, thetas:list) -> Theta:
+def gather_theta(idx, # each seed's chosen candidate [S]
+                 thetas:list, # the candidates' per-seed thetas, in candidate order
+                )->Theta:
     return Theta({k: gather(idx, [t.W[k] for t in thetas]) for k in thetas[0].W}, gather(idx, [t.h for t in thetas]))
 
 # %% ../nbs/03_guards.ipynb #7b172e5a
@@ -111,12 +119,15 @@ class GuardConfig:
 
 KEYED_ALWAYS = ('lr_eta', 'lr_theta', 'T', 'second_order', 'sgd_candidate', 'adapt_batch', 'eval_batch_size', 'compile', 'tile')
 
-def guard_key(cfg:GuardConfig) -> dict:
+def guard_key(cfg:GuardConfig, # guard settings
+             )->dict:
     "The settings as stored results are keyed by them: the fields the paper protocol ran with, and a later field only where it differs from its default."
     defaults = {f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(GuardConfig)}
     return {k: v for k, v in asdict(cfg).items() if k in KEYED_ALWAYS or v != defaults[k]}
 
-def lstm_step_for(cfg:GuardConfig, like:torch.Tensor) -> callable:
+def lstm_step_for(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, T and the rest (`GuardConfig`)
+                  like:torch.Tensor, # a tensor on the device the step will run on
+                 )->callable:
     "The LSTM step the guards run on `like`'s device: compiled and tiled as `cfg` says (appendix A2_compiled)."
     return step_function(cfg.compile, resolve_tile(cfg.tile, like.device))
 
@@ -134,7 +145,10 @@ class Candidates(NamedTuple):
     losses: list # [S] each, on B_e
     counts: list # this step's [gradient evaluations, forward evaluations, LSTM steps]
 
-def keep_best(state:State, c:Candidates, carry=None) -> tuple:
+def keep_best(state:State, # the state before the step (kept where no candidate is finite)
+              c:Candidates, # the step's candidates, in tie order (`Candidates`)
+              carry=None, # each candidate's LSTM state to carry, or None
+             )->tuple:
     "The guard: keep each seed's best finite candidate (first in tie order); keep the state where none is finite."
     frozen = all(t is state.theta for t in c.thetas)  # L2O and LGL2O: theta is shared and not a choice
     idx = choose(c.losses, c.etas, None if frozen else c.thetas)
@@ -146,7 +160,12 @@ def keep_best(state:State, c:Candidates, carry=None) -> tuple:
     return _next(state, eta, theta, carry, idx, loss, counts, torch.where(torch.isfinite(L), L, math.inf))
 
 # %% ../nbs/03_guards.ipynb #a61c6d61
-def sgd_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
+def sgd_step(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, T and the rest (`GuardConfig`)
+             lcfg:LSTMConfig, # the LSTM optimizer's configuration (`lstm.LSTMConfig`)
+             problem:Optimizee, # the optimizee: flat parameters, pure loss and gradient (`optimizees.Optimizee`)
+             state:State, # the method's state: eta, theta and counters per seed (`guards.State`)
+             b:Batches, # the step's batches: T inner batches and B_e (`guards.Batches`)
+            )->tuple:
     g, _ = batched_grad(problem, state.eta, b.xs[:, 0], b.ys[:, 0])
     eta = state.eta - cfg.lr_eta*g
     S = eta.shape[0]
@@ -162,25 +181,47 @@ def _learned(cfg:GuardConfig, lcfg, problem, state:State, b:Batches):
     u, carry = lstm_step_for(cfg, g)(lcfg, state.theta.W, g, l, carry)
     return state.eta + u, carry, g
 
-def l2o_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
+def l2o_step(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, T and the rest (`GuardConfig`)
+             lcfg:LSTMConfig, # the LSTM optimizer's configuration (`lstm.LSTMConfig`)
+             problem:Optimizee, # the optimizee: flat parameters, pure loss and gradient (`optimizees.Optimizee`)
+             state:State, # the method's state: eta, theta and counters per seed (`guards.State`)
+             b:Batches, # the step's batches: T inner batches and B_e (`guards.Batches`)
+            )->tuple:
     eta, carry, _ = _learned(cfg, lcfg, problem, state, b)
     S = eta.shape[0]
     return _next(state, eta, state.theta, carry, torch.zeros(S, dtype=torch.long, device=eta.device),
                  batched_loss(problem, eta, b.xe, b.ye), _count(S, 1, 0, 1, eta.device))
 
 # %% ../nbs/03_guards.ipynb #b700e072
-def lgl2o_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches, update:bool=True) -> tuple:
+def lgl2o_candidates(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, T and the rest (`GuardConfig`)
+                     lcfg:LSTMConfig, # the LSTM optimizer's configuration (`lstm.LSTMConfig`)
+                     problem:Optimizee, # the optimizee: flat parameters, pure loss and gradient (`optimizees.Optimizee`)
+                     state:State, # the method's state: eta, theta and counters per seed (`guards.State`)
+                     b:Batches, # the step's batches: T inner batches and B_e (`guards.Batches`)
+                     update:bool=True, # LGL2O w/ Update: the learned candidate's memory carries to the next step
+                    )->tuple:
     "(Candidates [learned, sgd], the learned candidate's LSTM state)."
     eta_l, carry, g = _learned(cfg, lcfg, problem, state if update else state._replace(carry=None), b)
     eta_s = state.eta - cfg.lr_eta*g
     losses = [batched_loss(problem, e, b.xe, b.ye) for e in (eta_l, eta_s)]
     return Candidates([eta_l, eta_s], [state.theta]*2, losses, [1, 2, 1]), carry
 
-def lgl2o_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches, update:bool=True) -> tuple:
+def lgl2o_step(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, T and the rest (`GuardConfig`)
+               lcfg:LSTMConfig, # the LSTM optimizer's configuration (`lstm.LSTMConfig`)
+               problem:Optimizee, # the optimizee: flat parameters, pure loss and gradient (`optimizees.Optimizee`)
+               state:State, # the method's state: eta, theta and counters per seed (`guards.State`)
+               b:Batches, # the step's batches: T inner batches and B_e (`guards.Batches`)
+               update:bool=True, # LGL2O w/ Update: the learned candidate's memory carries to the next step
+              )->tuple:
     c, carry = lgl2o_candidates(cfg, lcfg, problem, state, b, update)
     return keep_best(state, c, carry if update else None)
 
-def lgl2o_no_update_step(cfg, lcfg, problem, state, b): return lgl2o_step(cfg, lcfg, problem, state, b, update=False)
+def lgl2o_no_update_step(cfg, # guard settings: lambda_eta, lambda_theta, T and the rest (`GuardConfig`)
+                         lcfg, # the LSTM optimizer's configuration (`lstm.LSTMConfig`)
+                         problem, # the optimizee: flat parameters, pure loss and gradient (`optimizees.Optimizee`)
+                         state, # the method's state: eta, theta and counters per seed (`guards.State`)
+                         b, # the step's batches: T inner batches and B_e (`guards.Batches`)
+                        ): return lgl2o_step(cfg, lcfg, problem, state, b, update=False)
 
 # %% ../nbs/03_guards.ipynb #6adabe8e
 def _leaf(state:State) -> tuple:
@@ -189,7 +230,9 @@ def _leaf(state:State) -> tuple:
     theta = Theta({k: v.detach().requires_grad_() for k, v in state.theta.W.items()}, state.theta.h.detach().requires_grad_())
     return eta, theta
 
-def adapt_batch(cfg:GuardConfig, b:Batches) -> tuple:
+def adapt_batch(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, T and the rest (`GuardConfig`)
+                b:Batches, # the step's batches: T inner batches and B_e (`guards.Batches`)
+               )->tuple:
     "(x, y) [S, B, ...] on which the fallbacks' gradients are taken: the last inner batch B_T, or B_e for the ablation."
     return (b.xs[:, -1], b.ys[:, -1]) if cfg.adapt_batch == 'inner' else (b.xe, b.ye)
 
@@ -209,7 +252,12 @@ def _cat_theta(thetas:list) -> Theta:
     return Theta({k: torch.cat([t.W[k] for t in thetas]) for k in thetas[0].W}, torch.cat([t.h for t in thetas]))
 
 @torch.no_grad()
-def adapt_objective(cfg:GuardConfig, lcfg, problem, b:Batches, pairs:list) -> list:
+def adapt_objective(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, T and the rest (`GuardConfig`)
+                    lcfg, # the LSTM optimizer's configuration (`lstm.LSTMConfig`)
+                    problem, # the optimizee: flat parameters, pure loss and gradient (`optimizees.Optimizee`)
+                    b:Batches, # the step's batches: T inner batches and B_e (`guards.Batches`)
+                    pairs:list, # (eta, theta) candidates to score
+                   )->list:
     "L^Adapt on B_e of several (eta, theta) candidates: one unroll over the inner batches for all of them side by side."
     S, n = b.xs.shape[0], len(pairs)
     rep = lambda t: t.repeat(n, *[1]*(t.dim() - 1))
@@ -221,7 +269,12 @@ def adapt_objective(cfg:GuardConfig, lcfg, problem, b:Batches, pairs:list) -> li
 def _learned_candidate(learned, theta:Theta) -> tuple:
     return learned.eta.detach(), Theta({k: v.detach() for k, v in theta.W.items()}, learned.theta.h.detach())
 
-def smg_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> Candidates:
+def smg_candidates(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, T and the rest (`GuardConfig`)
+                   lcfg:LSTMConfig, # the LSTM optimizer's configuration (`lstm.LSTMConfig`)
+                   problem:Optimizee, # the optimizee: flat parameters, pure loss and gradient (`optimizees.Optimizee`)
+                   state:State, # the method's state: eta, theta and counters per seed (`guards.State`)
+                   b:Batches, # the step's batches: T inner batches and B_e (`guards.Batches`)
+                  )->Candidates:
     "Algorithm 1's candidates [learned, fallback], each scored by L^Adapt on B_e."
     eta, theta = _leaf(state)
     learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, step=lstm_step_for(cfg, eta))  # Alg. 1, line 2
@@ -231,13 +284,25 @@ def smg_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:St
     T = b.xs.shape[1]
     return Candidates([eta_l, eta_f], [theta_l, theta_f], scores, [3*T + 1, 2, 3*T])
 
-def smg_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
+def smg_step(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, T and the rest (`GuardConfig`)
+             lcfg:LSTMConfig, # the LSTM optimizer's configuration (`lstm.LSTMConfig`)
+             problem:Optimizee, # the optimizee: flat parameters, pure loss and gradient (`optimizees.Optimizee`)
+             state:State, # the method's state: eta, theta and counters per seed (`guards.State`)
+             b:Batches, # the step's batches: T inner batches and B_e (`guards.Batches`)
+            )->tuple:
     state, rec = keep_best(state, smg_candidates(cfg, lcfg, problem, state, b))  # Alg. 1, lines 4-5
     with torch.no_grad():  # the record's loss is l(eta; B_e) of the new eta, not its L^Adapt score
         return state, rec._replace(loss=batched_loss(problem, state.eta, b.xe, b.ye))
 
 # %% ../nbs/03_guards.ipynb #0a6740d3
-def amg_fallback(cfg:GuardConfig, problem:Optimizee, eta, theta:Theta, eta_learned, b:Batches, lr_eta=None) -> tuple:
+def amg_fallback(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, T and the rest (`GuardConfig`)
+                 problem:Optimizee, # the optimizee: flat parameters, pure loss and gradient (`optimizees.Optimizee`)
+                 eta, # the step's starting point [S, m]
+                 theta:Theta, # the per-seed theta the learned candidate unrolled with
+                 eta_learned, # the learned candidate eta_T [S, m]
+                 b:Batches, # the step's batches: T inner batches and B_e (`guards.Batches`)
+                 lr_eta=None, # the fallback's step size, per seed (None: cfg.lr_eta)
+                )->tuple:
     "Alg. 2, line 3: (eta_F, theta_F, plain [S] bool: where the fallback is plain SGD, l(eta), l(eta_T)) on the adapt batch."
     xa, ya = adapt_batch(cfg, b)
     l_now, l_learned = batched_loss(problem, eta, xa, ya), batched_loss(problem, eta_learned, xa, ya)
@@ -251,7 +316,12 @@ def amg_fallback(cfg:GuardConfig, problem:Optimizee, eta, theta:Theta, eta_learn
     theta_f = Theta({k: keep(w.detach(), theta_u.W[k]) for k, w in theta.W.items()}, keep(theta.h.detach(), theta_u.h))
     return eta_f, theta_f, plain, l_now.detach(), l_learned.detach()
 
-def amg_candidates(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
+def amg_candidates(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, T and the rest (`GuardConfig`)
+                   lcfg:LSTMConfig, # the LSTM optimizer's configuration (`lstm.LSTMConfig`)
+                   problem:Optimizee, # the optimizee: flat parameters, pure loss and gradient (`optimizees.Optimizee`)
+                   state:State, # the method's state: eta, theta and counters per seed (`guards.State`)
+                   b:Batches, # the step's batches: T inner batches and B_e (`guards.Batches`)
+                  )->tuple:
     "(Algorithm 2's Candidates, plain [S]: where line 3's fallback was plain SGD)."
     eta, theta = _leaf(state)
     learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, step=lstm_step_for(cfg, eta))  # Alg. 2, line 2
@@ -279,17 +349,31 @@ def _scale(state:State) -> torch.Tensor:
     "Each seed's factor on the fallback's lambda_eta, [S] (1 where none is kept yet)."
     return state.scale if state.scale is not None else torch.ones(state.eta.shape[0], device=state.eta.device)
 
-def backtracked(cfg:GuardConfig, state:State, new:State, rec) -> State:
+def backtracked(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, T and the rest (`GuardConfig`)
+                state:State, # the state before the step
+                new:State, # the state the guard chose
+                rec, # the step's record (which candidate won)
+               )->State:
     "Beyond the paper: shrink each seed's fallback step by `cfg.backtrack` where 'stay' (the last candidate) won or nothing was finite, grow it back (up to 1) elsewhere."
     stayed = rec.branch >= rec.candidates.shape[1] - 1
     s = _scale(state)
     return new._replace(scale=torch.where(stayed, s*cfg.backtrack, (s/cfg.backtrack).clamp(max=1.0)))
 
-def amg_step(cfg:GuardConfig, lcfg:LSTMConfig, problem:Optimizee, state:State, b:Batches) -> tuple:
+def amg_step(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, T and the rest (`GuardConfig`)
+             lcfg:LSTMConfig, # the LSTM optimizer's configuration (`lstm.LSTMConfig`)
+             problem:Optimizee, # the optimizee: flat parameters, pure loss and gradient (`optimizees.Optimizee`)
+             state:State, # the method's state: eta, theta and counters per seed (`guards.State`)
+             b:Batches, # the step's batches: T inner batches and B_e (`guards.Batches`)
+            )->tuple:
     new, rec = keep_best(state, amg_candidates(cfg, lcfg, problem, state, b)[0])  # Alg. 2, lines 5-8
     return (new if cfg.backtrack == 1 else backtracked(cfg, state, new, rec)), rec
 
-def safe_amg_step(cfg, lcfg, problem, state, b):
+def safe_amg_step(cfg, # guard settings: lambda_eta, lambda_theta, T and the rest (`GuardConfig`)
+                  lcfg, # the LSTM optimizer's configuration (`lstm.LSTMConfig`)
+                  problem, # the optimizee: flat parameters, pure loss and gradient (`optimizees.Optimizee`)
+                  state, # the method's state: eta, theta and counters per seed (`guards.State`)
+                  b, # the step's batches: T inner batches and B_e (`guards.Batches`)
+                 ):
     return amg_step(replace(cfg, sgd_candidate=True), lcfg, problem, state, b)
 
 # %% ../nbs/03_guards.ipynb #c4c74236
@@ -308,26 +392,31 @@ class Method:
     reference:str|None=None # its step in the plain reference implementation (05_reference), or None
     ours:bool=False # beyond the paper: added by this project (safe AMG), not one of the paper's methods
 
-    def inner_batches(self, T:int) -> int:
+    def inner_batches(self,
+                      T:int, # inner batches per step (GuardConfig.T)
+                     )->int:
         "How many of a step's T inner batches it reads (the runner makes only those)."
         return 1 if self.first_batch_only else T
 
 METHODS = {}  # name -> Method, in the order every table lists them
 
-def register(m:Method) -> Method:
+def register(m:Method, # the method to add
+            )->Method:
     "Add a method to the registry (a name already taken is refused); returns it."
     if m.name in METHODS: raise ValueError(f'a method named {m.name!r} is registered already')
     if m.role not in ('baseline', 'guarded'): raise ValueError(f"role={m.role!r}: use 'baseline' or 'guarded'")
     METHODS[m.name] = m
     return m
 
-def get_method(name:str) -> Method:
+def get_method(name:str, # a method's name
+              )->Method:
     "The registered method `name`, or a one-line error listing the valid names."
     if name not in METHODS: raise ValueError(f"unknown method {name!r}: use one of {', '.join(map(repr, METHODS))}")
     return METHODS[name]
 
 @contextlib.contextmanager
-def registered(m:Method):
+def registered(m:Method, # the method to register for the block
+              ):
     "`m` registered for the block only (for tests and experiments that must not leave it behind)."
     register(m)
     try: yield m
@@ -348,7 +437,10 @@ for _m in (Method('sgd', sgd_step, ('sgd',), 'SGD', 'tab:blue', first_batch_only
                   'guarded', True, score=_ON_B_E, reference='safe_amg', ours=True)):
     register(_m)
 
-def init_state(name:str, eta:torch.Tensor, theta:Theta) -> State:
+def init_state(name:str, # the method's name
+               eta:torch.Tensor, # starting optimizee parameters [S, m]
+               theta:Theta, # the meta-trained theta (copied per seed where the guard adapts it)
+              )->State:
     "The starting state of method `name` for optimizee parameters eta [S, m] and meta-trained theta (per seed where its guard adapts it)."
     m = get_method(name)
     S, dev = eta.shape[0], eta.device

@@ -39,7 +39,8 @@ def learned_optimizer(optimizer, # a shipped name, a checkpoint path, or a Theta
     return cfg, theta
 
 # %% ../nbs/06_your_model.ipynb #b98a9ce4
-def check_model(model:nn.Module):
+def check_model(model:nn.Module, # the user's model
+               ):
     "A one-line error for a model Meta Guard cannot optimize; nothing for one it can."
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f'{type(model).__name__} has no trainable parameters: Meta Guard optimizes a model\'s parameters')
@@ -58,7 +59,8 @@ class StepInfo(NamedTuple):
 
 class MetaGuard:
     "Meta Guard (or any registered method, guards.METHODS) on a user's model: `step(batches)` makes one step, `model` gives the weights back."
-    def __init__(self, model:nn.Module, # the model to train; its current parameters are the starting point
+    def __init__(self,
+                 model:nn.Module, # the model to train; its current parameters are the starting point
                  loss_fn=nn.functional.cross_entropy, # loss(model(x), y) -> scalar
                  method:str='amg', # a registered method (guards.METHODS)
                  optimizer='cnn_fashionmnist', # the learned optimizer: a shipped name, a .pt checkpoint, or a Theta
@@ -66,9 +68,9 @@ class MetaGuard:
                  lr_theta:float=GuardConfig.lr_theta, # lambda_theta: the fallback's step on the learned optimizer
                  T:int=GuardConfig.T, # unroll length
                  seeds:int=1, # independent copies run side by side (each from the model's weights, each on its own batches)
-                 device:str|torch.device='cpu',
+                 device:str|torch.device='cpu', # where the seeds run
                  lstm_cfg:LSTMConfig|None=None, # the architecture, when `optimizer` is a Theta
-                 **guard, # more GuardConfig fields (sgd_candidate, adapt_batch, compile, tile, ...)
+                 **guard, # further `GuardConfig` fields, e.g. backtrack=0.5
                 ):
         self.step_fn = get_method(method).step
         check_model(model)
@@ -130,7 +132,9 @@ def _check_loss(self:MetaGuard, b:Batches):
 
 # %% ../nbs/06_your_model.ipynb #81608632
 @patch
-def step(self:MetaGuard, batches) -> StepInfo:
+def step(self:MetaGuard,
+         batches, # an iterator of (x, y) batches; the step takes S x (T + 1) of them
+        )->StepInfo:
     "One step of the method on S x (T + 1) batches drawn from `batches`; returns what the step did."
     b = self._batches(self._draw(batches))
     if self.steps == 0: self._check_loss(b)
@@ -140,7 +144,9 @@ def step(self:MetaGuard, batches) -> StepInfo:
     return StepInfo([names[i] for i in rec.branch.tolist()], rec.loss, rec.counters, rec.candidates)
 
 @patch
-def module(self:MetaGuard, seed:int=0) -> nn.Module:
+def module(self:MetaGuard,
+           seed:int=0, # one run seed
+          )->nn.Module:
     "A copy of the user's model with seed `seed`'s current parameters."
     m = copy.deepcopy(self.template)
     with torch.no_grad(): nn.utils.vector_to_parameters(self.state.eta[seed].detach().clone(), m.parameters())
@@ -149,6 +155,8 @@ def module(self:MetaGuard, seed:int=0) -> nn.Module:
 @patch(as_prop=True)
 def model(self:MetaGuard) -> nn.Module: return self.module(0)
 @patch
-def state_dict(self:MetaGuard, seed:int=0) -> dict: return self.module(seed).state_dict()
+def state_dict(self:MetaGuard,
+               seed:int=0, # one run seed
+              )->dict: return self.module(seed).state_dict()
 @patch
 def __repr__(self:MetaGuard): return f'MetaGuard({self.method}, {self.optimizee.name}, m={self.optimizee.m}, seeds={self.S}, steps={self.steps})'

@@ -56,7 +56,8 @@ MEMORIES = ('carry', 'mean')  # how the LSTM state crosses from one meta-trainin
 SETTINGS = {'cnn_fashionmnist': MetaTrainConfig(net='cnn', dataset='fashionmnist'),
             'mlp_mnist': MetaTrainConfig(net='mlp', dataset='mnist', windows=1000)}
 
-def setting(name:str) -> MetaTrainConfig:
+def setting(name:str, # 'cnn_fashionmnist' or 'mlp_mnist'
+           )->MetaTrainConfig:
     "A named meta-training setting of Figure 1."
     if name not in SETTINGS: raise ValueError(f"unknown meta-training setting {name!r}: use one of {', '.join(map(repr, SETTINGS))}")
     return SETTINGS[name]
@@ -66,7 +67,12 @@ def checkpoint_dir() -> Path:
     "Where the shipped checkpoints live: outputs/checkpoints in the checkout."
     return (checkout() or Path.cwd())/'outputs'/'checkpoints'
 
-def save_checkpoint(path:Path, cfg:MetaTrainConfig, theta:Theta, curve:list, info:dict):
+def save_checkpoint(path:Path, # the checkpoint file
+                    cfg:MetaTrainConfig, # the meta-training configuration (`MetaTrainConfig`)
+                    theta:Theta, # the LSTM optimizer's weights and memory (`lstm.Theta`)
+                    curve:list, # meta-loss per window
+                    info:dict, # how it ran: seconds, torch version, threads, device
+                   ):
     save_atomic({'config': cfg.to_dict(), 'W': {k: v.detach().cpu() for k, v in theta.W.items()},
            'h': theta.h.detach().cpu(), 'curve': list(curve), 'info': info}, Path(path))
 
@@ -89,7 +95,15 @@ def load_checkpoint(path:str|Path, # a checkpoint file, or a setting name ('cnn_
     return cfg, Theta(ck['W'], ck['h']), ck
 
 # %% ../nbs/02b_metatrain.ipynb #50d80c79
-def window_loss(cfg:MetaTrainConfig, problem:Optimizee, theta:Theta, eta, state, xs, ys, meta_batches=None) -> tuple:
+def window_loss(cfg:MetaTrainConfig, # the meta-training configuration (`MetaTrainConfig`)
+                problem:Optimizee, # the optimizee: flat parameters, pure loss and gradient (`optimizees.Optimizee`)
+                theta:Theta, # the LSTM optimizer's weights and memory (`lstm.Theta`)
+                eta, # the window's starting optimizee parameters [S, m]
+                state, # the window's starting LSTM state
+                xs, # inner batches: inputs [S, T, B, ...]
+                ys, # inner batches: labels [S, T, B]
+                meta_batches=None, # the meta-loss batches B'_t (None: the inner batches)
+               )->tuple:
     "One truncated window: (meta-loss = mean_t l(eta_t; B'_t), eta_T detached, the next window's state detached)."
     r = unroll(cfg.lstm, problem, eta, theta, xs, ys, state=state, second_order=cfg.second_order, meta_loss=True,
                meta_batches=meta_batches)
@@ -106,9 +120,9 @@ def meta_train(cfg:MetaTrainConfig, # the run
                path:str|Path, # the checkpoint to write; its resume state goes beside it
                save_every:int=50, # windows between resume saves
                progress:bool=True, # show a progress bar
-               device:str='cpu',
+               device:str='cpu', # where to meta-train
                stop_after:int|None=None, # stop after this many windows in this call, keeping the resume state
-              ) -> tuple:
+              )->tuple:
     "Meta-train theta by Eq. 2; resumable. Returns (theta, curve); the checkpoint is written when all windows are done."
     if cfg.meta_batch not in ('fresh', 'same'): raise ValueError(f"meta_batch={cfg.meta_batch!r}: use 'fresh' or 'same'")
     if cfg.memory not in MEMORIES: raise ValueError(f"memory={cfg.memory!r}: use 'carry' or 'mean'")
@@ -178,7 +192,8 @@ def metatrain_cli(name:str, # the setting: cnn_fashionmnist or mlp_mnist
                   memory:str='carry', # the LSTM state between windows: 'carry' (per coordinate) or 'mean' (g^T's average)
                   threads:int=None, # torch CPU threads (default: torch's choice)
                   out:str=None, # checkpoint path (default outputs/checkpoints/NAME.pt)
-                  device:str='cpu'):
+                  device:str='cpu', # where to meta-train
+                 ):
     "Meta-train one of Figure 1's optimizers by Eq. 2 and write its checkpoint."
     try: cfg = replace(setting(name), memory=memory)
     except ValueError as e: raise SystemExit(f'error: {e}')
@@ -191,14 +206,23 @@ def metatrain_cli(name:str, # the setting: cnn_fashionmnist or mlp_mnist
     print(f'{name}: {len(curve)} windows, final meta-loss (mean of last {n}) {sum(curve[-n:])/n:.4f} -> {path}')
 
 # %% ../nbs/02b_metatrain.ipynb #9a507c9f
-def sgd_run(problem:Optimizee, eta, xs, ys, lr:float):
+def sgd_run(problem:Optimizee, # the optimizee: flat parameters, pure loss and gradient (`optimizees.Optimizee`)
+            eta, # optimizee parameters, flat, one row per seed [S, m]
+            xs, # batches: inputs [S, K, B, ...]
+            ys, # batches: labels [S, K, B]
+            lr:float, # SGD step size lambda_eta
+           ):
     "Plain SGD over the batches xs [S, K, B, ...]: eta - lr * grad l(eta; B_k), K times."
     for k in range(xs.shape[1]):
         g, _ = batched_grad(problem, eta, xs[:, k], ys[:, k])
         eta = eta - lr*g
     return eta
 
-def monitor_set(dataset:str, seeds:list, n:int=2048, device='cpu') -> tuple:
+def monitor_set(dataset:str, # 'mnist' or 'fashionmnist'
+                seeds:list, # run seeds, one row of every seed-batched tensor each
+                n:int=2048, # examples per seed
+                device='cpu', # torch device to run on, e.g. 'cpu' or 'cuda'
+               )->tuple:
     "Each seed's fixed monitor set: n training examples drawn once from generator(seed, 'monitor')."
     x, y = Sampler(load(dataset), seeds, batch_size=n, device=device, stream='monitor')()
     return x, y

@@ -36,18 +36,34 @@ class Optimizee:
         self.sizes = [p.numel() for p in ps.values()]
         self.m = sum(self.sizes)
 
-    def params(self, eta:torch.Tensor) -> dict:
+    def params(self,
+               eta:torch.Tensor, # one seed's flat parameters [m]
+              )->dict:
         "The named parameter views of one seed's flat `eta` [m]."
         return {n: t.view(s) for n, t, s in zip(self.names, eta.split(self.sizes), self.shapes)}
 
-    def logits(self, eta, x): return functional_call(self.module, self.params(eta), (x,))
-    def loss(self, eta, x, y): return self.loss_fn(self.logits(eta, x), y)
-    def grad(self, eta, x, y):
+    def logits(self,
+               eta, # one seed's flat parameters [m]
+               x, # inputs of a batch
+              ): return functional_call(self.module, self.params(eta), (x,))
+    def loss(self,
+             eta, # one seed's flat parameters [m]
+             x, # inputs of a batch
+             y, # labels of a batch
+            ): return self.loss_fn(self.logits(eta, x), y)
+    def grad(self,
+             eta, # one seed's flat parameters [m]
+             x, # inputs of a batch
+             y, # labels of a batch
+            ):
         "(grad_eta l(eta; x, y), l(eta; x, y)) for one seed."
         return grad_and_value(self.loss)(eta, x, y)
 
-    def init(self, seeds:list, # one run seed per row
-             device='cpu', stream:str='init') -> torch.Tensor:
+    def init(self,
+             seeds:list, # one run seed per row
+             device='cpu', # device of the result
+             stream:str='init', # the generator stream drawn from (`data.generator`)
+            )->torch.Tensor:
         "Fresh parameters `[S, m]`, seed s drawn from `generator(s, stream)` alone."
         rows = []
         for s in seeds:
@@ -58,11 +74,19 @@ class Optimizee:
     def __repr__(self): return f'Optimizee({self.name}, m={self.m})'
 
 # %% ../nbs/01_optimizees.ipynb #fb649b33
-def batched_loss(opt:Optimizee, eta, x, y):
+def batched_loss(opt:Optimizee, # the optimizee
+                 eta, # parameters [S, m]
+                 x, # inputs [S, B, ...]
+                 y, # labels [S, B]
+                ):
     "l(eta_s; B_s) for every seed: eta [S, m], x [S, B, ...], y [S, B] -> [S]."
     return vmap(opt.loss)(eta, x, y)
 
-def batched_grad(opt:Optimizee, eta, x, y):
+def batched_grad(opt:Optimizee, # the optimizee
+                 eta, # parameters [S, m]
+                 x, # inputs [S, B, ...]
+                 y, # labels [S, B]
+                ):
     "(grad [S, m], loss [S]) for every seed."
     return vmap(opt.grad)(eta, x, y)
 
@@ -82,8 +106,10 @@ def mlp(hidden:int=20, # hidden units
 
 def cnn(act:str='sigmoid', # 'sigmoid', 'tanh' or 'relu'
         padding:tuple=(0, 0, 0), # padding of the three convolutions
-        channels:tuple=(8, 16, 32), kernels:tuple=(5, 3, 3), strides:tuple=(2, 2, 2),
-       ) -> Optimizee:
+        channels:tuple=(8, 16, 32), # output channels of the three convolutions
+        kernels:tuple=(5, 3, 3), # their kernel sizes
+        strides:tuple=(2, 2, 2), # their strides
+       )->Optimizee:
     "LGL2O's 3-layer CNN optimizee: three strided convolutions (act after each), then linear -> 10."
     layers, c, size = [], 1, 28
     for co, k, s, p in zip(channels, kernels, strides, padding):
@@ -95,7 +121,9 @@ def cnn(act:str='sigmoid', # 'sigmoid', 'tanh' or 'relu'
 
 OPTIMIZEES = {'mlp': mlp, 'cnn': cnn}
 
-def optimizee(name:str, **kwargs) -> Optimizee:
+def optimizee(name:str, # 'mlp' or 'cnn'
+              **kwargs, # options of the network's builder (`mlp`, `cnn`)
+             )->Optimizee:
     "An optimizee by name ('mlp' or 'cnn'), with keyword options passed to its builder."
     if name not in OPTIMIZEES: raise ValueError(f"unknown optimizee {name!r}: use one of {', '.join(map(repr, OPTIMIZEES))}")
     return OPTIMIZEES[name](**kwargs)

@@ -24,7 +24,8 @@ def atomic_write(path:Path, # the file to write (its folder is made if missing)
     finally: tmp.unlink(missing_ok=True)
 
 def save_atomic(obj, # anything torch.save takes
-                path:Path):
+                path:Path, # the file to write
+               ):
     "torch.save, atomically: an interrupted save never leaves a broken file."
     with atomic_write(path) as tmp: torch.save(obj, tmp)
 

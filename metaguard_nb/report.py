@@ -27,7 +27,8 @@ BASELINES = tuple(m for m in PROTOCOLS['paper'].methods if get_method(m).role ==
 
 GUARDED = tuple(m for m in PROTOCOLS['paper'].methods if get_method(m).role == 'guarded')
 
-def label(method:str) -> str:
+def label(method:str, # a registered method's name
+         )->str:
     "How tables and figures name a registered method."
     return get_method(method).label
 
@@ -36,7 +37,9 @@ def protocol(setting:str, # a panel
              seeds=None, # a number of seeds or a list of them; None: the preset's
              steps=None, # None: the preset's
              methods=None, # registered methods; None: the preset's
-             device:str='cpu', eval_every:int|None=None) -> dict:
+             device:str='cpu', # torch device to run on, e.g. 'cpu' or 'cuda'
+             eval_every:int|None=None, # monitor-set evaluation every this many steps (None: the preset's)
+            )->dict:
     "Check every parameter (one-line errors, before any compute) and resolve the preset."
     figure_setting(setting)
     if preset not in PROTOCOLS: raise ValueError(f"preset={preset!r} is unknown: use one of {', '.join(PROTOCOLS)}")
@@ -63,7 +66,8 @@ def mean_ci(x:np.ndarray, # [n_seeds, ...]
     return m, m - h, m + h
 
 def summarize(results:dict, # method -> runner.run result
-              setting:str) -> pd.DataFrame:
+              setting:str, # a registered Figure 1 panel, e.g. 'c'
+             )->pd.DataFrame:
     "One row per method and evaluation step: monitor-loss mean and CI, test loss and accuracy means, counters."
     rows = []
     for method, r in results.items():
@@ -78,7 +82,8 @@ def summarize(results:dict, # method -> runner.run result
 # %% ../nbs/03e_report.ipynb #f52c648f
 ALPHA = 0.05  # the paired rules' two-sided significance level
 
-def monitor_losses(r:dict) -> tuple:
+def monitor_losses(r:dict, # a runner-like result (`runner.run`, `collect`)
+                  )->tuple:
     "(monitor loss [S, K] as float64, evaluation steps) of a runner-like result."
     return r['evals'][..., 0].double().numpy(), r['eval_steps'].tolist()
 
@@ -106,11 +111,15 @@ def paired(a:dict, # {seed: loss} of method A (`seed_losses`)
     return dict(n=len(seeds), mean_a=float(x.mean()), mean_b=float(y.mean()), median_a=float(np.median(x)), median_b=float(np.median(y)),
                 below=below, above=above, sign_p=sign_p, wilcoxon_p=wil_p, favours_a=bool(ranks[nz < 0].sum() > ranks[nz > 0].sum()))
 
-def significantly_lower(p:dict) -> bool:
+def significantly_lower(p:dict, # a paired comparison (`paired`)
+                       )->bool:
     "The paired rule: A's losses are lower than B's by a two-sided Wilcoxon signed-rank test at `ALPHA`."
     return p['wilcoxon_p'] < ALPHA and p['favours_a']
 
-def paired_words(p:dict, a:str, b:str) -> str:
+def paired_words(p:dict, # a paired comparison (`paired`)
+                 a:str, # the first method's label
+                 b:str, # the second method's label
+                )->str:
     "A paired comparison in a few words, e.g. 'AMG < SGD in 20 of 25 seeds, Wilcoxon p = 0.003'."
     return f"{a} < {b} in {p['below']} of {p['n']} seeds, Wilcoxon p = {p['wilcoxon_p']:.2g}"
 
@@ -131,7 +140,9 @@ def paired_table(got:dict, # method -> per-seed results of one panel
     return pd.DataFrame(rows)
 
 # %% ../nbs/03e_report.ipynb #b74f1046
-def table(df:pd.DataFrame, steps=(200, 1000)) -> pd.DataFrame:
+def table(df:pd.DataFrame, # one panel's summary (`summarize`)
+          steps=(200, 1000), # steps to report where reached
+         )->pd.DataFrame:
     "Mean [CI] at the given steps (where reached) and at the last step."
     last = df['step'].max()
     want = [s for s in steps if s < last] + [last]
@@ -223,7 +234,8 @@ def _stayed(r:dict, method:str, still:np.ndarray, from_step:int) -> int|None:
     branch = r['record'][:, from_step:, 0].numpy()
     return int(((branch == names.index('stay')).all(1) & still).sum())
 
-def best_baseline(got:dict) -> tuple:
+def best_baseline(got:dict, # one panel's collected results {method: `report.collect`'s dict}
+                 )->tuple:
     "(method, mean monitor loss at the last step) of the baseline lowest there, or (None, nan) unless all four are in `got`."
     if any(m not in got for m in BASELINES): return None, math.nan
     end = {m: monitor_losses(got[m])[0][:, -1].mean() for m in BASELINES}
@@ -252,7 +264,8 @@ def seed_split(got:dict, # method -> runner-like result (`collect`): seeds, eval
     return pd.DataFrame(rows)
 
 def seed_lines(gots:dict, # setting -> {method: runner-like result}
-               shown:str='.') -> str:
+               shown:str='.', # the folder of figure1_seeds.png as the report links it
+              )->str:
     "The report's markdown of `seed_split` for every panel; `shown`: the folder of figure1_seeds.png as the report names it."
     rows = [(s, r) for s in gots for _, r in seed_split(gots.get(s) or {}).iterrows()]
     if not rows: return 'Seeds one by one: no seeds of the guarded methods (SMG, AMG, safe AMG) yet.'
@@ -275,8 +288,16 @@ def seed_lines(gots:dict, # setting -> {method: runner-like result}
 # %% ../nbs/03e_report.ipynb #6ad43d59
 SOURCES = (('cpu', True), ('cpu', False), ('cuda', True), ('cuda', False))  # (device, compiled LSTM step): what a seed's rounding depends on
 
-def collect(setting:str, method:str, seeds, steps:int, eval_every:int=Protocol.eval_every, device:str='cpu', store=None, compile:bool|None=None,
-            variant:str='paper') -> dict|None:
+def collect(setting:str, # a registered Figure 1 panel, e.g. 'c'
+            method:str, # a registered method's name (`guards.METHODS`), e.g. 'amg'
+            seeds, # seeds to read
+            steps:int, # steps of the run to serve
+            eval_every:int=Protocol.eval_every, # monitor-set evaluation every this many steps
+            device:str='cpu', # torch device to run on, e.g. 'cpu' or 'cuda'
+            store=None, # root folder of the results store (default: outputs/results of this checkout)
+            compile:bool|None=None, # read the compiled step's results (None: as METAGUARD_COMPILE says)
+            variant:str='paper', # a registered variant's name (`runner.VARIANTS`)
+           )->dict|None:
     "The stored seeds of (setting, method) of `variant` for a `steps`-step run on `device` (`compile`: None reads METAGUARD_COMPILE), read only: a runner-like result, or None if none is in."
     V = get_variant(variant)
     if method in V.unchanged: V = get_variant('paper')  # a method the variant does not change is read from the paper's runs
@@ -294,7 +315,12 @@ def collect(setting:str, method:str, seeds, steps:int, eval_every:int=Protocol.e
         out.update(candidates=torch.stack([r['candidates'] for r in got.values()]), candidate_names=next(iter(got.values()))['candidate_names'])
     return out
 
-def panel_results(setting:str, P:dict, store=None, sources=SOURCES, variant:str='paper') -> tuple:
+def panel_results(setting:str, # a registered Figure 1 panel, e.g. 'c'
+                  P:dict, # a resolved protocol (`report.protocol`)
+                  store=None, # root folder of the results store (default: outputs/results of this checkout)
+                  sources=SOURCES, # (device, compiled) pairs a panel may be read from, in order of preference
+                  variant:str='paper', # a registered variant's name (`runner.VARIANTS`)
+                 )->tuple:
     "((device, compiled), {method: collected}, {source: seed-runs}): the one source a panel is read from (the most stored seed-runs, the first of `sources` on a tie), and what each source holds."
     best, counts = None, {}
     for src in sources:
@@ -304,7 +330,11 @@ def panel_results(setting:str, P:dict, store=None, sources=SOURCES, variant:str=
         if best is None or counts[src] > counts[best[0]]: best = (src, got)
     return (*best, counts)
 
-def still_to_run(counts:dict, n:int, panels, methods) -> str:
+def still_to_run(counts:dict, # {(setting, method): seeds in}
+                 n:int, # seeds the protocol runs
+                 panels, # panels of the protocol
+                 methods, # methods of the protocol
+                )->str:
     "What a partial protocol lacks, from `counts` {(setting, method): seeds in}: panel by panel, the methods grouped by how many of their `n` seeds are missing."
     parts = []
     for s in panels:
@@ -349,7 +379,9 @@ def claim_table(dfs:dict, # setting -> the panel's summary (`summarize`)
              for s in dfs if not dfs[s].empty]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
-def claim_lines(dfs:dict, gots:dict) -> str:
+def claim_lines(dfs:dict, # each panel's summary (`report.summarize`), by panel
+                gots:dict, # each panel's collected results {method: `report.collect`'s dict}, by panel
+               )->str:
     "The report's markdown of the claims: the two rules of each, then each panel's verdicts by the means and paired per seed."
     t = claim_table(dfs, gots)
     if t.empty: return "The paper's claims: not tested, no seeds yet."
@@ -363,7 +395,10 @@ def claim_lines(dfs:dict, gots:dict) -> str:
               for _, r in t.iterrows()]
     return '\n'.join(lines)
 
-def paired_lines(gots:dict, out:Path|None=None, steps=(1000, 2000)) -> str:
+def paired_lines(gots:dict, # each panel's collected results {method: `report.collect`'s dict}, by panel
+                 out:Path|None=None, # folder for paired.csv (None: not written)
+                 steps=(1000, 2000), # steps compared
+                )->str:
     "The report's markdown of every panel's `paired_table` (one row per guarded method and baseline); the full table goes to `out`/paired.csv."
     parts = [paired_table(gots[s], steps).assign(panel=s) for s in gots if gots.get(s)]
     t = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -396,7 +431,10 @@ def claims_at_a_glance(t:pd.DataFrame, # `claim_table`
         lines.append(f'| {c} | ' + ' | '.join(by.get(s, '-') for s in panels) + ' |')
     return '\n'.join(lines)
 
-def answer_lines(dfs:dict, gots:dict, P:dict) -> str:
+def answer_lines(dfs:dict, # each panel's summary (`report.summarize`), by panel
+                 gots:dict, # each panel's collected results {method: `report.collect`'s dict}, by panel
+                 P:dict, # a resolved protocol (`report.protocol`)
+                )->str:
     "The front page's answer, from the store: where AMG stands against each baseline on each panel at the last step (mean, median, paired), and the claims at a glance."
     last, n = P['steps'], len(P['seeds'])
     t = claim_table(dfs, gots)

@@ -42,7 +42,9 @@ STUDY = (Study('lr1', 'ca', ('sgd', 'lgl2o', 'lgl2o_no_update', 'amg')),
          Study('lr_theta0', 'c', ('smg',), seeds=10, steps=1000),
          Study('backtrack', 'ca', ('amg',)))  # beyond the paper (issue: a guard that cannot freeze)
 
-def status(study=STUDY, store=None) -> pd.DataFrame:
+def status(study=STUDY, # the planned runs (`STUDY`)
+           store=None, # root folder of the results store (default: outputs/results of this checkout)
+          )->pd.DataFrame:
     "Seed-runs in the store against seed-runs planned, per row of the study and panel."
     rows = []
     for st in study:
@@ -54,7 +56,9 @@ def status(study=STUDY, store=None) -> pd.DataFrame:
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #097b2dad
 def beats_all(got:dict, # method -> per-seed results of one panel (`report.panel_results`)
-              step:int, method:str='amg') -> dict|None:
+              step:int, # the step compared
+              method:str='amg', # the guarded method
+             )->dict|None:
     "Does `method` beat all four baselines at `step`, by the mean, the median and paired per seed? None until it and all four are in."
     if any(m not in got for m in (method, *BASELINES)): return None
     a = seed_losses(got[method], step)
@@ -67,7 +71,12 @@ def beats_all(got:dict, # method -> per-seed results of one panel (`report.panel
                 paired=all(significantly_lower(p) for p in ps.values()),
                 lower_than=[label(b) for b, p in ps.items() if significantly_lower(p)])
 
-def verdict_table(variants=('paper', 'lr1', 'gT', 'backtrack'), settings='ac', steps=(PAPER.steps//2, PAPER.steps), store=None, seeds=PAPER.seeds) -> pd.DataFrame:
+def verdict_table(variants=('paper', 'lr1', 'gT', 'backtrack'), # variants to read
+                  settings='ac', # panels, one letter each
+                  steps=(PAPER.steps//2, PAPER.steps), # steps compared
+                  store=None, # root folder of the results store (default: outputs/results of this checkout)
+                  seeds=PAPER.seeds, # seeds of the protocol
+                 )->pd.DataFrame:
     "Variant x panel x step: AMG against every baseline by the mean, the median and paired per seed, with n seeds."
     rows = []
     for v in variants:
@@ -79,13 +88,21 @@ def verdict_table(variants=('paper', 'lr1', 'gT', 'backtrack'), settings='ac', s
     return pd.DataFrame(rows)
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #60cdbec0
-def last_stay_run(branch:np.ndarray, stay:int) -> int:
+def last_stay_run(branch:np.ndarray, # one seed's branch per step
+                  stay:int, # the index of 'stay' among the method's branches
+                 )->int:
     "The first step (0-based) of the last unbroken run of `stay` at the end of a branch record; len(branch) if it does not end on 'stay'."
     k = len(branch)
     while k > 0 and branch[k - 1] == stay: k -= 1
     return k
 
-def top_hessian_eigenvalue(problem, eta:torch.Tensor, x, y, iters:int=50, seed:int=0) -> float:
+def top_hessian_eigenvalue(problem, # the optimizee
+                           eta:torch.Tensor, # one seed's parameters [m]
+                           x, # inputs of the batch the loss is taken on
+                           y, # its labels
+                           iters:int=50, # power iterations
+                           seed:int=0, # seed of the start vector's generator
+                          )->float:
     "The largest-magnitude eigenvalue of the Hessian of l(.; x, y) at one seed's eta [m], by power iteration on Hessian-vector products."
     f = lambda e: problem.loss(e, x, y)
     hvp = lambda v: torch.func.jvp(torch.func.grad(f), (eta,), (v,))[1]
@@ -97,15 +114,23 @@ def top_hessian_eigenvalue(problem, eta:torch.Tensor, x, y, iters:int=50, seed:i
         v = hv/hv.norm()
     return lam
 
-def one_seed(st, i:int):
+def one_seed(st, # a seed-batched state
+             i:int, # the seed's row
+            ):
     "Seed i of a seed-batched State, as a State of one seed."
     th = st.theta if st.theta.h.dim() == 2 else Theta({k: w[i:i + 1] for k, w in st.theta.W.items()}, st.theta.h[i:i + 1])
     return State(st.eta[i:i + 1], th, None if st.carry is None else tuple(c[i:i + 1] for c in st.carry), st.counters[i:i + 1])
 
 def trap_margins(p, # the replay's Problem
                  st, # a State of one seed (`one_seed`)
-                 setting:str, seed:int, # the panel and run seed it belongs to (for its data and its fresh streams)
-                 method:str='amg', n:int=50, lrs=(0.1, 0.3, 1.0, 3.0), guard=None, stream:str='trap') -> dict:
+                 setting:str, # a registered Figure 1 panel, e.g. 'c'
+                 seed:int, # the panel and run seed it belongs to (for its data and its fresh streams)
+                 method:str='amg', # a registered method's name (`guards.METHODS`), e.g. 'amg'
+                 n:int=50, # fresh steps of batches
+                 lrs=(0.1, 0.3, 1.0, 3.0), # gradient step sizes lambda to try
+                 guard=None, # guard settings (None: the paper's, with the SGD candidate for safe AMG)
+                 stream:str='trap', # the generator stream of the fresh batches
+                )->dict:
     "From state `st`, `n` fresh steps' batches: each candidate's score minus staying's, and l(eta - lambda grad; B_e) - l(eta; B_e) for each lambda."
     guard = guard or GuardConfig(sgd_candidate=method == 'safe_amg')
     train = load(figure_setting(setting)[2])
@@ -125,8 +150,16 @@ def trap_margins(p, # the replay's Problem
                 steps={str(lr): dict(down=int((s[:, i] < 0).sum()), mean=float(s[:, i].mean())) for i, lr in enumerate(lrs)})
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #cc2ed805
-def trap(setting:str='c', method:str='amg', shard=(0, 1, 2, 3, 4), n:int=50, store=None, out:Path|None=None,
-         max_steps:int=PAPER.steps, min_stay:int=100, save_every:int=50) -> dict:
+def trap(setting:str='c', # a registered Figure 1 panel, e.g. 'c'
+         method:str='amg', # a registered method's name (`guards.METHODS`), e.g. 'amg'
+         shard=(0, 1, 2, 3, 4), # the committed seeds replayed together
+         n:int=50, # fresh steps of batches per measurement
+         store=None, # root folder of the results store (default: outputs/results of this checkout)
+         out:Path|None=None, # the json file (default: outputs/robustness/trap.json)
+         max_steps:int=PAPER.steps, # replay at most this many steps
+         min_stay:int=100, # 'stay' this many steps in a row counts as frozen
+         save_every:int=50, # save the resume state every this many steps
+        )->dict:
     "Replay a committed shard until a seed freezes (`min_stay` stays in a row), then measure the trap at the start of its stays; written to outputs/robustness/trap.json. Resumable."
     stay = get_method(method).branches.index('stay')
     stored = collect(setting, method, list(shard), PAPER.steps, device='cpu', store=store, compile=True)
@@ -173,7 +206,8 @@ def trap(setting:str='c', method:str='amg', shard=(0, 1, 2, 3, 4), n:int=50, sto
     return res
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #8a977473
-def trap_lines(res:dict) -> str:
+def trap_lines(res:dict, # the trap measurement (`robustness.trap`'s dict, as in outputs/robustness/trap.json)
+              )->str:
     "The trap measurement in words and tables (markdown)."
     mov = res['moving']
     lines = [f"Panel ({res['setting']}), {label(res['method'])}, seeds {res['shard']} replayed for {res['replayed_steps']} steps. "
@@ -195,7 +229,8 @@ def trap_lines(res:dict) -> str:
     return '\n'.join(lines)
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #9c9f59c3
-def trap_words(res:dict) -> str:
+def trap_words(res:dict, # the trap measurement (`robustness.trap`'s dict, as in outputs/robustness/trap.json)
+              )->str:
     "The trap measurement's conclusion in words, every number read from it."
     fz, mv, n, lr = res['frozen'], res['moving'], res['frozen']['n'], res['lr_eta']
     wins = {k: v['wins'] for k, v in fz['candidates'].items()}
@@ -232,7 +267,9 @@ def verdict_words(t:pd.DataFrame, # `verdict_table`
                    "every baseline neither by the mean nor paired per seed.")
     return ' '.join(out)
 
-def summary(store=None, out:Path|None=None) -> str:
+def summary(store=None, # root folder of the results store (default: outputs/results of this checkout)
+            out:Path|None=None, # the markdown file (default: outputs/robustness/summary.md)
+           )->str:
     "The front page's block: the verdict table in words and the study's progress; written to outputs/robustness/summary.md."
     t, st = verdict_table(store=store), status(store=store)
     yes = lambda v, n: '-' if v is None or n == 0 else ('yes' if v else 'no')
@@ -255,7 +292,8 @@ def summary(store=None, out:Path|None=None) -> str:
     with atomic_write(out) as tmp: tmp.write_text(md)
     return md
 
-def main(argv=None):
+def main(argv=None, # command-line arguments (default: the process arguments)
+        ):
     "python -m metaguard_nb.robustness summary|trap: write the README's block from the store, or measure the 'stay' trap (minutes)."
     ap = argparse.ArgumentParser(prog='python -m metaguard_nb.robustness')
     ap.add_argument('what', choices=['summary', 'trap'])

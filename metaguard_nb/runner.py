@@ -34,14 +34,17 @@ class Panel(NamedTuple):
 PANELS = {'a': Panel('cnn_fashionmnist', 'cnn', 'fashionmnist'), 'b': Panel('cnn_fashionmnist', 'mlp', 'fashionmnist'),
           'c': Panel('cnn_fashionmnist', 'cnn', 'mnist'), 'd': Panel('mlp_mnist', 'cnn', 'fashionmnist')}
 
-def register_panel(name:str, panel:Panel) -> Panel:
+def register_panel(name:str, # the panel's name, e.g. 'e'
+                   panel:Panel, # the panel
+                  )->Panel:
     "Add a panel (a name already taken is refused); its meta-training setting must exist."
     if name in PANELS: raise ValueError(f'a panel named {name!r} is registered already')
     metatrain_setting(panel.trained_on)
     PANELS[name] = panel
     return panel
 
-def figure_setting(setting:str) -> Panel:
+def figure_setting(setting:str, # the panel's name
+                  )->Panel:
     "The registered panel `setting`, or a one-line error listing them."
     if setting not in PANELS: raise ValueError(f"setting={setting!r} is not a Figure 1 panel: use one of {', '.join(PANELS)}")
     return PANELS[setting]
@@ -58,11 +61,13 @@ class Protocol:
 
 PROTOCOLS = {'tiny': Protocol(seeds=2, steps=20), 'quick': Protocol(seeds=3, steps=300), 'paper': Protocol()}
 
-def paper_methods(methods=None) -> list:
+def paper_methods(methods=None, # methods to filter (None: the paper protocol's)
+                 )->list:
     "Of `methods` (default: the paper protocol's), those the paper has (not our additions, `Method.ours`)."
     return [m for m in (methods or PROTOCOLS['paper'].methods) if not get_method(m).ours]
 
-def check_device(device:str) -> torch.device:
+def check_device(device:str, # 'cpu', 'cuda' or 'cuda:N'
+                )->torch.device:
     "A device that exists here, or a one-line error."
     try: dev = torch.device(device)
     except RuntimeError: raise ValueError(f"device={device!r} is not a device: use 'cpu' or 'cuda'") from None
@@ -84,13 +89,20 @@ class Problem:
     test: tuple
     eta0: torch.Tensor
 
-def setting_checkpoint(setting:str, checkpoint:str|Path|None=None) -> tuple:
+def setting_checkpoint(setting:str, # a registered Figure 1 panel, e.g. 'c'
+                       checkpoint:str|Path|None=None, # a checkpoint file or name (None: the panel's shipped optimizer)
+                      )->tuple:
     "(MetaTrainConfig, Theta, checkpoint dict) of a panel: its shipped optimizer, or `checkpoint` if it was trained on the same setting."
     name = figure_setting(setting).trained_on
     trained = metatrain_setting(name)
     return load_checkpoint(checkpoint if checkpoint is not None else name, expect={'net': trained.net, 'dataset': trained.dataset})
 
-def make_problem(setting:str, seeds:list, device:str='cpu', ck:tuple|None=None, eval_batch_size:int=128) -> Problem:
+def make_problem(setting:str, # a registered Figure 1 panel, e.g. 'c'
+                 seeds:list, # run seeds, one row of every seed-batched tensor each
+                 device:str='cpu', # torch device to run on, e.g. 'cpu' or 'cuda'
+                 ck:tuple|None=None, # `setting_checkpoint(setting, ...)`'s result (None: load the shipped one)
+                 eval_batch_size:int=128, # examples in B_e
+                )->Problem:
     "A run's problem; `ck` is `setting_checkpoint(setting, ...)`, loaded here when not given; B_e has `eval_batch_size` examples."
     name, net, data = figure_setting(setting)
     dev = check_device(device)
@@ -103,7 +115,11 @@ def make_problem(setting:str, seeds:list, device:str='cpu', ck:tuple|None=None, 
 
 # %% ../nbs/03b_runner.ipynb #759a9ce5
 @torch.no_grad()
-def evaluate(p:Problem, eta:torch.Tensor, chunk:int=2500, test:bool=True) -> torch.Tensor:
+def evaluate(p:Problem, # the run's problem (`make_problem`)
+             eta:torch.Tensor, # parameters [S, m]
+             chunk:int=2500, # examples per forward pass
+             test:bool=True, # also evaluate the test set
+            )->torch.Tensor:
     "[S, 3]: monitor-set loss, test loss, test accuracy (NaN without `test`)."
     S = eta.shape[0]
     mx, my = p.monitor
@@ -133,7 +149,8 @@ def _check_run_args(method, steps, seeds, eval_every, test_every=None):
     if test_every is not None and (not isinstance(test_every, int) or test_every <= 0 or test_every % eval_every):
         raise ValueError(f'test_every={test_every!r}: use a positive multiple of eval_every={eval_every}, or None (test at every evaluation)')
 
-def record_rows(records:list) -> tuple:
+def record_rows(records:list, # the steps' records (`guards.Record`)
+               )->tuple:
     "Step records -> CPU rows: ([S, 5] each: branch, l(eta; B_e), the step's three counters; [S, K] each: the guard's candidate scores, or None)."
     rows = [torch.stack([q.branch.float(), q.loss, *q.counters.float().T], 1).cpu() for q in records]
     return rows, [None if q.candidates is None else q.candidates.float().cpu() for q in records]
@@ -189,11 +206,15 @@ class Variant:
     about:str='' # what it changes, in a line
     unchanged:tuple=() # methods whose numbers it does not change (their seeds are read from the paper variant)
 
-    def guard_config(self, **over) -> GuardConfig:
+    def guard_config(self,
+                     **over, # further GuardConfig fields
+                    )->GuardConfig:
         "The variant's GuardConfig; `over` sets further fields (the compile setting, say)."
         return GuardConfig(**{**dict(self.guard), **over})
 
-    def checkpoint(self, setting:str) -> Path|None:
+    def checkpoint(self,
+                   setting:str, # the panel's name
+                  )->Path|None:
         "The checkpoint file of a panel's meta-training setting under this variant (None: the shipped one)."
         return None if self.checkpoints is None else checkpoint_dir()/self.checkpoints/f'{figure_setting(setting).trained_on}.pt'
 
@@ -213,7 +234,8 @@ VARIANTS = {v.name: v for v in (
             unchanged=_NOT_ADAPTING + ('smg',)),
 )}
 
-def variant(name:str) -> Variant:
+def variant(name:str, # the variant's name
+           )->Variant:
     "A registered variant by name, or a one-line error listing them."
     if name not in VARIANTS: raise ValueError(f"unknown variant {name!r}: use one of {', '.join(VARIANTS)}")
     return VARIANTS[name]
@@ -230,7 +252,9 @@ def run(method:str, # a registered method (guards.METHODS)
         guard:GuardConfig|None=None, # the guards' hyper-parameters (default GuardConfig())
         store:str|Path|bool|None=None, # results store (default outputs/results); False: read and write no file
         save_every:int=50, # steps between resume saves of an unfinished run
-        progress:bool=True, bar_parent=None) -> dict:
+        progress:bool=True, # show a progress bar
+        bar_parent=None, # an enclosing fastprogress bar (None: its own)
+       )->dict:
     "Run `method` on Figure 1 setting `setting` for `seeds`: stored seeds are read, the others computed (resuming an interrupted run) and stored."
     seeds, guard = [int(s) for s in seeds], guard or GuardConfig()
     _check_run_args(method, steps, seeds, eval_every, test_every)

@@ -39,7 +39,8 @@ def run_key(method:str, # a registered method (`guards.METHODS`)
     return dict(method=method, setting=setting, eval_every=eval_every, test_every=test_every, guard=guard_key(gcfg), checkpoint=ck['config'],
                 checkpoint_weights=weights_hash(ck), device=torch.device(device).type, numerics=NUMERICS)
 
-def key_hash(key:dict) -> str:
+def key_hash(key:dict, # a run key (`run_key`)
+            )->str:
     "The folder name of a key: 12 hex digits of the sha256 of its sorted JSON."
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -53,16 +54,25 @@ def result_folder(key:dict, # a `run_key`
     "The folder of a key's seed files: <root>/<setting>/<method>/<key_hash>."
     return Path(root or store_dir())/key['setting']/key['method']/key_hash(key)
 
-def partial_file(key:dict, seeds:list, steps:int, root:str|Path|None=None) -> Path:
+def partial_file(key:dict, # a run key (`run_key`)
+                 seeds:list, # the run's seeds
+                 steps:int, # the run's length
+                 root:str|Path|None=None, # root folder of the store (None: outputs/results)
+                )->Path:
     "Where an unfinished run of `seeds` keeps its resume state (the store's `partial/` folder, not committed)."
     return Path(root or store_dir())/'partial'/key['setting']/key['method']/key_hash(key)/f"seeds{'-'.join(map(str, seeds))}_{steps}.pt"
 
-def write_key(folder:Path, key:dict):
+def write_key(folder:Path, # a key's folder of seed files
+              key:dict, # a run key (`run_key`)
+             ):
     "`run.json` beside the seed files: the key written out, so a folder says what it holds."
     with atomic_write(Path(folder)/'run.json') as tmp: tmp.write_text(json.dumps(key, indent=1, sort_keys=True))
 
 # %% ../nbs/03a_store.ipynb #2e149532
-def seed_file(folder:Path, seed:int, steps:int) -> Path: return Path(folder)/f'seed{seed}_{steps}.npz'
+def seed_file(folder:Path, # a key's folder of seed files
+              seed:int, # one run seed
+              steps:int, # the run length
+             )->Path: return Path(folder)/f'seed{seed}_{steps}.npz'
 
 def save_seed(folder:Path, # a `result_folder`
               seed:int, # the run seed
@@ -80,7 +90,8 @@ def save_seed(folder:Path, # a `result_folder`
                       candidate_score=np.array(r['candidate_score']))
     with atomic_write(f) as tmp, open(tmp, 'wb') as out: np.savez_compressed(out, **arrays)
 
-def load_seed(f:Path) -> dict:
+def load_seed(f:Path, # a seed file
+             )->dict:
     "A stored seed file as tensors (record [steps, 5], evals [K, 6], eval_steps [K], wall [steps], info; candidates where stored)."
     with np.load(f) as z:
         record = np.concatenate([z['branch'][:, None], z['loss'][:, None], z['counters']], 1).astype(np.float32)
@@ -92,16 +103,22 @@ def load_seed(f:Path) -> dict:
         return r
 
 # %% ../nbs/03a_store.ipynb #d526ff02
-def stored_lengths(folder:Path, seed:int) -> list:
+def stored_lengths(folder:Path, # a key's folder of seed files
+                   seed:int, # one run seed
+                  )->list:
     "The run lengths stored for `seed`, shortest first."
     return sorted(int(f.stem.split('_')[1]) for f in Path(folder).glob(f'seed{seed}_*.npz'))
 
-def eval_steps(steps:int, eval_every:int) -> list:
+def eval_steps(steps:int, # the run length
+               eval_every:int, # monitor-set evaluation every this many steps
+              )->list:
     "The steps a `steps`-step run evaluates at: 0, every `eval_every` steps, and the last."
     return sorted({*range(0, steps, eval_every), steps})
 
 def cut(r:dict, # a stored seed (`load_seed`)
-        steps:int, eval_every:int) -> dict:
+        steps:int, # steps to keep
+        eval_every:int, # monitor-set evaluation every this many steps
+       )->dict:
     "The first `steps` steps of stored seed `r` (see `find_seed`)."
     k = len(eval_steps(steps, eval_every))
     assert r['eval_steps'][:k].tolist() == eval_steps(steps, eval_every)
@@ -109,7 +126,12 @@ def cut(r:dict, # a stored seed (`load_seed`)
     if 'candidates' in r: out['candidates'] = r['candidates'][:steps]
     return out
 
-def find_seed(folder:Path, seed:int, steps:int, eval_every:int, test_every:int|None=100) -> dict|None:
+def find_seed(folder:Path, # a key's folder of seed files
+              seed:int, # one run seed
+              steps:int, # the run length to serve
+              eval_every:int, # monitor-set evaluation every this many steps
+              test_every:int|None=100, # test-set evaluation every this many steps (None: only at the last step)
+             )->dict|None:
     "The stored run of `seed` that serves a `steps`-step run, cut to it: its own length, else the shortest longer one that holds its evaluations."
     for n in stored_lengths(folder, seed):
         if n == steps or (n > steps and steps % eval_every == 0 and (test_every is None or steps % test_every == 0)):

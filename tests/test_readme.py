@@ -53,3 +53,17 @@ def test_the_readme_example_runs_as_written(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     branch, loss = r.stdout.strip().rsplit(' ', 1)
     assert branch.startswith('[') and float(loss) < 2.31  # it trained: below chance after 20 steps
+
+
+def test_every_chapter_that_exports_ends_with_its_current_api_reference(tmp_path):
+    import json, shutil
+    from metaguard_nb.docs import _api_cells, stale_api
+    exporting = [nb for nb in sorted((ROOT / 'nbs').glob('*.ipynb')) if '#| default_exp' in nb.read_text()]
+    for nb in exporting:
+        assert _api_cells(json.loads(nb.read_text())), f'{nb.name} has no API reference cell'
+    assert stale_api() == [], 'a saved API reference is stale: run make sync'
+    # The check can fail: a docment changed in the code but not in the saved output is caught.
+    shutil.copytree(ROOT / 'nbs', tmp_path / 'nbs', ignore=shutil.ignore_patterns('py'))
+    nb = tmp_path / 'nbs' / 'A1_persist.ipynb'
+    nb.write_text(nb.read_text().replace('the file to write', 'a file'))
+    assert stale_api(tmp_path) == ['A1_persist.ipynb (persist)']

@@ -135,11 +135,15 @@ test_fail(lambda: dataset_name('cifar10'), contains="use one of 'mnist', 'fashio
 
 # %%
 #| export
-def raw_dir(root:Path, name:str) -> Path:
+def raw_dir(root:Path, # the data directory
+            name:str, # dataset name, 'mnist' or 'fashionmnist'
+           )->Path:
     "Where a dataset's four IDX files live under the data directory `root`."
     return Path(root)/DATASETS[name][1]/'raw'
 
-def is_prepared(root:Path, name:str) -> bool:
+def is_prepared(root:Path, # the data directory
+                name:str, # dataset name, 'mnist' or 'fashionmnist'
+               )->bool:
     "Are all four files of dataset `name` under `root`?"
     return all((raw_dir(root, name)/f).exists() for fs in SPLIT_FILES.values() for f in fs)
 
@@ -157,7 +161,8 @@ class Split(NamedTuple):
     x: torch.Tensor
     y: torch.Tensor
 
-def sha256(t:torch.Tensor) -> str: return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+def sha256(t:torch.Tensor, # a tensor, hashed by its bytes
+          )->str: return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
 
 @lru_cache(maxsize=8)
 def _load(name:str, train:bool, root:Path, verify:bool) -> Split:
@@ -246,7 +251,9 @@ class Sampler:
         return self.x[idx].unsqueeze(-3).float().div_(255), self.y[idx]
 
     def state(self) -> list: return [g.get_state() for g in self.gens]
-    def set_state(self, state:list):
+    def set_state(self,
+                  state:list, # the generators' states, as `Sampler.state` returned them
+                 ):
         for g, s in zip(self.gens, state): g.set_state(s)
 
 
@@ -264,3 +271,16 @@ assert 0 <= x.min() and x.max() <= 1 and x.dtype == torch.float32
 x1, y1 = Sampler(tr, seeds=[1])(10)
 test_eq(x1[0], x[1]); test_eq(y1[0], y[1])
 test_ne(y[0], y[1])
+
+# %% [markdown]
+# ## API
+#
+# The public names of `metaguard_nb.data`, their parameters as the code documents them (rendered by
+# nbdev's `show_doc`; `make sync` keeps this output current).
+
+# %%
+from metaguard_nb.docs import api_reference
+
+# %%
+#| echo: false
+api_reference('data')

@@ -80,18 +80,34 @@ class Optimizee:
         self.sizes = [p.numel() for p in ps.values()]
         self.m = sum(self.sizes)
 
-    def params(self, eta:torch.Tensor) -> dict:
+    def params(self,
+               eta:torch.Tensor, # one seed's flat parameters [m]
+              )->dict:
         "The named parameter views of one seed's flat `eta` [m]."
         return {n: t.view(s) for n, t, s in zip(self.names, eta.split(self.sizes), self.shapes)}
 
-    def logits(self, eta, x): return functional_call(self.module, self.params(eta), (x,))
-    def loss(self, eta, x, y): return self.loss_fn(self.logits(eta, x), y)
-    def grad(self, eta, x, y):
+    def logits(self,
+               eta, # one seed's flat parameters [m]
+               x, # inputs of a batch
+              ): return functional_call(self.module, self.params(eta), (x,))
+    def loss(self,
+             eta, # one seed's flat parameters [m]
+             x, # inputs of a batch
+             y, # labels of a batch
+            ): return self.loss_fn(self.logits(eta, x), y)
+    def grad(self,
+             eta, # one seed's flat parameters [m]
+             x, # inputs of a batch
+             y, # labels of a batch
+            ):
         "(grad_eta l(eta; x, y), l(eta; x, y)) for one seed."
         return grad_and_value(self.loss)(eta, x, y)
 
-    def init(self, seeds:list, # one run seed per row
-             device='cpu', stream:str='init') -> torch.Tensor:
+    def init(self,
+             seeds:list, # one run seed per row
+             device='cpu', # device of the result
+             stream:str='init', # the generator stream drawn from (`data.generator`)
+            )->torch.Tensor:
         "Fresh parameters `[S, m]`, seed s drawn from `generator(s, stream)` alone."
         rows = []
         for s in seeds:
@@ -108,11 +124,19 @@ class Optimizee:
 
 # %%
 #| export
-def batched_loss(opt:Optimizee, eta, x, y):
+def batched_loss(opt:Optimizee, # the optimizee
+                 eta, # parameters [S, m]
+                 x, # inputs [S, B, ...]
+                 y, # labels [S, B]
+                ):
     "l(eta_s; B_s) for every seed: eta [S, m], x [S, B, ...], y [S, B] -> [S]."
     return vmap(opt.loss)(eta, x, y)
 
-def batched_grad(opt:Optimizee, eta, x, y):
+def batched_grad(opt:Optimizee, # the optimizee
+                 eta, # parameters [S, m]
+                 x, # inputs [S, B, ...]
+                 y, # labels [S, B]
+                ):
     "(grad [S, m], loss [S]) for every seed."
     return vmap(opt.grad)(eta, x, y)
 
@@ -145,8 +169,10 @@ def mlp(hidden:int=20, # hidden units
 
 def cnn(act:str='sigmoid', # 'sigmoid', 'tanh' or 'relu'
         padding:tuple=(0, 0, 0), # padding of the three convolutions
-        channels:tuple=(8, 16, 32), kernels:tuple=(5, 3, 3), strides:tuple=(2, 2, 2),
-       ) -> Optimizee:
+        channels:tuple=(8, 16, 32), # output channels of the three convolutions
+        kernels:tuple=(5, 3, 3), # their kernel sizes
+        strides:tuple=(2, 2, 2), # their strides
+       )->Optimizee:
     "LGL2O's 3-layer CNN optimizee: three strided convolutions (act after each), then linear -> 10."
     layers, c, size = [], 1, 28
     for co, k, s, p in zip(channels, kernels, strides, padding):
@@ -158,7 +184,9 @@ def cnn(act:str='sigmoid', # 'sigmoid', 'tanh' or 'relu'
 
 OPTIMIZEES = {'mlp': mlp, 'cnn': cnn}
 
-def optimizee(name:str, **kwargs) -> Optimizee:
+def optimizee(name:str, # 'mlp' or 'cnn'
+              **kwargs, # options of the network's builder (`mlp`, `cnn`)
+             )->Optimizee:
     "An optimizee by name ('mlp' or 'cnn'), with keyword options passed to its builder."
     if name not in OPTIMIZEES: raise ValueError(f"unknown optimizee {name!r}: use one of {', '.join(map(repr, OPTIMIZEES))}")
     return OPTIMIZEES[name](**kwargs)
@@ -203,3 +231,16 @@ g, l = batched_grad(net, eta, x, y)
 g1, l1 = net.grad(eta[1], x[1], y[1])
 test_close(g[1], g1, eps=1e-6); test_close(l[1], l1, eps=1e-6)
 l.mean()
+
+# %% [markdown]
+# ## API
+#
+# The public names of `metaguard_nb.optimizees`, their parameters as the code documents them (rendered by
+# nbdev's `show_doc`; `make sync` keeps this output current).
+
+# %%
+from metaguard_nb.docs import api_reference
+
+# %%
+#| echo: false
+api_reference('optimizees')

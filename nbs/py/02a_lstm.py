@@ -106,7 +106,9 @@ class Theta(NamedTuple):
     W: dict
     h: torch.Tensor
 
-def init_theta(cfg:LSTMConfig, seed:int=0) -> Theta:
+def init_theta(cfg:LSTMConfig, # the LSTM optimizer's configuration (`LSTMConfig`)
+               seed:int=0, # seed of the initialisation
+              )->Theta:
     "PyTorch's default LSTMCell/Linear initialisation, U(-1/sqrt(hidden), 1/sqrt(hidden)), and zero memory."
     g, H, k = generator(seed, 'theta'), cfg.hidden, 1/math.sqrt(cfg.hidden)
     shapes = {'w_ih1': (4*H, cfg.n_in), 'w_hh1': (4*H, H), 'b_ih1': (4*H,), 'b_hh1': (4*H,),
@@ -115,10 +117,15 @@ def init_theta(cfg:LSTMConfig, seed:int=0) -> Theta:
     W = {n: (torch.rand(s, generator=g)*2 - 1)*k for n, s in shapes.items()}
     return Theta(W, torch.zeros(4, H))
 
-def theta_to(theta:Theta, device=None, dtype=None) -> Theta:
+def theta_to(theta:Theta, # the LSTM optimizer's weights and memory (`lstm.Theta`)
+             device=None, # target device (None: unchanged)
+             dtype=None, # target dtype (None: unchanged)
+            )->Theta:
     return Theta({n: w.to(device=device, dtype=dtype) for n, w in theta.W.items()}, theta.h.to(device=device, dtype=dtype))
 
-def per_seed(theta:Theta, S:int) -> Theta:
+def per_seed(theta:Theta, # one theta, shared
+             S:int, # number of seeds
+            )->Theta:
     "One independent copy of theta per seed (leading dimension S), as the adapting guards need."
     return Theta({n: w.expand(S, *w.shape).clone() for n, w in theta.W.items()}, theta.h.expand(S, *theta.h.shape).clone())
 
@@ -159,18 +166,37 @@ def _cell(x_part, h, c, w_hh):
     return torch.sigmoid(o)*torch.tanh(c), c
 
 def start_state(h:torch.Tensor, # theta's memory [4, H] or [S, 4, H]
-                S:int, m:int) -> tuple:
+                S:int, # number of seeds
+                m:int, # coordinates per seed
+               )->tuple:
     "Broadcast theta's memory to every coordinate: four tensors [S, m, H] (views, no copy)."
     h = h.expand(S, *h.shape[-2:])
     return tuple(h[:, k, None, :].expand(S, m, h.shape[-1]) for k in range(4))
 
-def seed_terms(cfg:LSTMConfig, W:dict, loss:torch.Tensor) -> tuple:
+def seed_terms(cfg:LSTMConfig, # the LSTM optimizer's configuration (`LSTMConfig`)
+               W:dict, # theta's weights
+               loss:torch.Tensor, # the loss per seed [S] (or [] for one seed)
+              )->tuple:
     "The per-seed parts of the gates, computed once per step: (bias1 [(S,) 1, 4H], w_grad [(S,) 2, 4H], bias2 [(S,) 1, 4H])."
     w_ih1, bias1 = W['w_ih1'], (W['b_ih1'] + W['b_hh1']).unsqueeze(-2)
     if cfg.use_loss_input: bias1 = bias1 + preprocess(loss, cfg.p).unsqueeze(-2) @ w_ih1[..., 2:].mT  # [S, 1, 4H]
     return bias1.contiguous(), w_ih1[..., :2].mT.contiguous(), (W['b_ih2'] + W['b_hh2']).unsqueeze(-2).contiguous()
 
-def coordinate_step(cfg:LSTMConfig, grad, bias1, w_grad, bias2, w_hh1, w_ih2, w_hh2, w_out, b_out, h1, c1, h2, c2) -> tuple:
+def coordinate_step(cfg:LSTMConfig, # the LSTM optimizer's configuration (`LSTMConfig`)
+                    grad, # the gradient [S, m]
+                    bias1, # `seed_terms`' first-layer bias
+                    w_grad, # `seed_terms`' input weights of the gradient features
+                    bias2, # `seed_terms`' second-layer bias
+                    w_hh1, # first layer, hidden-to-hidden weights
+                    w_ih2, # second layer, input-to-hidden weights
+                    w_hh2, # second layer, hidden-to-hidden weights
+                    w_out, # output layer weights
+                    b_out, # output layer bias
+                    h1, # first layer hidden state [S, m, H]
+                    c1, # first layer cell state [S, m, H]
+                    h2, # second layer hidden state [S, m, H]
+                    c2, # second layer cell state [S, m, H]
+                   )->tuple:
     "The per-coordinate part of g: (update [S, m], h1, c1, h2, c2), given `seed_terms`."
     x = preprocess(grad, cfg.p)  # [S, m, 2]
     x_part = x[..., :1]*w_grad[..., :1, :] + x[..., 1:]*w_grad[..., 1:, :]  # [S, m, 4H]: two features, two products
@@ -179,12 +205,13 @@ def coordinate_step(cfg:LSTMConfig, grad, bias1, w_grad, bias2, w_hh1, w_ih2, w_
     u = (h2 @ w_out.mT + b_out.unsqueeze(-2)).squeeze(-1)*cfg.out_scale
     return u, h1, c1, h2, c2
 
-def lstm_step(cfg:LSTMConfig, W:dict, # theta's weights, shared or per seed
+def lstm_step(cfg:LSTMConfig, # the LSTM optimizer's configuration (`LSTMConfig`)
+              W:dict, # theta's weights, shared or per seed
               grad:torch.Tensor, # gradient [S, m]
               loss:torch.Tensor, # loss [S]
               state:tuple, # (h1, c1, h2, c2), each [S, m, H]
               coordinates=coordinate_step, # the per-coordinate part (its compiled twin: see below)
-             ) -> tuple:
+             )->tuple:
     "One application of g: (update [S, m], new state)."
     u, *state = coordinates(cfg, grad, *seed_terms(cfg, W, loss), W['w_hh1'], W['w_ih2'], W['w_hh2'], W['w_out'], W['b_out'], *state)
     return u, tuple(state)
@@ -247,16 +274,18 @@ class Unrolled(NamedTuple):
     state: tuple # per-coordinate state after step T, each [S, m, H]
     losses: torch.Tensor|None # l(eta_t; B_t) (or on meta_batches) for t = 1..T [S, T] (only with meta_loss=True)
 
-def unroll(cfg:LSTMConfig, problem:Optimizee,
+def unroll(cfg:LSTMConfig, # the LSTM optimizer's configuration (`LSTMConfig`)
+           problem:Optimizee, # the optimizee: flat parameters, pure loss and gradient (`optimizees.Optimizee`)
            eta:torch.Tensor, # eta_0 [S, m]
            theta:Theta, # theta_0, shared or per seed
-           xs:torch.Tensor, ys:torch.Tensor, # the T inner batches per seed: [S, T, B, ...], [S, T, B]
+           xs:torch.Tensor, # inner batches: inputs [S, T, B, ...]
+           ys:torch.Tensor, # the T inner batches per seed: [S, T, B, ...], [S, T, B]
            state:tuple|None=None, # per-coordinate state to continue from; None starts from theta.h
            second_order:bool=False, # keep the Hessian terms (differentiate through the gradients)
            meta_loss:bool=False, # also return l(eta_t; .) for every t (Eq. 2's terms)
            meta_batches:tuple|None=None, # (x, y) [S, T, B, ...] to measure those terms on; None: the step's own batch B_t
            step=None, # the LSTM step function (default `lstm_step`; the compiled one: `compiled.step_function`)
-          ) -> Unrolled:
+          )->Unrolled:
     "g^T(eta, theta): T steps of the learned optimizer on the batches xs, ys."
     S, m = eta.shape
     if state is None: state = start_state(theta.h, S, m)
@@ -344,3 +373,16 @@ assert (g1 - g2).abs().max() > 1e-5  # the Hessian terms are what second_order a
 
 # %%
 test_eq(unroll(cfg, net, eta0, th, xs, ys).eta, unroll(cfg, net, eta0, th, xs, ys).eta)
+
+# %% [markdown]
+# ## API
+#
+# The public names of `metaguard_nb.lstm`, their parameters as the code documents them (rendered by
+# nbdev's `show_doc`; `make sync` keeps this output current).
+
+# %%
+from metaguard_nb.docs import api_reference
+
+# %%
+#| echo: false
+api_reference('lstm')

@@ -75,8 +75,16 @@ class Task(NamedTuple):
     method: str
     seeds: tuple
 
-def missing(setting:str, method:str, seeds, steps:int, eval_every:int=PAPER.eval_every, guard:GuardConfig|None=None, device:str='cpu',
-            store=None, variant:str='paper') -> list:
+def missing(setting:str, # a registered Figure 1 panel, e.g. 'c'
+            method:str, # a registered method's name (`guards.METHODS`), e.g. 'amg'
+            seeds, # seeds to compute
+            steps:int, # steps per seed-run
+            eval_every:int=PAPER.eval_every, # monitor-set evaluation every this many steps
+            guard:GuardConfig|None=None, # guard settings (None: the variant's)
+            device:str='cpu', # torch device to run on, e.g. 'cpu' or 'cuda'
+            store=None, # root folder of the results store (None: outputs/results of this checkout)
+            variant:str='paper', # a registered variant's name (`runner.VARIANTS`)
+           )->list:
     "The seeds of (setting, method) that the store cannot serve for a `steps`-step run of `variant` (the runner's default test_every)."
     V = get_variant(variant)
     key = run_key(method, setting, eval_every, guard or V.guard_config(), setting_checkpoint(setting, V.checkpoint(setting))[2], device)
@@ -84,8 +92,15 @@ def missing(setting:str, method:str, seeds, steps:int, eval_every:int=PAPER.eval
 
 def plan(settings=PAPER.panels, # the panels
          methods=PAPER.methods, # registered methods
-         seeds=range(PAPER.seeds), steps:int=PAPER.steps, eval_every:int=PAPER.eval_every, guard:GuardConfig|None=None,
-         device:str='cpu', store=None, shard:int=5, variant:str='paper') -> list:
+         seeds=range(PAPER.seeds), # seeds to compute
+         steps:int=PAPER.steps, # steps per seed-run
+         eval_every:int=PAPER.eval_every, # monitor-set evaluation every this many steps
+         guard:GuardConfig|None=None, # guard settings (None: the variant's)
+         device:str='cpu', # torch device to run on, e.g. 'cpu' or 'cuda'
+         store=None, # root folder of the results store (None: outputs/results of this checkout)
+         shard:int=5, # seeds per Dask task
+         variant:str='paper', # a registered variant's name (`runner.VARIANTS`)
+        )->list:
     "The tasks that compute every missing seed (the paper protocol's by default): methods in the registry's order, then panels, `shard` seeds per task."
     for s in settings: figure_setting(s)
     methods = [get_method(m).name for m in methods]  # one line for an unknown name
@@ -131,7 +146,15 @@ def malloc_as_usual() -> bool:
     except OSError: return False  # not glibc: the variable meant nothing
     return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 64 << 20))
 
-def run_task(task:Task, steps:int, eval_every:int, guard:dict, device:str, store, threads:int|None, variant:str='paper') -> dict:
+def run_task(task:Task, # the task: panel, method and its seeds
+             steps:int, # steps per seed-run
+             eval_every:int, # monitor-set evaluation every this many steps
+             guard:dict, # guard settings as a dict (what travels to a Dask worker)
+             device:str, # torch device to run on, e.g. 'cpu' or 'cuda'
+             store, # root folder of the results store (None: outputs/results of this checkout)
+             threads:int|None, # torch threads per worker
+             variant:str='paper', # a registered variant's name (`runner.VARIANTS`)
+            )->dict:
     "Run one task with `threads` torch threads; return its seeds' results, its wall time and whether it undid Dask's trimming."
     malloc = malloc_as_usual()
     if threads: torch.set_num_threads(threads)
@@ -157,10 +180,22 @@ def run_task(task:Task, steps:int, eval_every:int, guard:dict, device:str, store
 #| export
 LAYOUT = dict(workers=2, threads=1)  # measured in nbs/A3_bench on this 2-core machine
 
-def run_grid(settings=PAPER.panels, methods=PAPER.methods, seeds=range(PAPER.seeds), steps:int=PAPER.steps, eval_every:int=PAPER.eval_every,
-             device:str='cpu',
-             shard:int=5, scheduler:str|None=None, workers:int|None=None, threads:int|None=None, store=None,
-             guard:GuardConfig|None=None, progress:bool=True, log=print, variant:str='paper') -> list:
+def run_grid(settings=PAPER.panels, # registered Figure 1 panels
+             methods=PAPER.methods, # registered methods' names
+             seeds=range(PAPER.seeds), # seeds to compute
+             steps:int=PAPER.steps, # steps per seed-run
+             eval_every:int=PAPER.eval_every, # monitor-set evaluation every this many steps
+             device:str='cpu', # torch device to run on, e.g. 'cpu' or 'cuda'
+             shard:int=5, # seeds per Dask task
+             scheduler:str|None=None, # address of an existing Dask scheduler (None: a LocalCluster here)
+             workers:int|None=None, # LocalCluster worker processes (None: the default)
+             threads:int|None=None, # torch threads per worker
+             store=None, # root folder of the results store (None: outputs/results of this checkout)
+             guard:GuardConfig|None=None, # guard settings (None: the variant's)
+             progress:bool=True, # show a progress bar
+             log=print, # where progress lines go
+             variant:str='paper', # a registered variant's name (`runner.VARIANTS`)
+            )->list:
     "Compute every missing seed of the grid (of `variant`) on Dask; return one summary per finished task."
     guard = guard or get_variant(variant).guard_config()
     tasks = plan(settings, methods, seeds, steps, eval_every, guard, device, store, shard, variant)
@@ -319,7 +354,8 @@ pd.DataFrame(rows)
 
 # %%
 #| export
-def main(argv=None):
+def main(argv=None, # command-line arguments (default: the process arguments)
+        ):
     ap = argparse.ArgumentParser(prog='python -m metaguard_nb.grid', description='Compute the missing seeds of the Figure 1 grid on Dask.')
     ap.add_argument('--settings', nargs='+', default=list(PAPER.panels), help=f"panels (default: {' '.join(PAPER.panels)})")
     ap.add_argument('--methods', nargs='+', default=list(PAPER.methods), help=f"registered methods (default: {' '.join(PAPER.methods)})")
@@ -343,3 +379,16 @@ def main(argv=None):
     except (ValueError, RuntimeError) as e: raise SystemExit(f'error: {e}')
 
 if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()  # not when a notebook runs this cell
+
+# %% [markdown]
+# ## API
+#
+# The public names of `metaguard_nb.grid`, their parameters as the code documents them (rendered by
+# nbdev's `show_doc`; `make sync` keeps this output current).
+
+# %%
+from metaguard_nb.docs import api_reference
+
+# %%
+#| echo: false
+api_reference('grid')

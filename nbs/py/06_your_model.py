@@ -97,7 +97,8 @@ test_fail(lambda: learned_optimizer(learned_optimizer('mlp_mnist')[1], LSTMConfi
 
 # %%
 #| export
-def check_model(model:nn.Module):
+def check_model(model:nn.Module, # the user's model
+               ):
     "A one-line error for a model Meta Guard cannot optimize; nothing for one it can."
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f'{type(model).__name__} has no trainable parameters: Meta Guard optimizes a model\'s parameters')
@@ -134,7 +135,8 @@ class StepInfo(NamedTuple):
 
 class MetaGuard:
     "Meta Guard (or any registered method, guards.METHODS) on a user's model: `step(batches)` makes one step, `model` gives the weights back."
-    def __init__(self, model:nn.Module, # the model to train; its current parameters are the starting point
+    def __init__(self,
+                 model:nn.Module, # the model to train; its current parameters are the starting point
                  loss_fn=nn.functional.cross_entropy, # loss(model(x), y) -> scalar
                  method:str='amg', # a registered method (guards.METHODS)
                  optimizer='cnn_fashionmnist', # the learned optimizer: a shipped name, a .pt checkpoint, or a Theta
@@ -142,9 +144,9 @@ class MetaGuard:
                  lr_theta:float=GuardConfig.lr_theta, # lambda_theta: the fallback's step on the learned optimizer
                  T:int=GuardConfig.T, # unroll length
                  seeds:int=1, # independent copies run side by side (each from the model's weights, each on its own batches)
-                 device:str|torch.device='cpu',
+                 device:str|torch.device='cpu', # where the seeds run
                  lstm_cfg:LSTMConfig|None=None, # the architecture, when `optimizer` is a Theta
-                 **guard, # more GuardConfig fields (sgd_candidate, adapt_batch, compile, tile, ...)
+                 **guard, # further `GuardConfig` fields, e.g. backtrack=0.5
                 ):
         self.step_fn = get_method(method).step
         check_model(model)
@@ -216,7 +218,9 @@ def _check_loss(self:MetaGuard, b:Batches):
 # %%
 #| export
 @patch
-def step(self:MetaGuard, batches) -> StepInfo:
+def step(self:MetaGuard,
+         batches, # an iterator of (x, y) batches; the step takes S x (T + 1) of them
+        )->StepInfo:
     "One step of the method on S x (T + 1) batches drawn from `batches`; returns what the step did."
     b = self._batches(self._draw(batches))
     if self.steps == 0: self._check_loss(b)
@@ -226,7 +230,9 @@ def step(self:MetaGuard, batches) -> StepInfo:
     return StepInfo([names[i] for i in rec.branch.tolist()], rec.loss, rec.counters, rec.candidates)
 
 @patch
-def module(self:MetaGuard, seed:int=0) -> nn.Module:
+def module(self:MetaGuard,
+           seed:int=0, # one run seed
+          )->nn.Module:
     "A copy of the user's model with seed `seed`'s current parameters."
     m = copy.deepcopy(self.template)
     with torch.no_grad(): nn.utils.vector_to_parameters(self.state.eta[seed].detach().clone(), m.parameters())
@@ -235,7 +241,9 @@ def module(self:MetaGuard, seed:int=0) -> nn.Module:
 @patch(as_prop=True)
 def model(self:MetaGuard) -> nn.Module: return self.module(0)
 @patch
-def state_dict(self:MetaGuard, seed:int=0) -> dict: return self.module(seed).state_dict()
+def state_dict(self:MetaGuard,
+               seed:int=0, # one run seed
+              )->dict: return self.module(seed).state_dict()
 @patch
 def __repr__(self:MetaGuard): return f'MetaGuard({self.method}, {self.optimizee.name}, m={self.optimizee.m}, seeds={self.S}, steps={self.steps})'
 
@@ -403,3 +411,16 @@ test_fail(lambda: MetaGuard(relu_mlp()).step([(monitor[0][:128], monitor[1][:128
 test_fail(lambda: MetaGuard(relu_mlp(), loss_fn=lambda out, y: nn.functional.cross_entropy(out, y, reduction='none')).step(few*4),
           contains='the loss must be a scalar')
 test_fail(lambda: MetaGuard(relu_mlp()).step([(torch.zeros(128, 3, 32, 32), monitor[1][:128])]*11), contains='the model and loss fail')
+
+# %% [markdown]
+# ## API
+#
+# The public names of `metaguard_nb.meta_guard`, their parameters as the code documents them (rendered by
+# nbdev's `show_doc`; `make sync` keeps this output current).
+
+# %%
+from metaguard_nb.docs import api_reference
+
+# %%
+#| echo: false
+api_reference('meta_guard')

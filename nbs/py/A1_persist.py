@@ -51,7 +51,8 @@ def atomic_write(path:Path, # the file to write (its folder is made if missing)
     finally: tmp.unlink(missing_ok=True)
 
 def save_atomic(obj, # anything torch.save takes
-                path:Path):
+                path:Path, # the file to write
+               ):
     "torch.save, atomically: an interrupted save never leaves a broken file."
     with atomic_write(path) as tmp: torch.save(obj, tmp)
 
@@ -86,3 +87,16 @@ with tempfile.TemporaryDirectory() as d:
         with atomic_write(Path(d)/'a'/'b.pt') as tmp: tmp.write_text('half'); raise OSError('disk full')
     except OSError: pass
     test_eq(torch.load(Path(d)/'a'/'b.pt'), {'k': 1}); test_eq(sorted(p.name for p in (Path(d)/'a').iterdir()), ['b.pt'])
+
+# %% [markdown]
+# ## API
+#
+# The public names of `metaguard_nb.persist`, their parameters as the code documents them (rendered by
+# nbdev's `show_doc`; `make sync` keeps this output current).
+
+# %%
+from metaguard_nb.docs import api_reference
+
+# %%
+#| echo: false
+api_reference('persist')

@@ -98,7 +98,9 @@ def _run_compiled(*args):
 TILE_CPU = 12_800  # (seed, coordinate) rows per tile on a CPU: 512 coordinates of 25 seeds, measured in nbs/A3_bench
 _PER_COORDINATE = (0, 9, 10, 11, 12)  # coordinate_step's arguments with a coordinate axis: grad [S, m], the state [S, m, H]
 
-def resolve_tile(tile, device) -> int|None:
+def resolve_tile(tile, # (seed, coordinate) rows per tile, 'auto', or None for one graph
+                 device, # the device the step runs on
+                )->int|None:
     "(seed, coordinate) rows per tile: `tile` itself, or for 'auto' TILE_CPU on a CPU and None (one graph, activations saved) elsewhere."
     if tile == 'auto': return TILE_CPU if torch.device(device).type == 'cpu' else None
     if tile is not None and (not isinstance(tile, int) or tile <= 0): raise ValueError(f"tile={tile!r}: use a positive number of rows, None or 'auto'")
@@ -153,7 +155,9 @@ def _run_tiled(tile):
     def coordinates(cfg, *args): return TiledStep.apply(cfg, tile, *args)
     return coordinates
 
-def step_function(compile:bool, tile:int|None=None) -> callable:
+def step_function(compile:bool, # use the torch.compile'd LSTM step (appendix A2_compiled)
+                  tile:int|None=None, # (seed, coordinate) rows per tile, 'auto', or None for one graph
+                 )->callable:
     "`lstm_step`, or with `compile` its twin with a torch.compile'd `coordinate_step`, in tiles of `tile` rows (None: one graph)."
     if not compile: return lstm_step
     coordinates = _run_compiled if tile is None else _run_tiled(tile)
@@ -175,3 +179,16 @@ with torch.enable_grad():
             for c, t in ((False, None), (True, None), (True, 8000))]
     grads = [torch.autograd.grad(o.eta.square().sum(), W['w_hh1'])[0] for o in outs]
 for o, g in zip(outs[1:], grads[1:]): test_close(outs[0].eta, o.eta, eps=1e-5); test_close(grads[0], g, eps=1e-4)
+
+# %% [markdown]
+# ## API
+#
+# The public names of `metaguard_nb.compiled`, their parameters as the code documents them (rendered by
+# nbdev's `show_doc`; `make sync` keeps this output current).
+
+# %%
+from metaguard_nb.docs import api_reference
+
+# %%
+#| echo: false
+api_reference('compiled')

@@ -36,8 +36,11 @@
 
 # %%
 #| export
-import argparse, json, shutil, subprocess, sys
+import argparse, importlib, inspect, json, re, shutil, subprocess, sys
 from pathlib import Path
+
+from IPython.display import Markdown
+from nbdev.showdoc import show_doc
 
 from metaguard_nb.data import checkout
 
@@ -52,7 +55,8 @@ from fastcore.test import test_eq, test_fail
 #| export
 def _root() -> Path: return checkout() or Path.cwd()
 
-def blocks(root:Path|None=None) -> dict:
+def blocks(root:Path|None=None, # the checkout (default: this one)
+          )->dict:
     "The generated blocks of the front page, by marker name, each from its committed file."
     root = root or _root()
     paper = root/'outputs'/'figure1'/'paper'
@@ -64,14 +68,17 @@ def blocks(root:Path|None=None) -> dict:
     out['robustness'] = f.read_text() if f.exists() else '(the robustness study has not written its summary yet: `python -m metaguard_nb.robustness summary`)\n'
     return out
 
-def fill(text:str, filled:dict) -> str:
+def fill(text:str, # the front page with its markers
+         filled:dict, # each marker's new body, by marker name (`blocks`)
+        )->str:
     "Put each block between its markers `<!-- name -->` ... `<!-- /name -->` (whatever stood there before is replaced)."
     for name, body in filled.items():
         a, b = f'<!-- {name} -->', f'<!-- /{name} -->'
         if a in text and b in text: text = text[:text.index(a) + len(a)] + '\n' + body + text[text.index(b):]
     return text
 
-def notebook_markdown(nb:Path) -> str:
+def notebook_markdown(nb:Path, # a notebook file
+                     )->str:
     "A notebook as markdown: markdown cells as they are, code cells as python blocks (no outputs)."
     cells = json.loads(Path(nb).read_text())['cells']
     parts = []
@@ -81,13 +88,15 @@ def notebook_markdown(nb:Path) -> str:
         parts.append(src if c['cell_type'] == 'markdown' else f'```python\n{src}\n```')
     return '\n\n'.join(parts) + '\n'
 
-def readme(root:Path|None=None) -> str:
+def readme(root:Path|None=None, # the checkout (default: this one)
+          )->str:
     "README.md's text: index.ipynb as markdown, its markers filled from the committed results."
     root = root or _root()
     head = '<!-- Generated from nbs/index.ipynb and the committed results by `make readme`; edit those, not this file. -->\n\n'
     return head + fill(notebook_markdown(root/'nbs'/'index.ipynb'), blocks(root))
 
-def write_readme(root:Path|None=None) -> Path:
+def write_readme(root:Path|None=None, # the checkout (default: this one)
+                )->Path:
     "Write README.md (`readme`'s text) into the checkout; the one place that writes it (`make readme`, `figure report`)."
     root = root or _root()
     (root/'README.md').write_text(readme(root))
@@ -131,7 +140,9 @@ exclude_patterns = ['_build', 'py', '**.ipynb_checkpoints']
 suppress_warnings = ['mystnb.unknown_mime_type', 'myst.header', 'misc.highlighting_failure']
 """
 
-def site(out:Path|None=None, root:Path|None=None) -> Path:
+def site(out:Path|None=None, # the site folder (default: _docs/)
+         root:Path|None=None, # the checkout (default: this one)
+        )->Path:
     "Build the documentation site into `out` (default _docs/); return the path of its front page."
     root = root or _root()
     out, src = Path(out or root/'_docs'), root/'_docs_src'
@@ -156,12 +167,105 @@ def site(out:Path|None=None, root:Path|None=None) -> Path:
     shutil.rmtree(src)
     return out/'index.html'
 
-def main(argv=None):
-    "python -m metaguard_nb.docs readme|site"
+
+# %% [markdown]
+# ## The API reference
+#
+# Every chapter that exports a module ends with its API reference: nbdev's `show_doc` of each public
+# name (and of each public method a class defines), parameters and their docments as the code states
+# them. The reference is a saved output, so JupyterLab and the site show it without running the
+# chapter; `make sync` rewrites it from the exported code (nothing else is executed), and a test fails
+# when a saved reference differs from what the code renders now.
+
+# %%
+#| export
+def api_objects(module:str, # an exported module's name, e.g. 'guards'
+               )->list:
+    "The public functions and classes of `metaguard_nb.<module>` (its `__all__`), each class followed by the public methods it defines."
+    mod = importlib.import_module(f'metaguard_nb.{module}')
+    out = []
+    for name in getattr(mod, '__all__', []):
+        o = getattr(mod, name)
+        if not (inspect.isfunction(o) or inspect.isclass(o)): continue
+        out.append(o)
+        if inspect.isclass(o):
+            out += [v for k, v in vars(o).items() if inspect.isfunction(v) and not k.startswith('_') and v.__module__ == mod.__name__]
+    return out
+
+def api_markdown(module:str, # an exported module's name, e.g. 'guards'
+                )->str:
+    "The module's API reference as markdown: `show_doc` of each of `api_objects`."
+    return '\n'.join(show_doc(o, title_level=3)._repr_markdown_().strip() + '\n' for o in api_objects(module))
+
+def api_reference(module:str, # an exported module's name, e.g. 'guards'
+                 ):
+    "The chapter's last cell: its module's API reference, displayed as markdown."
+    return Markdown(api_markdown(module))
+
+
+# %%
+#| export
+def _api_cells(d:dict) -> list:
+    "The cells of a notebook (as json) that display an API reference, with their module's name."
+    out = []
+    for c in d['cells']:
+        src = ''.join(l for l in ''.join(c['source']).splitlines(True) if not l.startswith('#|')).strip()  # without nbdev's directives
+        m = re.fullmatch(r"api_reference\('(\w+)'\)", src) if c['cell_type'] == 'code' else None
+        if m: out.append((c, m.group(1)))
+    return out
+
+def refresh_api(root:Path|None=None, # the checkout (default: this one)
+               )->list:
+    "Write each chapter's API reference into its saved output (nothing else is run); returns the notebooks changed."
+    changed = []
+    for nb in sorted(((root or _root())/'nbs').glob('*.ipynb')):
+        d = json.loads(nb.read_text())
+        cells = _api_cells(d)
+        for c, module in cells:
+            c['outputs'] = [dict(output_type='display_data', metadata={}, data={'text/markdown': api_markdown(module).splitlines(True),
+                                                                              'text/plain': ['<IPython.core.display.Markdown object>']})]
+            c['execution_count'] = None
+        new = json.dumps(d, sort_keys=True, indent=1, ensure_ascii=False) + '\n'  # nbdev's own layout
+        if cells and new != nb.read_text(): nb.write_text(new); changed.append(nb)
+    return changed
+
+def stale_api(root:Path|None=None, # the checkout (default: this one)
+             )->list:
+    "The chapters whose saved API reference differs from what the code renders now (empty when all are current)."
+    out = []
+    for nb in sorted(((root or _root())/'nbs').glob('*.ipynb')):
+        for c, module in _api_cells(json.loads(nb.read_text())):
+            saved = ''.join(''.join(o.get('data', {}).get('text/markdown', [])) for o in c.get('outputs', []))
+            if saved != api_markdown(module): out.append(f'{nb.name} ({module})')
+    return out
+
+
+# %%
+test_eq(api_objects('persist')[0].__name__, 'atomic_write')
+assert 'path:Path, # the file to write' in api_markdown('persist')  # the docments, as the code states them
+test_eq([m for _, m in _api_cells({'cells': [dict(cell_type='code', source="#| echo: false\napi_reference('guards')"), dict(cell_type='code', source='x = 1')]})], ['guards'])
+
+
+# %%
+#| export
+def main(argv=None, # command-line arguments (default: the process arguments)
+        ):
+    "python -m metaguard_nb.docs readme|site|api"
     ap = argparse.ArgumentParser(prog='python -m metaguard_nb.docs')
-    ap.add_argument('what', choices=['readme', 'site'])
+    ap.add_argument('what', choices=['readme', 'site', 'api'])
     a = ap.parse_args(argv)
     if a.what == 'readme': print('wrote', write_readme())
+    elif a.what == 'api': print('API references rewritten:', ', '.join(p.name for p in refresh_api()) or 'none (all current)')
     else: print('site:', site())
 
 if __name__ == '__main__' and not hasattr(__import__('builtins'), '__IPYTHON__'): main()  # not when a notebook runs this cell
+
+# %% [markdown]
+# ## API
+#
+# The public names of `metaguard_nb.docs`, their parameters as the code documents them (rendered by
+# nbdev's `show_doc`; `make sync` keeps this output current).
+
+# %%
+#| echo: false
+api_reference('docs')
