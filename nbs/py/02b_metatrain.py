@@ -384,6 +384,7 @@ def metatrain_cli(name:str, # the setting: cnn_fashionmnist or mlp_mnist
 
 # %%
 import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
 
 # %%
 fig, axs = plt.subplots(1, 2, figsize=(10, 3.2))
@@ -397,6 +398,39 @@ for ax, name in zip(axs, SETTINGS):
                 label=f"memory='{cfg_.memory}': {len(c)} windows, {ck['info']['seconds']/60:.0f} min")
     ax.set(title=name, xlabel='window', ylabel='meta-loss', yscale='log'); ax.legend(fontsize=7)
 plt.tight_layout()
+
+
+# %% [markdown]
+# When did each run take off, and has it flattened? Read from the curves: the first window where the
+# mean of the last 100 windows (five trajectories) falls below 2 (an untrained optimizer sits near
+# ln 10), and over the last 500 windows their mean and the slope of a straight line through them, per
+# 100 windows (flat: a slope small against the mean).
+
+# %%
+def curve_facts(curve:list, # meta-loss per window
+                window:int=100, tail:int=500) -> dict:
+    "Windows, take-off window (trailing mean below 2; None if never), mean and slope per 100 windows of the last `tail`."
+    c = torch.tensor(curve, dtype=torch.float64)
+    trailing = c.unfold(0, window, 1).mean(1)
+    below = (trailing < 2).nonzero()
+    t = torch.arange(len(c), dtype=torch.float64)[-tail:]
+    slope = ((t - t.mean())*(c[-tail:] - c[-tail:].mean())).sum()/((t - t.mean())**2).sum()
+    return dict(windows=len(c), takes_off=int(below[0]) + window if len(below) else None,
+                tail_mean=float(c[-tail:].mean()), slope_per_100=float(slope)*100)
+
+test_eq(curve_facts([2.3]*300 + [1.0]*500)['takes_off'], 324)  # 24 windows of 1.0 bring a 100-window mean below 2
+test_eq(curve_facts([2.3]*600)['takes_off'], None)
+test_close(curve_facts([1.0]*600)['slope_per_100'], 0.0)
+
+# %%
+rows = ['| setting | memory | windows | takes off at window | mean of the last 500 | slope per 100 windows |', '|---|---|---|---|---|---|']
+for name in SETTINGS:
+    for path in (checkpoint_dir()/f'{name}.pt', checkpoint_dir()/'gT'/f'{name}.pt'):
+        if not path.exists(): continue
+        cfg_, _, ck = load_checkpoint(path)
+        f = curve_facts(ck['curve'])
+        rows.append(f"| {name} | {cfg_.memory} | {f['windows']} | {f['takes_off']} | {f['tail_mean']:.3f} | {f['slope_per_100']:+.3f} |")
+display(Markdown('\n'.join(rows)))
 
 
 # %% [markdown]
