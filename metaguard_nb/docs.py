@@ -100,7 +100,9 @@ def site(out:Path|None=None, # the site folder (default: _docs/)
     for nb in src.glob('*.ipynb'):  # nbdev's directives (#| export, ...) are for the tools, not the reader
         d = json.loads(nb.read_text())
         for c in d['cells']:
-            if c['cell_type'] == 'code': c['source'] = ''.join(l for l in ''.join(c['source']).splitlines(True) if not l.startswith('#|'))
+            if c['cell_type'] != 'code': continue
+            if '#| echo: false' in ''.join(c['source']): c['metadata']['tags'] = ['remove-input']  # the output alone, as nbdev shows it
+            c['source'] = ''.join(l for l in ''.join(c['source']).splitlines(True) if not l.startswith('#|'))
         d['cells'] = [c for c in d['cells'] if c['cell_type'] != 'code' or c['source'].strip()]
         nb.write_text(json.dumps(d))
     index = json.loads((src/'index.ipynb').read_text())
@@ -133,7 +135,8 @@ def api_objects(module:str, # an exported module's name, e.g. 'guards'
 def api_markdown(module:str, # an exported module's name, e.g. 'guards'
                 )->str:
     "The module's API reference as markdown: `show_doc` of each of `api_objects`."
-    return '\n'.join(show_doc(o, title_level=3)._repr_markdown_().strip() + '\n' for o in api_objects(module))
+    render = lambda o: show_doc(o, title_level=3)._repr_markdown_().strip().removeprefix('---').strip() + '\n'  # headings part them; no rules
+    return '\n'.join(render(o) for o in api_objects(module))
 
 def api_reference(module:str, # an exported module's name, e.g. 'guards'
                  ):
@@ -150,13 +153,17 @@ def _api_cells(d:dict) -> list:
         if m: out.append((c, m.group(1)))
     return out
 
+def _chapters(root:Path|None):
+    "Each notebook of the checkout: (path, its json, its API reference cells)."
+    for nb in sorted(((root or _root())/'nbs').glob('*.ipynb')):
+        d = json.loads(nb.read_text())
+        yield nb, d, _api_cells(d)
+
 def refresh_api(root:Path|None=None, # the checkout (default: this one)
                )->list:
     "Write each chapter's API reference into its saved output (nothing else is run); returns the notebooks changed."
     changed = []
-    for nb in sorted(((root or _root())/'nbs').glob('*.ipynb')):
-        d = json.loads(nb.read_text())
-        cells = _api_cells(d)
+    for nb, d, cells in _chapters(root):
         for c, module in cells:
             c['outputs'] = [dict(output_type='display_data', metadata={}, data={'text/markdown': api_markdown(module).splitlines(True),
                                                                               'text/plain': ['<IPython.core.display.Markdown object>']})]
@@ -169,8 +176,8 @@ def stale_api(root:Path|None=None, # the checkout (default: this one)
              )->list:
     "The chapters whose saved API reference differs from what the code renders now (empty when all are current)."
     out = []
-    for nb in sorted(((root or _root())/'nbs').glob('*.ipynb')):
-        for c, module in _api_cells(json.loads(nb.read_text())):
+    for nb, _, cells in _chapters(root):
+        for c, module in cells:
             saved = ''.join(''.join(o.get('data', {}).get('text/markdown', [])) for o in c.get('outputs', []))
             if saved != api_markdown(module): out.append(f'{nb.name} ({module})')
     return out
