@@ -337,11 +337,9 @@ def claims(df:pd.DataFrame, # the panel's summary (`summarize`)
 # can stay at every later step. Safe AMG has the same candidate, and its SGD candidate can lose to
 # it too (the convergence argument needs lambda_eta < 2/L; ours is 3, [decisions](decisions.md)). So the
 # count is read from each seed's branch record rather than asserted: of the seeds that stopped
-# moving, how many chose 'stay' at every step of that stretch (SMG has no such candidate). On panel
-# (c) at the paper's length, the 5 of AMG's 25 seeds that stopped moving chose 'stay' at every step
-# after their loss stopped changing (260 to 1,730 steps), and so did the 6 of safe AMG's 25 that
-# stopped moving, at every step of the last tenth. `seeds_figure` draws every seed of the guarded
-# methods against the best baseline's mean curve.
+# moving, how many chose 'stay' at every step of that stretch (SMG has no such candidate; the
+# paper protocol's counts are in the report's seeds table, [04_figure1](04_figure1.ipynb)).
+# `seeds_figure` draws every seed of the guarded methods against the best baseline's mean curve.
 
 # %%
 #| export
