@@ -145,7 +145,7 @@ def step(self:MetaGuard,
 
 @patch
 def module(self:MetaGuard,
-           seed:int=0, # one run seed
+           seed:int=0, # which of the side-by-side copies (0 to seeds - 1)
           )->nn.Module:
     "A copy of the user's model with seed `seed`'s current parameters."
     m = copy.deepcopy(self.template)
@@ -156,7 +156,7 @@ def module(self:MetaGuard,
 def model(self:MetaGuard) -> nn.Module: return self.module(0)
 @patch
 def state_dict(self:MetaGuard,
-               seed:int=0, # one run seed
+               seed:int=0, # which of the side-by-side copies (0 to seeds - 1)
               )->dict: return self.module(seed).state_dict()
 @patch
 def __repr__(self:MetaGuard): return f'MetaGuard({self.method}, {self.optimizee.name}, m={self.optimizee.m}, seeds={self.S}, steps={self.steps})'
