@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['PAPER', 'STUDY', 'Study', 'status', 'beats_all', 'verdict_table', 'last_stay_run', 'top_hessian_eigenvalue',
-           'one_seed', 'trap_margins', 'trap', 'trap_lines', 'trap_words', 'verdict_words', 'summary', 'main']
+           'one_seed', 'trap_margins', 'robustness_file', 'trap', 'trap_lines', 'trap_words', 'verdict_words',
+           'summary', 'main']
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #04195544
 import argparse, builtins, json
@@ -150,6 +151,11 @@ def trap_margins(p, # the replay's Problem
                 steps={str(lr): dict(down=int((s[:, i] < 0).sum()), mean=float(s[:, i].mean())) for i, lr in enumerate(lrs)})
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #cc2ed805
+def robustness_file(name:str, # a file of the study's, e.g. 'trap.json'
+                   )->Path:
+    "Where the study keeps `name`: outputs/robustness of this checkout (else of the working directory)."
+    return (checkout() or Path.cwd())/'outputs'/'robustness'/name
+
 def trap(setting:str='c', # a registered Figure 1 panel, e.g. 'c'
          method:str='amg', # a registered method's name (`guards.METHODS`), e.g. 'amg'
          shard=(0, 1, 2, 3, 4), # the committed seeds replayed together
@@ -164,7 +170,7 @@ def trap(setting:str='c', # a registered Figure 1 panel, e.g. 'c'
     stay = get_method(method).branches.index('stay')
     stored = collect(setting, method, list(shard), PAPER.steps, device='cpu', store=store, compile=True)
     rec = {s: stored['record'][i, :, 0].numpy().astype(int) for i, s in enumerate(stored['seeds'])}
-    out = Path(out) if out else (checkout() or Path.cwd())/'outputs'/'robustness'/'trap.json'
+    out = Path(out) if out else robustness_file('trap.json')
     resume = out.with_name(out.stem + '.resume.pt')  # not committed: the replay's state, so a stopped replay goes on
     guard = GuardConfig(compile=True)
     p = make_problem(setting, [RUN_SEED_OFFSET + s for s in shard], 'cpu', setting_checkpoint(setting), guard.eval_batch_size)
@@ -282,13 +288,13 @@ def summary(store=None, # root folder of the results store (default: outputs/res
         cells = [f"{yes(r.mean, r.n)} / {yes(r.median, r.n)} / {yes(r.paired, r.n)} (n={r.n})" for r in g.itertuples()]
         lines.append(f"| `{v}` | {get_variant(v).about} | " + ' | '.join(cells) + ' |')
     done, planned = int(st['done'].sum()), int(st['planned'].sum())
-    trap_file = (checkout() or Path.cwd())/'outputs'/'robustness'/'trap.json'
+    trap_file = robustness_file('trap.json')
     trap = ["Why AMG's seeds freeze on 'stay', measured in the chapter: " + trap_words(json.loads(trap_file.read_text())), '']\
         if trap_file.exists() else []
     lines += ['', verdict_words(t), '', *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
                   f"({', '.join(f'{r.variant} ({r.setting}) {r.done}/{r.planned}' for r in st.itertuples())})."]
     md = '\n'.join(lines) + '\n'
-    out = Path(out) if out else (checkout() or Path.cwd())/'outputs'/'robustness'/'summary.md'
+    out = Path(out) if out else robustness_file('summary.md')
     with atomic_write(out) as tmp: tmp.write_text(md)
     return md
 

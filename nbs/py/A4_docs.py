@@ -140,6 +140,10 @@ exclude_patterns = ['_build', 'py', '**.ipynb_checkpoints']
 suppress_warnings = ['mystnb.unknown_mime_type', 'myst.header', 'misc.highlighting_failure']
 """
 
+def _without_directives(c:dict) -> str:
+    "A cell's source without nbdev's directive lines (`#| export`, `#| echo: false`, ...): they are for the tools, not the reader."
+    return ''.join(l for l in ''.join(c['source']).splitlines(True) if not l.startswith('#|'))
+
 def site(out:Path|None=None, # the site folder (default: _docs/)
          root:Path|None=None, # the checkout (default: this one)
         )->Path:
@@ -153,7 +157,7 @@ def site(out:Path|None=None, # the site folder (default: _docs/)
         for c in d['cells']:
             if c['cell_type'] != 'code': continue
             if '#| echo: false' in ''.join(c['source']): c['metadata']['tags'] = ['remove-input']  # the output alone, as nbdev shows it
-            c['source'] = ''.join(l for l in ''.join(c['source']).splitlines(True) if not l.startswith('#|'))
+            c['source'] = _without_directives(c)
         d['cells'] = [c for c in d['cells'] if c['cell_type'] != 'code' or c['source'].strip()]
         nb.write_text(json.dumps(d))
     index = json.loads((src/'index.ipynb').read_text())
@@ -212,7 +216,7 @@ def _api_cells(d:dict) -> list:
     "The cells of a notebook (as json) that display an API reference, with their module's name."
     out = []
     for c in d['cells']:
-        src = ''.join(l for l in ''.join(c['source']).splitlines(True) if not l.startswith('#|')).strip()  # without nbdev's directives
+        src = _without_directives(c).strip()
         m = re.fullmatch(r"api_reference\('(\w+)'\)", src) if c['cell_type'] == 'code' else None
         if m: out.append((c, m.group(1)))
     return out
