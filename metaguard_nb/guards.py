@@ -6,8 +6,9 @@
 __all__ = ['NUMERICS', 'ADAPT_BATCHES', 'KEYED_ALWAYS', 'METHODS', 'Batches', 'step_batches', 'State', 'Record', 'finite_rows',
            'finite_theta', 'choose', 'gather', 'gather_theta', 'GuardConfig', 'guard_key', 'lstm_step_for',
            'Candidates', 'keep_best', 'sgd_step', 'l2o_step', 'lgl2o_candidates', 'lgl2o_step', 'lgl2o_no_update_step',
-           'adapt_batch', 'adapt_objective', 'smg_candidates', 'smg_step', 'amg_fallback', 'amg_candidates',
-           'backtracked', 'amg_step', 'safe_amg_step', 'Method', 'register', 'get_method', 'registered', 'init_state']
+           'adapt_batch', 'adapt_objective', 'smg_candidates', 'smg_step', 'amg_fallback', 'waiting_theta',
+           'amg_candidates', 'backtracked', 'amg_step', 'safe_amg_step', 'Method', 'register', 'get_method',
+           'registered', 'init_state']
 
 # %% ../nbs/03_guards.ipynb #842f6ad5
 import contextlib, math, os
@@ -108,6 +109,7 @@ class GuardConfig:
     compile:bool=field(default_factory=_compile_default) # torch.compile the LSTM step (METAGUARD_COMPILE=0 turns it off)
     tile:int|str|None='auto' # compiled LSTM step in tiles of this many (seed, coordinate) rows, recomputed in the backward ('auto': see compiled.resolve_tile)
     backtrack:float=1.0 # beyond the paper: AMG's fallback step is multiplied by this each time 'stay' wins, divided by it (up to 1) otherwise; 1: off
+    adapt_waiting:bool=False # beyond the paper: where 'stay' wins, AMG keeps eta but takes theta after Eq. 5's step on theta through the unroll
 
     def __post_init__(self):
         resolve_tile(self.tile, 'cpu')  # a bad value fails here, in one line
@@ -116,6 +118,7 @@ class GuardConfig:
         for k in ('T', 'eval_batch_size'):
             if not isinstance(getattr(self, k), int) or getattr(self, k) <= 0: raise ValueError(f'{k}={getattr(self, k)!r}: use a positive integer')
         if not 0 < self.backtrack <= 1: raise ValueError(f'backtrack={self.backtrack!r}: use a factor in (0, 1]; 1 turns it off')
+        if not isinstance(self.adapt_waiting, bool): raise ValueError(f'adapt_waiting={self.adapt_waiting!r}: use True or False (the default, the paper)')
 
 KEYED_ALWAYS = ('lr_eta', 'lr_theta', 'T', 'second_order', 'sgd_candidate', 'adapt_batch', 'eval_batch_size', 'compile', 'tile')
 
@@ -303,18 +306,29 @@ def amg_fallback(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, T 
                  b:Batches, # the step's batches: T inner batches and B_e (`guards.Batches`)
                  lr_eta=None, # the fallback's step size, per seed (None: cfg.lr_eta)
                 )->tuple:
-    "Alg. 2, line 3: (eta_F, theta_F, plain [S] bool: where the fallback is plain SGD, l(eta), l(eta_T)) on the adapt batch."
+    "Alg. 2, line 3: (eta_F, theta_F, plain [S] bool: where the fallback is plain SGD, l(eta), l(eta_T), theta after Eq. 5's step) on the adapt batch."
     xa, ya = adapt_batch(cfg, b)
     l_now, l_learned = batched_loss(problem, eta, xa, ya), batched_loss(problem, eta_learned, xa, ya)
     plain = (l_now <= l_learned) | ~torch.isfinite(l_learned)  # Eq. 6's min; min(l, NaN) = l
     g_now, = torch.autograd.grad(l_now.sum(), eta)
     through = torch.where(plain, torch.zeros_like(l_learned), l_learned)  # gradient through the unroll only where it is the min
+    if cfg.adapt_waiting:  # beyond the paper: theta's step through the unroll wherever l(eta_T) is finite, for 'stay' to take
+        through = torch.where(torch.isfinite(l_learned), l_learned, torch.zeros_like(l_learned))
     lr = cfg.lr_eta if lr_eta is None else lr_eta  # the backtracking fallback's per-seed step (beyond the paper)
     eta_u, theta_u = _descend(cfg, through, eta, theta, lr)
     keep = lambda p, q: torch.where(plain.view(-1, *[1]*(p.dim() - 1)), p, q)
     eta_f = keep((eta - _scaled(lr, g_now)).detach(), eta_u)
     theta_f = Theta({k: keep(w.detach(), theta_u.W[k]) for k, w in theta.W.items()}, keep(theta.h.detach(), theta_u.h))
-    return eta_f, theta_f, plain, l_now.detach(), l_learned.detach()
+    return eta_f, theta_f, plain, l_now.detach(), l_learned.detach(), theta_u
+
+def waiting_theta(theta_u:Theta, # theta after Eq. 5's step through the unroll (`amg_fallback`, under `adapt_waiting`)
+                  l_learned:torch.Tensor, # l(eta_T) on the adapt batch [S]
+                  theta:Theta, # theta before the step
+                 )->Theta:
+    "Beyond the paper (`adapt_waiting`): the theta 'stay' takes: Eq. 5's step on theta where it is defined (l(eta_T) and the step finite), theta as it was elsewhere."
+    ok = finite_theta(theta_u) & torch.isfinite(l_learned)
+    at = lambda p, q: torch.where(ok.view(-1, *[1]*(p.dim() - 1)), p, q.detach())
+    return Theta({k: at(theta_u.W[k], w) for k, w in theta.W.items()}, at(theta_u.h, theta.h))
 
 def amg_candidates(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, T and the rest (`GuardConfig`)
                    lcfg:LSTMConfig, # the LSTM optimizer's configuration (`lstm.LSTMConfig`)
@@ -326,7 +340,7 @@ def amg_candidates(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, 
     eta, theta = _leaf(state)
     learned = unroll(lcfg, problem, eta, theta, b.xs, b.ys, second_order=cfg.second_order, step=lstm_step_for(cfg, eta))  # Alg. 2, line 2
     lr = None if cfg.backtrack == 1 else cfg.lr_eta*_scale(state)
-    eta_f, theta_f, plain, l_now, l_learned = amg_fallback(cfg, problem, eta, theta, learned.eta, b, lr)  # Alg. 2, line 3
+    eta_f, theta_f, plain, l_now, l_learned, theta_u = amg_fallback(cfg, problem, eta, theta, learned.eta, b, lr)  # Alg. 2, line 3
     eta_l, theta_l = _learned_candidate(learned, theta)
     with torch.no_grad():
         ft = unroll(lcfg, problem, eta_f, theta_f, b.xs, b.ys, step=lstm_step_for(cfg, eta_f))  # Alg. 2, line 4
@@ -342,7 +356,8 @@ def amg_candidates(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, 
         with torch.no_grad(): c.losses.append(judge(eta_s))
         c.etas.append(eta_s); c.thetas.append(state.theta)
         c = c._replace(counts=[c.counts[0] + 1, c.counts[1] + 1, c.counts[2]])
-    c.etas.append(state.eta); c.thetas.append(state.theta); c.losses.append(j_now)  # Alg. 2, line 8: stay
+    c.etas.append(state.eta); c.losses.append(j_now)  # Alg. 2, line 8: stay
+    c.thetas.append(waiting_theta(theta_u, l_learned, theta) if cfg.adapt_waiting else state.theta)  # beyond the paper
     return c, plain
 
 def _scale(state:State) -> torch.Tensor:

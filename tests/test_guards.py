@@ -558,3 +558,42 @@ def test_backtracking_fallback_recomputed(setup):
         scales.append(new.scale)
         st = new
     assert any((sc < 1).any() for sc in scales)  # the test exercised a stay
+
+
+def test_adapt_waiting_off_by_default_keeps_every_key_and_is_refused_unless_bool():
+    assert 'adapt_waiting' not in guards.guard_key(GuardConfig()) and guards.guard_key(GuardConfig(adapt_waiting=True))['adapt_waiting'] is True
+    with pytest.raises(ValueError, match='use True or False'):
+        GuardConfig(adapt_waiting=1)
+
+
+def test_adapt_while_waiting_recomputed(setup):
+    "Under adapt_waiting, where 'stay' wins the seed keeps eta and takes theta - lambda_theta grad_theta l(eta_T; B_T), recomputed here one seed at a time; elsewhere the step is the paper's AMG's."
+    net, theta, split = setup
+    seeds = [0, 1, 2, 3]
+    big = Theta(dict(theta.W, b_out=theta.W['b_out'] + 5.0), theta.h)  # a learned step that overshoots ...
+    cfg = GuardConfig(adapt_waiting=True, lr_eta=30.0, compile=False)  # ... and a fallback step too long: 'stay' wins
+    paper = replace(cfg, adapt_waiting=False)
+    st, stays = init_state('amg', net.init(seeds), big), 0
+    for b in batches(split, seeds, 3):
+        new, rec = METHODS['amg'].step(cfg, LCFG, net, st, b)
+        ref, ref_rec = METHODS['amg'].step(paper, LCFG, net, st, b)
+        assert torch.equal(rec.branch, ref_rec.branch)  # the candidates' etas and losses are the paper's
+        torch.testing.assert_close(new.eta, ref.eta, rtol=0, atol=0)
+        for i in range(len(seeds)):
+            one = lambda t: t[i:i + 1]
+            if rec.branch[i] == len(METHODS['amg'].branches) - 1:  # 'stay'
+                stays += 1
+                W = {k: one(v).detach().requires_grad_() for k, v in st.theta.W.items()}
+                h = one(st.theta.h).detach().requires_grad_()
+                r = unroll(LCFG, net, one(st.eta), Theta(W, h), one(b.xs), one(b.ys))
+                l = batched_loss(net, r.eta, one(b.xs)[:, -1], one(b.ys)[:, -1])
+                grads = torch.autograd.grad(l.sum(), [*W.values(), h])
+                for (k, w), g in zip(W.items(), grads):
+                    torch.testing.assert_close(one(new.theta.W[k]), w - 0.1 * g)
+                torch.testing.assert_close(one(new.theta.h), h - 0.1 * grads[-1])
+                assert not torch.equal(one(new.theta.h), one(st.theta.h))  # the optimizer moved while eta waited
+            else:
+                for k in st.theta.W:
+                    torch.testing.assert_close(one(new.theta.W[k]), one(ref.theta.W[k]), rtol=0, atol=0)
+        st = new
+    assert stays > 0  # the test exercised a stay

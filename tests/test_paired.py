@@ -62,3 +62,23 @@ def test_the_paired_claim_is_the_wilcoxon_rule_against_every_baseline():
             x, y = np.array([amg[k] for k in sorted(amg)]), np.array([base[k] for k in sorted(amg)])
             each.append(stats.wilcoxon(x, y, alternative='less').pvalue < 0.025)
         assert row['paired'] == ('reproduced' if all(each) else 'not reproduced')
+
+
+@pytest.mark.parametrize('setting', ['a', 'c'])
+def test_the_frozen_seed_counts_are_what_the_seed_files_give(setting):
+    "A seed is frozen when its monitor loss is the same at every evaluation of the last tenth of the run; 'stay' throughout read from its branch record."
+    from metaguard_nb.guards import get_method
+    from metaguard_nb.robustness import frozen_table
+    f = frozen_table(variants=('paper',), settings=setting).set_index('method')
+    for m in ('amg', 'safe_amg'):
+        frozen = stayed = 0
+        stay = get_method(m).branches.index('stay')
+        for path in paper_folder(setting, m).glob('seed*_2000.npz'):
+            with np.load(path) as z:
+                steps, mon = list(z['eval_steps']), z['evals'][:, 0]
+                k = steps.index(2000 - 200)  # the last tenth of 2,000 steps, evaluated every 10
+                if (mon[k:] == mon[-1]).all():
+                    frozen += 1
+                    stayed += int((z['branch'][2000 - 200:] == stay).all())
+        assert f.loc[m, 'n'] == 25 and f.loc[m, 'frozen'] == frozen and f.loc[m, 'stay_throughout'] == stayed
+        assert frozen > 0  # the committed protocol has frozen seeds of both guards on (a) and (c)

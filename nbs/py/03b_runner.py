@@ -336,6 +336,8 @@ VARIANTS = {v.name: v for v in (
             unchanged=_NOT_ADAPTING),
     Variant('backtrack', (('backtrack', 0.5),), about="beyond the paper: AMG's fallback halves its step each time 'stay' wins",
             unchanged=_NOT_ADAPTING + ('smg',)),
+    Variant('adapt_waiting', (('adapt_waiting', True),), about="beyond the paper: where 'stay' wins, AMG's optimizer takes Eq. 5's step on theta",
+            unchanged=_NOT_ADAPTING + ('smg',)),
 )}
 
 def variant(name:str, # the variant's name
