@@ -290,7 +290,7 @@ def verdict_words(t:pd.DataFrame, # `verdict_table`
     out = [f"AMG beats every baseline {part('paired', 'the paired test')}; {part('mean', 'the mean')}; {part('median', 'the median')}"
            f" (of {len(tested)} variant, panel and step cells with seeds in)."]
     if len(untested):
-        out.append(f"Not yet tested (no seeds in): {', '.join(sorted({f'`{v}`' for v in untested['variant']}))}.")
+        out.append(f"Not yet tested (no seeds in): {', '.join(dict.fromkeys(f'`{r.variant}` ({r.setting})' for r in untested.itertuples()))}.")
     others = tested[tested['variant'] != 'paper']
     if len(others) and not others['paired'].any() and not others['mean'].any():
         out.append("So far no choice the paper leaves open turns its claim into a finding: where the variants have run, AMG beats "
