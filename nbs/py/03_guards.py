@@ -519,9 +519,8 @@ def amg_fallback(cfg:GuardConfig, # guard settings: lambda_eta, lambda_theta, T 
     l_now, l_learned = batched_loss(problem, eta, xa, ya), batched_loss(problem, eta_learned, xa, ya)
     plain = (l_now <= l_learned) | ~torch.isfinite(l_learned)  # Eq. 6's min; min(l, NaN) = l
     g_now, = torch.autograd.grad(l_now.sum(), eta)
-    through = torch.where(plain, torch.zeros_like(l_learned), l_learned)  # gradient through the unroll only where it is the min
-    if cfg.adapt_waiting:  # beyond the paper: theta's step through the unroll wherever l(eta_T) is finite, for 'stay' to take
-        through = torch.where(torch.isfinite(l_learned), l_learned, torch.zeros_like(l_learned))
+    # the gradient through the unroll only where l(eta_T) is Eq. 6's min; beyond the paper (adapt_waiting) wherever it is finite, for 'stay' to take
+    through = torch.where(torch.isfinite(l_learned) if cfg.adapt_waiting else ~plain, l_learned, torch.zeros_like(l_learned))
     lr = cfg.lr_eta if lr_eta is None else lr_eta  # the backtracking fallback's per-seed step (beyond the paper)
     eta_u, theta_u = _descend(cfg, through, eta, theta, lr)
     keep = lambda p, q: torch.where(plain.view(-1, *[1]*(p.dim() - 1)), p, q)

@@ -129,21 +129,26 @@ def beats_all(got:dict, # method -> per-seed results of one panel (`report.panel
 
 READ = ('paper', 'lr1', 'gT', 'backtrack')  # the variants the chapter and the README read
 
-def _panels(variants, settings, steps:int, store, seeds:int):
-    "(variant, panel, its results read from the store at `steps` steps) for every variant and panel."
-    for v in variants:
-        for s in settings:
-            yield v, s, panel_results(s, dict(seeds=list(range(seeds)), steps=steps, eval_every=PAPER.eval_every), store, variant=v)[1]
+def read_panels(variants=READ, # variants to read
+                settings='ac', # panels, one letter each
+                store=None, # root folder of the results store (default: outputs/results of this checkout)
+                seeds=PAPER.seeds, # seeds of the protocol
+                steps=PAPER.steps, # the runs' length
+               )->list:
+    "[(variant, panel, its results read from the store)] for every variant and panel: read once, for `verdict_table` and `frozen_table` both."
+    return [(v, s, panel_results(s, dict(seeds=list(range(seeds)), steps=steps, eval_every=PAPER.eval_every), store, variant=v)[1])
+            for v in variants for s in settings]
 
 def verdict_table(variants=READ, # variants to read
                   settings='ac', # panels, one letter each
                   steps=(PAPER.steps//2, PAPER.steps), # steps compared
                   store=None, # root folder of the results store (default: outputs/results of this checkout)
                   seeds=PAPER.seeds, # seeds of the protocol
+                  panels=None, # the results already read (`read_panels`, runs at least max(steps) long), else read here
                  )->pd.DataFrame:
     "Variant x panel x step: AMG against every baseline by the mean, the median and paired per seed, with n seeds."
     rows = []
-    for v, s, got in _panels(variants, settings, max(steps), store, seeds):
+    for v, s, got in panels or read_panels(variants, settings, store, seeds, max(steps)):
         for k in steps:
             b = beats_all(got, k)
             rows.append(dict(variant=v, setting=s, step=k, **(b or dict(n=0, mean=None, median=None, paired=None, lower_than=[]))))
@@ -153,11 +158,12 @@ def frozen_table(variants=READ, # variants to read
                  settings='ac', # panels, one letter each
                  store=None, # root folder of the results store (default: outputs/results of this checkout)
                  seeds=PAPER.seeds, # seeds of the protocol
+                 panels=None, # the results already read (`read_panels`), else read here
                 )->pd.DataFrame:
     "Variant x panel x guarded method the variant changes, with seeds in: how many seeds did not move over the last tenth of the run, and how many of those chose 'stay' throughout it (`report.seed_split`)."
     rows = [dict(variant=v, setting=s, method=r.method, n=r.n, frozen=r.unchanged, stay_throughout=r.stayed)
-            for v, s, got in _panels(variants, settings, PAPER.steps, store, seeds) for r in seed_split(got).itertuples()
-            if v == 'paper' or r.method not in get_variant(v).unchanged]  # a method the variant leaves as it is: its paper row
+            for v, s, got in panels or read_panels(variants, settings, store, seeds) for r in seed_split(got).itertuples()
+            if r.method not in get_variant(v).unchanged]  # a method the variant leaves as it is: its paper row
     return pd.DataFrame(rows, columns=['variant', 'setting', 'method', 'n', 'frozen', 'stay_throughout'])
 
 def frozen_words(f:pd.DataFrame, # `frozen_table`
@@ -197,7 +203,8 @@ status()
 # the end of the chapter):
 
 # %%
-verdicts = verdict_table()
+panels = read_panels()  # once, for both tables
+verdicts = verdict_table(panels=panels)
 verdicts
 
 # %% [markdown]
@@ -206,7 +213,7 @@ verdicts
 # 'stay' at every step of it:
 
 # %%
-frozen = frozen_table()
+frozen = frozen_table(panels=panels)
 frozen
 
 
@@ -504,7 +511,8 @@ def summary(store=None, # root folder of the results store (default: outputs/res
             out:Path|None=None, # the markdown file (default: outputs/robustness/summary.md)
            )->str:
     "The front page's block: the verdict table in words and the study's progress; written to outputs/robustness/summary.md."
-    t, st, f = verdict_table(store=store), status(store=store), frozen_table(store=store)
+    panels = read_panels(store=store)
+    t, st, f = verdict_table(panels=panels), status(store=store), frozen_table(panels=panels)
     yes = lambda v, n: '-' if v is None or n == 0 else ('yes' if v else 'no')
     lines = ["**Does the verdict hold under the paper's open choices?** AMG against all four baselines on panels (a) and (c), "
              "for each variant ([07_does_the_verdict_hold](nbs/07_does_the_verdict_hold.ipynb)): does it beat every baseline "
