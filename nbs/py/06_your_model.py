@@ -30,14 +30,17 @@
 
 # %%
 #| export
-import copy, itertools
+import copy, hashlib, inspect, itertools, json, logging, re, time
+from dataclasses import fields
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from dask.distributed import Client, LocalCluster, as_completed
 from fastcore.basics import patch
+from fastprogress.fastprogress import progress_bar
 
 from metaguard_nb.guards import Batches, GuardConfig, get_method, init_state
 from metaguard_nb.lstm import LSTMConfig, Theta
@@ -45,8 +48,8 @@ from metaguard_nb.metatrain import SETTINGS, load_checkpoint
 from metaguard_nb.optimizees import Optimizee
 
 # %%
-import math
-from fastcore.test import test_close, test_eq, test_fail
+import math, tempfile
+from fastcore.test import test_close, test_eq, test_fail, test_ne
 
 
 # %% [markdown]
@@ -273,6 +276,172 @@ test_close(mg.state.eta, st.eta, eps=1e-6)
 test_eq(torch.cat([q.detach().reshape(-1) for q in mg.model.parameters()]), mg.state.eta[0])
 mg
 
+
+# %% [markdown]
+# ## Comparing methods on your model: seeds, pairs, resume
+#
+# `seeds_run` runs one method on several seeds side by side, in one `MetaGuard` of that many
+# copies (a seed-batched step costs far less than the same seeds one after another): seed `s`
+# starts from the weights of `make_model(s)` and reads the batches of `batches(s)`, T + 1 of them
+# per step whatever the method, and the run gives back each seed's monitor-set loss every
+# `eval_every` steps and its branch at every step. `compare` runs a dict of such runs on the same
+# seeds, so the methods can be compared seed by seed, as the Figure 1 panels are. The runs go to a
+# Dask `LocalCluster` (an existing cluster by address, or this process with `workers=0`), one task
+# per run and `shard` seeds, and each finished seed is kept in a JSON file under `folder`, named by
+# the run's label and a hash of its settings: call `compare` again and it reads what is there and
+# computes only what is missing, as the grid does ([03d_grid](03d_grid.ipynb)).
+
+# %%
+#| export
+def seed_streams(batches, # seed -> an iterable of (x, y) batches
+                 seeds:list, # the seeds, in the order of MetaGuard's copies
+                 per_step:int, # batches a step takes per seed (T + 1)
+                ):
+    "One stream for seeds side by side: at each step `per_step` batches of each seed's own source in turn; a source starts a new pass when it ends."
+    sources = [batches(s) for s in seeds]
+    its = [iter(b) for b in sources]
+    while True:
+        for i, s in enumerate(seeds):
+            for _ in range(per_step):
+                b = next(its[i], None)
+                if b is None:  # the end of a pass
+                    its[i] = iter(sources[i]); b = next(its[i], None)
+                    if b is None: raise ValueError(f'batches({s}) gave no batches: give each seed a non-empty, re-iterable source (a DataLoader)')
+                yield b
+
+def seeds_run(make_model, # seed -> a fresh model (its initialisation drawn from the seed)
+              batches, # seed -> an iterable of (x, y) batches; every run of a seed reads the same ones
+              monitor, # model -> its monitor-set loss, a float
+              seeds:list, # the seeds, run side by side
+              steps:int, # steps of the run
+              eval_every:int, # the monitor-set loss every this many steps
+              run:dict, # MetaGuard's keyword arguments: method, lr_eta, GuardConfig fields, ...
+              threads:int|None=None, # torch threads (None: as this process has them)
+              progress:bool=False, # show a progress bar
+             )->list:
+    "Per seed: the monitor-set loss at step 0 and every `eval_every` steps, the branch of every step, and the run's wall time."
+    if threads: torch.set_num_threads(threads)
+    t0, seeds = time.perf_counter(), list(seeds)
+    mg = MetaGuard(make_model(seeds[0]), seeds=len(seeds), **run)
+    eta = [torch.cat([p.detach().reshape(-1) for p in make_model(s).parameters()]) for s in seeds]
+    mg.state = mg.state._replace(eta=torch.stack(eta).to(mg.device))
+    data = seed_streams(batches, seeds, mg.cfg.T + 1)
+    watch = torch.no_grad()(lambda i: monitor(mg.module(i)))  # the monitor-set loss of seed i's model, no graph kept
+    curves, branches = [[watch(i)] for i in range(len(seeds))], [[] for _ in seeds]
+    for k in progress_bar(range(steps), leave=False, display=progress):
+        for i, b in enumerate(mg.step(data).branch): branches[i].append(b)
+        if (k + 1) % eval_every == 0:
+            for i, c in enumerate(curves): c.append(watch(i))
+    return [dict(curve=c, branches=b, seconds=time.perf_counter() - t0) for c, b in zip(curves, branches)]
+
+def run_path(folder, # the comparison's folder
+             label:str, # the run's label
+             run:dict, # its MetaGuard keyword arguments
+             steps:int, # steps of the run
+             eval_every:int, # monitor-set loss every this many steps
+             seed:int, # the seed
+            )->Path:
+    "Where `compare` keeps one seed of one run: a folder per label and settings (a hash of their JSON text), a file per seed."
+    settings = json.dumps(dict(run=run, steps=steps, eval_every=eval_every), sort_keys=True, default=str)
+    slug = re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')
+    return Path(folder)/f'{slug}-{hashlib.sha1(settings.encode()).hexdigest()[:8]}'/f'seed{seed}.json'
+
+
+# %% [markdown]
+# Bad settings are refused in one line before anything runs; a run that fails on a worker stops the
+# comparison with its label and seed, and the seeds already finished stay in their files.
+
+# %%
+#| export
+def _check_runs(runs:dict):
+    "A one-line error for a run whose settings MetaGuard would refuse."
+    if not runs: raise ValueError('runs is empty: pass {label: MetaGuard keyword arguments}, e.g. {"AMG": dict(method="amg")}')
+    known = set(inspect.signature(MetaGuard.__init__).parameters) - {'self', 'model', 'guard'} | {f.name for f in fields(GuardConfig)}
+    for label, run in runs.items():
+        bad = sorted(set(run) - known)
+        if bad: raise ValueError(f"run {label!r}: unknown setting {bad[0]!r}: use MetaGuard's arguments or GuardConfig's fields")
+        get_method(run.get('method', 'amg'))  # one line for an unknown method
+
+def compare(make_model, # seed -> a fresh model (its initialisation drawn from the seed)
+            batches, # seed -> an iterable of (x, y) batches, read on the worker (so open datasets there)
+            monitor, # model -> its monitor-set loss, a float
+            runs:dict, # label -> MetaGuard keyword arguments, e.g. {'AMG': dict(method='amg', lr_eta=0.3)}
+            seeds, # the seeds
+            steps:int, # steps per seed-run
+            eval_every:int, # monitor-set loss every this many steps
+            folder, # where the seed files go (one folder per model)
+            workers:int=2, # LocalCluster worker processes (0: run here, one seed after another)
+            threads:int=1, # torch threads per worker
+            shard:int|None=None, # seeds per task, run side by side (None: all)
+            scheduler:str|None=None, # address of an existing Dask scheduler (None: a LocalCluster here)
+            progress:bool=True, # show a progress bar
+           )->dict:
+    "Every run of `runs` on every seed, computed (`shard` seeds side by side) where its file is missing and read back from `folder`: {label: [seeds_run's dict per seed]}."
+    _check_runs(runs)
+    seeds = [int(s) for s in seeds]
+    path = lambda label, s: run_path(folder, label, runs[label], steps, eval_every, s)
+    missing = {label: [s for s in seeds if not path(label, s).exists()] for label in runs}
+    shard = shard or len(seeds)
+    if not isinstance(shard, int) or shard <= 0: raise ValueError(f'shard={shard!r}: use a positive number of seeds per task')
+    todo = [(label, tuple(ss[i:i + shard])) for label, ss in missing.items() for i in range(0, len(ss), shard)]
+    def keep(label, shard_seeds, results):
+        for s, r in zip(shard_seeds, results):
+            p = path(label, s); p.parent.mkdir(parents=True, exist_ok=True)
+            p.with_suffix('.tmp').write_text(json.dumps(dict(label=label, seed=s, run=runs[label], steps=steps, eval_every=eval_every, **r), default=str))
+            p.with_suffix('.tmp').replace(p)  # a file is whole or absent
+    bar = progress_bar(range(len(todo)), display=progress and bool(todo))
+    tick = bar.update if progress and todo else (lambda i: None)
+    tick(0)
+    if todo and not (workers or scheduler):
+        for i, (label, ss) in enumerate(todo):
+            keep(label, ss, seeds_run(make_model, batches, monitor, ss, steps, eval_every, runs[label])); tick(i + 1)
+    elif todo:
+        cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                      dashboard_address='127.0.0.1:0', silence_logs=logging.CRITICAL)
+        client = Client(scheduler or cluster)
+        try:
+            futures = {client.submit(seeds_run, make_model, batches, monitor, ss, steps, eval_every, runs[label], threads, pure=False): (label, ss)
+                       for label, ss in todo}
+            for i, fut in enumerate(as_completed(futures)):
+                label, ss = futures[fut]
+                if fut.status == 'error':
+                    raise RuntimeError(f'{label!r} seeds {list(ss)} failed: {(repr(fut.exception()).splitlines() or [""])[0]}; the finished seeds '
+                                       f'are kept in {folder}: mend the cause and call compare again (it computes only what is missing)')
+                keep(label, ss, fut.result()); tick(i + 1)
+        finally:
+            client.close()
+            if cluster is not None: cluster.close()
+    return {label: [json.loads(path(label, s).read_text()) for s in seeds] for label in runs}
+
+
+
+# %% [markdown]
+# On a toy problem (a linear model on random data), SGD and AMG on two seeds, here in this process:
+# every run of a seed starts from the same loss and the seeds from different ones; the two seeds
+# side by side give what each gives alone (the same batches, the same weights, to float rounding);
+# and a second call reads the files back instead of computing.
+
+# %%
+def toy_model(seed): torch.manual_seed(seed); return nn.Linear(5, 3)
+def toy_batches(seed):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(16, 5, generator=g), torch.randint(0, 3, (16,), generator=g)) for _ in range(22)]
+toy_x, toy_y = torch.randn(64, 5, generator=torch.Generator().manual_seed(9)), torch.randint(0, 3, (64,), generator=torch.Generator().manual_seed(9))
+def toy_monitor(m): return float(nn.functional.cross_entropy(m(toy_x), toy_y))
+
+toy_runs = {'SGD': dict(method='sgd', lr_eta=0.5), 'AMG': dict(method='amg', lr_eta=0.5)}
+with tempfile.TemporaryDirectory() as d:
+    toy = compare(toy_model, toy_batches, toy_monitor, toy_runs, range(2), steps=2, eval_every=1, folder=d, workers=0, progress=False)
+    test_eq([len(r['curve']) for r in toy['AMG']], [3, 3])
+    test_eq(toy['SGD'][0]['curve'][0], toy['AMG'][0]['curve'][0])
+    test_ne(toy['SGD'][0]['curve'][0], toy['SGD'][1]['curve'][0])
+    one = compare(toy_model, toy_batches, toy_monitor, toy_runs, range(2), steps=2, eval_every=1, folder=Path(d)/'alone', shard=1, workers=0, progress=False)
+    for label in toy_runs:
+        for a, b in zip(toy[label], one[label]): test_close(a['curve'], b['curve'], eps=1e-5); test_eq(a['branches'], b['branches'])
+    test_eq(compare(toy_model, toy_batches, toy_monitor, toy_runs, range(2), steps=2, eval_every=1, folder=d, workers=0, progress=False), toy)
+    test_fail(lambda: compare(toy_model, toy_batches, toy_monitor, {'AMG': dict(method='amg', lr=0.5)}, [0], 2, 1, d), contains="unknown setting 'lr'")
+    test_fail(lambda: compare(toy_model, toy_batches, toy_monitor, {'A': dict(method='adam')}, [0], 2, 1, d), contains="use one of 'sgd'")
+
 # %% [markdown]
 # ## A model the paper does not use: a ReLU MLP on FashionMNIST, from a DataLoader
 #
@@ -295,7 +464,10 @@ eval_every = 2 if os.environ.get('IN_TEST') else 10
 
 prepare('fashionmnist')
 train = torchvision.datasets.FashionMNIST(str(data_dir()), train=True, download=False, transform=torchvision.transforms.ToTensor())
-loader = lambda seed: DataLoader(train, batch_size=128, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed))
+def loader(seed):
+    "FashionMNIST's training set in batches of 128, shuffled by `seed`; opened where it runs (a Dask worker reads it from disk)."
+    data = torchvision.datasets.FashionMNIST(str(data_dir()), train=True, download=False, transform=torchvision.transforms.ToTensor())
+    return DataLoader(data, batch_size=128, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed))
 monitor = next(iter(DataLoader(train, batch_size=2048, shuffle=True, generator=torch.Generator().manual_seed(99))))
 
 def relu_mlp(seed=0):
@@ -306,13 +478,10 @@ def relu_mlp(seed=0):
 def monitor_loss(model): return float(nn.functional.cross_entropy(model(monitor[0]), monitor[1]))
 
 def train_curve(make_model, method, lr_eta, steps=steps, **kw):
-    "Monitor-set loss every eval_every steps of `method` on a fresh model, the same batches for every method."
-    mg, data = MetaGuard(make_model(), method=method, lr_eta=lr_eta, **kw), loader(0)
-    curve, branches = [monitor_loss(mg.model)], []
-    for k in progress_bar(range(steps), leave=False):
-        branches += mg.step(data).branch
-        if (k + 1) % eval_every == 0: curve.append(monitor_loss(mg.model))
-    return curve, branches
+    "Monitor-set loss every eval_every steps of `method` on a fresh model (seed 0), the same batches for every method."
+    r, = seeds_run(make_model, loader, monitor_loss, [0], steps, eval_every, dict(method=method, lr_eta=lr_eta, **kw), progress=True)
+    return r['curve'], r['branches']
+
 
 
 # %% [markdown]
@@ -351,7 +520,7 @@ for (name, lr), (c, br) in runs.items():
 # statistics of each batch, in training and in evaluation alike).
 
 # %%
-def bn_cnn(track=False, seed=0):
+def bn_cnn(seed=0, track=False):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(1, 8, 5, 2), nn.BatchNorm2d(8, track_running_stats=track), nn.ReLU(),
                          nn.Conv2d(8, 16, 3, 2), nn.BatchNorm2d(16, track_running_stats=track), nn.ReLU(),
@@ -396,6 +565,84 @@ display(Markdown(what_they_show()))
 # paper, `MetaGuard(..., backtrack=0.5)` halves the fallback's step each time 'stay' wins and lets it
 # grow back when another candidate wins ([03_guards](03_guards.ipynb), "a fallback that backtracks";
 # not the default until the robustness study has measured it at the paper's protocol).
+
+# %% [markdown]
+# ## Beyond the paper: a guard that cannot freeze, on these two models
+#
+# The stall above is the trap that chapter 07 measures at the paper's protocol: where every
+# candidate is worse on $B_e$ than the current parameters, AMG keeps them, and the next step builds
+# the same kinds of candidates from the same state. Of the variants that
+# [03_guards](03_guards.ipynb) builds beyond the paper, backtracking is the one the trap analysis
+# supports: its fallback's step halves each time 'stay' wins, so a step too long for the loss's
+# curvature cannot keep losing. Adapting the optimizer while waiting left every seed of the steep
+# quadratic frozen (03_guards), so it is not run here. On each model, with the swept $\lambda_\eta$:
+# SGD, LGL2O, the paper's AMG and AMG with `backtrack=0.5`, on the same seeds (a seed fixes the
+# initialisation and the batch order, the same for every method). The runs are kept per seed in
+# `outputs/your_model/`, so this section reads them back; with none there it computes them
+# (`compare` on a LocalCluster, one seed per task: side by side saved no time on this CPU,
+# [decisions](decisions.md) section 9; the table gives the minutes each seed-run took). Under the tests
+# it runs two seeds for two steps, in a temporary folder.
+
+# %% tags=["parameters"]
+study_seeds = 5  # seeds per method and model
+study_steps = 300  # steps per seed-run
+study_workers = 2  # Dask LocalCluster workers (0: in this process)
+study_dir = None  # where the seed files go (None: outputs/your_model of this checkout)
+
+# %%
+from metaguard_nb.data import checkout
+from metaguard_nb.report import paired
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+# %%
+if os.environ.get('IN_TEST'): study_seeds, study_steps, study_workers, study_dir = 2, 2, 0, tempfile.mkdtemp()
+study_dir = Path(study_dir or (checkout() or Path.cwd())/'outputs'/'your_model')
+study_runs = lambda lr: {'SGD': dict(method='sgd', lr_eta=lr), 'LGL2O': dict(method='lgl2o', lr_eta=lr),
+                         'AMG': dict(method='amg', lr_eta=lr), 'AMG, backtrack': dict(method='amg', lr_eta=lr, backtrack=0.5)}
+study_models = {'ReLU MLP': ('relu_mlp', relu_mlp, best_lr), 'BatchNorm CNN': ('bn_cnn', bn_cnn, bn_lr)}
+study = {name: compare(make, loader, monitor_loss, study_runs(lr), range(study_seeds), study_steps, eval_every, study_dir/folder,
+                       workers=study_workers, shard=1)
+         for name, (folder, make, lr) in study_models.items()}
+
+
+# %%
+def stays_throughout(r:dict) -> bool:
+    "Whether a seed-run chose 'stay' at every step of its last tenth."
+    return all(b == 'stay' for b in r['branches'][-max(1, len(r['branches'])//10):])
+
+def study_table(study:dict) -> pd.DataFrame:
+    "Per model and method: seeds, the final monitor loss's mean and median, seeds on 'stay' throughout the last tenth, minutes per seed-run."
+    rows = [dict(model=name, method=label, seeds=len(rs), mean=np.mean([r['curve'][-1] for r in rs]), median=np.median([r['curve'][-1] for r in rs]),
+                 frozen=sum(map(stays_throughout, rs)) if 'stay' in get_method(study_runs(0)[label]['method']).branches else None,
+                 minutes=np.mean([r['seconds'] for r in rs])/60)
+            for name, got in study.items() for label, rs in got.items()]
+    return pd.DataFrame(rows).set_index(['model', 'method']).round(3)
+
+study_table(study)
+
+
+# %%
+def study_words(study:dict) -> str:
+    "The comparison above in words: the backtracking AMG against each other method, seed by seed, and the frozen seeds."
+    lines = []
+    for name, got in study.items():
+        final = {label: {i: r['curve'][-1] for i, r in enumerate(rs)} for label, rs in got.items()}
+        p = {b: paired(final['AMG, backtrack'], final[b]) for b in ('SGD', 'LGL2O', 'AMG')}
+        n = len(got['AMG'])
+        every = all(q['below'] == q['n'] for q in p.values())
+        lines.append(f"On the {name} (lambda_eta = {study_models[name][2]}, {n} seeds x {got['AMG'][0]['steps']} steps), AMG with backtracking "
+                     f"ends below the same seed's SGD on {p['SGD']['below']} of {n} seeds, LGL2O on {p['LGL2O']['below']} and the paper's AMG "
+                     f"on {p['AMG']['below']} ({'below every other method on every seed' if every else 'not below every other method on every seed'}); "
+                     f"on 'stay' throughout the last tenth: {sum(map(stays_throughout, got['AMG']))} of {n} seeds of the paper's AMG, "
+                     f"{sum(map(stays_throughout, got['AMG, backtrack']))} with backtracking.")
+    n = min(len(rs) for got in study.values() for rs in got.values())
+    lines.append(f"With {n} seeds no paired test can reach 0.05 (the sign test's smallest two-sided p is {stats.binomtest(n, n).pvalue:.3g}), "
+                 "so these counts describe the runs; the paired tests at the paper's protocol are chapter 07's.")
+    return '\n\n'.join(lines)
+
+display(Markdown(study_words(study)))
 
 # %% [markdown]
 # ## Bad input, in one line, before any compute
