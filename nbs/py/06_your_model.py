@@ -48,7 +48,7 @@ from metaguard_nb.metatrain import SETTINGS, load_checkpoint
 from metaguard_nb.optimizees import Optimizee
 
 # %%
-import math, tempfile
+import math, tempfile, time
 from fastcore.test import test_close, test_eq, test_fail, test_ne
 
 
@@ -579,8 +579,7 @@ display(Markdown(what_they_show()))
 # SGD, LGL2O, the paper's AMG and AMG with `backtrack=0.5`, on the same seeds (a seed fixes the
 # initialisation and the batch order, the same for every method). The runs are kept per seed in
 # `outputs/your_model/`, so this section reads them back; with none there it computes them
-# (`compare` on a LocalCluster, one seed per task: side by side saved no time on this CPU,
-# [decisions](decisions.md) section 9; the table gives the minutes each seed-run took). Under the tests
+# (`compare` on a LocalCluster; the table gives the minutes each seed-run took). Under the tests
 # it runs two seeds for two steps, in a temporary folder.
 
 # %% tags=["parameters"]
@@ -596,14 +595,37 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+# %% [markdown]
+# How many seeds a task runs side by side is measured first: one AMG step (after a warm-up step) of
+# one seed, and of all the study's seeds in one `MetaGuard`, on each model. Side by side is chosen
+# only where it beats the same seeds one after another on both models; otherwise each task runs one
+# seed, which also resumes finer.
+
+# %%
+study_models = {'ReLU MLP': ('relu_mlp', relu_mlp, best_lr), 'BatchNorm CNN': ('bn_cnn', bn_cnn, bn_lr)}
+
+def amg_step_seconds(make_model, lr_eta:float, seeds:int) -> float:
+    "Seconds of one AMG step with `seeds` copies side by side, after a warm-up step."
+    mg, data = MetaGuard(make_model(), method='amg', lr_eta=lr_eta, seeds=seeds), loader(0)
+    mg.step(data)
+    t0 = time.perf_counter(); mg.step(data)
+    return time.perf_counter() - t0
+
+step_seconds = {name: {n: amg_step_seconds(make, lr, n) for n in (1, study_seeds)} for name, (_, make, lr) in study_models.items()}
+faster_side_by_side = all(t[study_seeds] < study_seeds*t[1] for t in step_seconds.values())
+for name, t in step_seconds.items():
+    print(f"{name}: one AMG step {t[1]:.2f} s for one seed, {t[study_seeds]:.2f} s for {study_seeds} side by side "
+          f"({study_seeds} one after another: {study_seeds*t[1]:.2f} s)")
+print('seeds per task:', study_seeds if faster_side_by_side else 1, f'({torch.get_num_threads()} torch thread(s) here)')
+
 # %%
 if os.environ.get('IN_TEST'): study_seeds, study_steps, study_workers, study_dir = 2, 2, 0, tempfile.mkdtemp()
 study_dir = Path(study_dir or (checkout() or Path.cwd())/'outputs'/'your_model')
 study_runs = lambda lr: {'SGD': dict(method='sgd', lr_eta=lr), 'LGL2O': dict(method='lgl2o', lr_eta=lr),
                          'AMG': dict(method='amg', lr_eta=lr), 'AMG, backtrack': dict(method='amg', lr_eta=lr, backtrack=0.5)}
-study_models = {'ReLU MLP': ('relu_mlp', relu_mlp, best_lr), 'BatchNorm CNN': ('bn_cnn', bn_cnn, bn_lr)}
+study_shard = None if faster_side_by_side else 1
 study = {name: compare(make, loader, monitor_loss, study_runs(lr), range(study_seeds), study_steps, eval_every, study_dir/folder,
-                       workers=study_workers, shard=1)
+                       workers=study_workers, shard=study_shard)
          for name, (folder, make, lr) in study_models.items()}
 
 
