@@ -191,7 +191,7 @@ def seeds_run(make_model, # seed -> a fresh model (its initialisation drawn from
               threads:int|None=None, # torch threads (None: as this process has them)
               progress:bool=False, # show a progress bar
              )->list:
-    "Per seed: the monitor-set loss at step 0 and every `eval_every` steps, the branch of every step, and the run's wall time."
+    "Per seed: the monitor-set loss at step 0 and every `eval_every` steps, the optimizee gradient evaluations spent by then, the branch of every step, and the run's wall time."
     if threads: torch.set_num_threads(threads)
     t0, seeds = time.perf_counter(), list(seeds)
     mg = MetaGuard(make_model(seeds[0]), seeds=len(seeds), **run)
@@ -199,12 +199,15 @@ def seeds_run(make_model, # seed -> a fresh model (its initialisation drawn from
     mg.state = mg.state._replace(eta=torch.stack(eta).to(mg.device))
     data = seed_streams(batches, seeds, mg.cfg.T + 1)
     watch = torch.no_grad()(lambda i: monitor(mg.module(i)))  # the monitor-set loss of seed i's model, no graph kept
-    curves, branches = [[watch(i)] for i in range(len(seeds))], [[] for _ in seeds]
+    curves, grads, branches = [[watch(i)] for i in range(len(seeds))], [[0] for _ in seeds], [[] for _ in seeds]
+    spent = torch.zeros(len(seeds), dtype=torch.long)
     for k in progress_bar(range(steps), leave=False, display=progress):
-        for i, b in enumerate(mg.step(data).branch): branches[i].append(b)
+        info = mg.step(data)
+        spent += info.counters[:, 0].cpu()  # this step's optimizee gradient evaluations
+        for i, b in enumerate(info.branch): branches[i].append(b)
         if (k + 1) % eval_every == 0:
-            for i, c in enumerate(curves): c.append(watch(i))
-    return [dict(curve=c, branches=b, seconds=time.perf_counter() - t0) for c, b in zip(curves, branches)]
+            for i, (c, g) in enumerate(zip(curves, grads)): c.append(watch(i)); g.append(int(spent[i]))
+    return [dict(curve=c, grads=g, branches=b, seconds=time.perf_counter() - t0) for c, g, b in zip(curves, grads, branches)]
 
 def run_path(folder, # the comparison's folder
              label:str, # the run's label

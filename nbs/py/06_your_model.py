@@ -319,7 +319,7 @@ def seeds_run(make_model, # seed -> a fresh model (its initialisation drawn from
               threads:int|None=None, # torch threads (None: as this process has them)
               progress:bool=False, # show a progress bar
              )->list:
-    "Per seed: the monitor-set loss at step 0 and every `eval_every` steps, the branch of every step, and the run's wall time."
+    "Per seed: the monitor-set loss at step 0 and every `eval_every` steps, the optimizee gradient evaluations spent by then, the branch of every step, and the run's wall time."
     if threads: torch.set_num_threads(threads)
     t0, seeds = time.perf_counter(), list(seeds)
     mg = MetaGuard(make_model(seeds[0]), seeds=len(seeds), **run)
@@ -327,12 +327,15 @@ def seeds_run(make_model, # seed -> a fresh model (its initialisation drawn from
     mg.state = mg.state._replace(eta=torch.stack(eta).to(mg.device))
     data = seed_streams(batches, seeds, mg.cfg.T + 1)
     watch = torch.no_grad()(lambda i: monitor(mg.module(i)))  # the monitor-set loss of seed i's model, no graph kept
-    curves, branches = [[watch(i)] for i in range(len(seeds))], [[] for _ in seeds]
+    curves, grads, branches = [[watch(i)] for i in range(len(seeds))], [[0] for _ in seeds], [[] for _ in seeds]
+    spent = torch.zeros(len(seeds), dtype=torch.long)
     for k in progress_bar(range(steps), leave=False, display=progress):
-        for i, b in enumerate(mg.step(data).branch): branches[i].append(b)
+        info = mg.step(data)
+        spent += info.counters[:, 0].cpu()  # this step's optimizee gradient evaluations
+        for i, b in enumerate(info.branch): branches[i].append(b)
         if (k + 1) % eval_every == 0:
-            for i, c in enumerate(curves): c.append(watch(i))
-    return [dict(curve=c, branches=b, seconds=time.perf_counter() - t0) for c, b in zip(curves, branches)]
+            for i, (c, g) in enumerate(zip(curves, grads)): c.append(watch(i)); g.append(int(spent[i]))
+    return [dict(curve=c, grads=g, branches=b, seconds=time.perf_counter() - t0) for c, g, b in zip(curves, grads, branches)]
 
 def run_path(folder, # the comparison's folder
              label:str, # the run's label
@@ -433,6 +436,8 @@ toy_runs = {'SGD': dict(method='sgd', lr_eta=0.5), 'AMG': dict(method='amg', lr_
 with tempfile.TemporaryDirectory() as d:
     toy = compare(toy_model, toy_batches, toy_monitor, toy_runs, range(2), steps=2, eval_every=1, folder=d, workers=0, progress=False)
     test_eq([len(r['curve']) for r in toy['AMG']], [3, 3])
+    test_eq(toy['SGD'][0]['grads'], [0, 1, 2])  # SGD: one gradient evaluation a step
+    assert toy['AMG'][0]['grads'][1] > 1  # AMG: the unroll's gradients and the candidates' too
     test_eq(toy['SGD'][0]['curve'][0], toy['AMG'][0]['curve'][0])
     test_ne(toy['SGD'][0]['curve'][0], toy['SGD'][1]['curve'][0])
     one = compare(toy_model, toy_batches, toy_monitor, toy_runs, range(2), steps=2, eval_every=1, folder=Path(d)/'alone', shard=1, workers=0, progress=False)
@@ -602,6 +607,8 @@ from scipy import stats
 # seed, which also resumes finer.
 
 # %%
+if os.environ.get('IN_TEST'): study_seeds, study_steps, study_workers, study_dir = 2, 2, 0, tempfile.mkdtemp()
+study_dir = Path(study_dir or (checkout() or Path.cwd())/'outputs'/'your_model')
 study_models = {'ReLU MLP': ('relu_mlp', relu_mlp, best_lr), 'BatchNorm CNN': ('bn_cnn', bn_cnn, bn_lr)}
 
 def amg_step_seconds(make_model, lr_eta:float, seeds:int) -> float:
@@ -619,8 +626,6 @@ for name, t in step_seconds.items():
 print('seeds per task:', study_seeds if faster_side_by_side else 1, f'({torch.get_num_threads()} torch thread(s) here)')
 
 # %%
-if os.environ.get('IN_TEST'): study_seeds, study_steps, study_workers, study_dir = 2, 2, 0, tempfile.mkdtemp()
-study_dir = Path(study_dir or (checkout() or Path.cwd())/'outputs'/'your_model')
 study_runs = lambda lr: {'SGD': dict(method='sgd', lr_eta=lr), 'LGL2O': dict(method='lgl2o', lr_eta=lr),
                          'AMG': dict(method='amg', lr_eta=lr), 'AMG, backtrack': dict(method='amg', lr_eta=lr, backtrack=0.5)}
 study_shard = None if faster_side_by_side else 1
@@ -634,10 +639,16 @@ def stays_throughout(r:dict) -> bool:
     "Whether a seed-run chose 'stay' at every step of its last tenth."
     return all(b == 'stay' for b in r['branches'][-max(1, len(r['branches'])//10):])
 
+def at_budget(r:dict, budget:int) -> float:
+    "A seed-run's monitor loss at its last evaluation within `budget` optimizee gradient evaluations (the compute-fair view)."
+    return r['curve'][max(i for i, g in enumerate(r['grads']) if g <= budget)]
+
 def study_table(study:dict) -> pd.DataFrame:
-    "Per model and method: seeds, the final monitor loss's mean and median, seeds on 'stay' throughout the last tenth, minutes per seed-run."
+    "Per model and method: seeds, the final monitor loss's mean and median, its mean at SGD's budget of gradient evaluations, seeds on 'stay' throughout the last tenth, minutes per seed-run."
+    budget = lambda got: got['SGD'][0]['grads'][-1]
     rows = [dict(model=name, method=label, seeds=len(rs), mean=np.mean([r['curve'][-1] for r in rs]), median=np.median([r['curve'][-1] for r in rs]),
-                 frozen=sum(map(stays_throughout, rs)) if 'stay' in get_method(study_runs(0)[label]['method']).branches else None,
+                 at_sgd_budget=np.mean([at_budget(r, budget(got)) for r in rs]),
+                 frozen=f'{sum(map(stays_throughout, rs))} of {len(rs)}' if 'stay' in get_method(study_runs(0)[label]['method']).branches else '-',
                  minutes=np.mean([r['seconds'] for r in rs])/60)
             for name, got in study.items() for label, rs in got.items()]
     return pd.DataFrame(rows).set_index(['model', 'method']).round(3)
@@ -658,7 +669,9 @@ def study_words(study:dict) -> str:
                      f"ends below the same seed's SGD on {p['SGD']['below']} of {n} seeds, LGL2O on {p['LGL2O']['below']} and the paper's AMG "
                      f"on {p['AMG']['below']} ({'below every other method on every seed' if every else 'not below every other method on every seed'}); "
                      f"on 'stay' throughout the last tenth: {sum(map(stays_throughout, got['AMG']))} of {n} seeds of the paper's AMG, "
-                     f"{sum(map(stays_throughout, got['AMG, backtrack']))} with backtracking.")
+                     f"{sum(map(stays_throughout, got['AMG, backtrack']))} with backtracking. At SGD's budget of optimizee gradient evaluations "
+                     f"({got['SGD'][0]['grads'][-1]}, the compute-fair view), it is below the same seed's SGD on "
+                     f"{sum(at_budget(a, b['grads'][-1]) < b['curve'][-1] for a, b in zip(got['AMG, backtrack'], got['SGD']))} of {n} seeds.")
     n = min(len(rs) for got in study.values() for rs in got.values())
     lines.append(f"With {n} seeds no paired test can reach 0.05 (the sign test's smallest two-sided p is {stats.binomtest(n, n).pvalue:.3g}), "
                  "so these counts describe the runs; the paired tests at the paper's protocol are chapter 07's.")
