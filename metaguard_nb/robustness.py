@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['PAPER', 'STUDY', 'READ', 'Study', 'status', 'beats_all', 'read_panels', 'verdict_table', 'frozen_table',
-           'frozen_words', 'last_stay_run', 'top_hessian_eigenvalue', 'one_seed', 'trap_margins', 'robustness_file',
-           'trap', 'trap_lines', 'trap_words', 'verdict_words', 'summary', 'main']
+           'frozen_words', 'shift_table', 'shift_words', 'last_stay_run', 'top_hessian_eigenvalue', 'one_seed',
+           'trap_margins', 'robustness_file', 'trap', 'trap_lines', 'trap_words', 'verdict_words', 'summary', 'main']
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #04195544
 import argparse, builtins, json
@@ -18,7 +18,7 @@ import torch
 from fastprogress.fastprogress import progress_bar
 
 from .data import Sampler, checkout, load
-from .report import BASELINES, collect, label, paired, panel_results, seed_losses, seed_split, significantly_lower
+from .report import ALPHA, BASELINES, collect, label, paired, panel_results, seed_losses, seed_split, significantly_lower
 from .guards import GuardConfig, State, amg_candidates, get_method, init_state, step_batches
 from .lstm import Theta
 from .optimizees import batched_grad, batched_loss
@@ -117,6 +117,37 @@ def frozen_words(f:pd.DataFrame, # `frozen_table`
     stay = lambda r: '' if r.stay_throughout is None or pd.isna(r.stay_throughout) else f" ({int(r.stay_throughout)} on 'stay' throughout)"
     return (f"Seeds frozen at step {PAPER.steps:,} (the same monitor loss over the last tenth of the run), of the seeds in: "
             + '; '.join(f"{label(r.method)} `{r.variant}` ({r.setting}) {r.frozen} of {r.n}{stay(r)}" for r in f.itertuples()) + '.')
+
+# %% ../nbs/07_does_the_verdict_hold.ipynb #3c4d67cc
+def shift_table(variants=READ, # variants to read
+                settings='ac', # panels, one letter each
+                store=None, # root folder of the results store (default: outputs/results of this checkout)
+                seeds=PAPER.seeds, # seeds of the protocol
+                panels=None, # the results already read (`read_panels`), else read here
+                step:int=PAPER.steps, # the step compared
+               )->pd.DataFrame:
+    "Variant x panel x method the variant changes, with seeds in: its monitor loss at `step` against the paper protocol's on the same seeds."
+    panels = panels or read_panels(variants, settings, store, seeds)
+    paper = {s: got for v, s, got in panels if v == 'paper'}
+    rows = []
+    for v, s, got in panels:
+        for m, r in got.items():
+            if v == 'paper' or m in get_variant(v).unchanged or m not in paper.get(s, {}): continue
+            p = paired(seed_losses(r, step), seed_losses(paper[s][m], step))
+            reading = 'lower' if significantly_lower(p) else 'higher' if p['wilcoxon_p'] < ALPHA else 'no difference'
+            rows.append(dict(variant=v, setting=s, method=m, n=p['n'], mean=p['mean_a'], paper_mean=p['mean_b'], median=p['median_a'],
+                             paper_median=p['median_b'], lower=p['below'], wilcoxon_p=p['wilcoxon_p'], reading=reading))
+    return pd.DataFrame(rows, columns=['variant', 'setting', 'method', 'n', 'mean', 'paper_mean', 'median', 'paper_median', 'lower',
+                                       'wilcoxon_p', 'reading'])
+
+def shift_words(t:pd.DataFrame, # `shift_table`
+               )->str:
+    "What each variant does to the methods it changes, in one sentence."
+    if not len(t): return ''
+    return (f"Against the same seeds of the paper's protocol at step {PAPER.steps:,}, each method a variant changes (mean, paper's mean; "
+            "seeds lower of n, Wilcoxon p): " + '; '.join(
+                f"{label(r.method)} `{r.variant}` ({r.setting}) {r.mean:.3f} vs {r.paper_mean:.3f}, {r.reading} ({r.lower} of {r.n}, p = {r.wilcoxon_p:.2g})"
+                for r in t.itertuples()) + '.')
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #60cdbec0
 def last_stay_run(branch:np.ndarray, # one seed's branch per step
@@ -308,7 +339,7 @@ def summary(store=None, # root folder of the results store (default: outputs/res
            )->str:
     "The front page's block: the verdict table in words and the study's progress; written to outputs/robustness/summary.md."
     panels = read_panels(store=store)
-    t, st, f = verdict_table(panels=panels), status(store=store), frozen_table(panels=panels)
+    t, st, f, sh = verdict_table(panels=panels), status(store=store), frozen_table(panels=panels), shift_table(panels=panels)
     yes = lambda v, n: '-' if v is None or n == 0 else ('yes' if v else 'no')
     lines = ["**Does the verdict hold under the paper's open choices?** AMG against all four baselines on panels (a) and (c), "
              "for each variant ([07_does_the_verdict_hold](nbs/07_does_the_verdict_hold.ipynb)): does it beat every baseline "
@@ -322,7 +353,7 @@ def summary(store=None, # root folder of the results store (default: outputs/res
     trap_file = robustness_file('trap.json')
     trap = ["Why AMG's seeds freeze on 'stay', measured in the chapter: " + trap_words(json.loads(trap_file.read_text())), '']\
         if trap_file.exists() else []
-    lines += ['', verdict_words(t), '', frozen_words(f), '', *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
+    lines += ['', verdict_words(t), '', *([shift_words(sh), ''] if len(sh) else []), frozen_words(f), '', *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
                   f"({', '.join(f'{r.variant} ({r.setting}) {r.done}/{r.planned}' for r in st.itertuples())})."]
     md = '\n'.join(lines) + '\n'
     out = Path(out) if out else robustness_file('summary.md')

@@ -82,3 +82,19 @@ def test_the_frozen_seed_counts_are_what_the_seed_files_give(setting):
                     stayed += int((z['branch'][2000 - 200:] == stay).all())
         assert f.loc[m, 'n'] == 25 and f.loc[m, 'frozen'] == frozen and f.loc[m, 'stay_throughout'] == stayed
         assert frozen > 0  # the committed protocol has frozen seeds of both guards on (a) and (c)
+
+
+def test_what_a_variant_does_to_a_baseline_is_what_the_seed_files_give():
+    "The shift table's row for LGL2O (w/ Update) under `gT` on (a), recomputed from the two folders' seed files with numpy and scipy."
+    from metaguard_nb.robustness import shift_table
+    gT = [run.parent for run in (STORE / 'a' / 'lgl2o').glob('*/run.json')
+          if "'memory': 'mean'" in str(json.loads(run.read_text())['checkpoint']) and len(list(run.parent.glob('seed*_2000.npz'))) == 25]
+    if not gT: pytest.skip('no committed gT seeds of (a, lgl2o)')
+    a, b = losses_at(gT[0], 2000), losses_at(paper_folder('a', 'lgl2o'), 2000)
+    d = np.array([a[s] - b[s] for s in sorted(a)])
+    row = shift_table(variants=('paper', 'gT'), settings='a').set_index('method').loc['lgl2o']
+    assert row['n'] == 25 and row['lower'] == int((d < 0).sum())
+    assert np.isclose(row['mean'], np.mean(list(a.values()))) and np.isclose(row['paper_mean'], np.mean(list(b.values())))
+    assert np.isclose(row['wilcoxon_p'], stats.wilcoxon(d).pvalue)
+    ranks = stats.rankdata(np.abs(d))
+    assert (row['reading'] == 'lower') == (stats.wilcoxon(d).pvalue < 0.05 and ranks[d < 0].sum() > ranks[d > 0].sum())

@@ -50,7 +50,7 @@ import torch
 from fastprogress.fastprogress import progress_bar
 
 from metaguard_nb.data import Sampler, checkout, load
-from metaguard_nb.report import BASELINES, collect, label, paired, panel_results, seed_losses, seed_split, significantly_lower
+from metaguard_nb.report import ALPHA, BASELINES, collect, label, paired, panel_results, seed_losses, seed_split, significantly_lower
 from metaguard_nb.guards import GuardConfig, State, amg_candidates, get_method, init_state, step_batches
 from metaguard_nb.lstm import Theta
 from metaguard_nb.optimizees import batched_grad, batched_loss
@@ -215,6 +215,50 @@ verdicts
 # %%
 frozen = frozen_table(panels=panels)
 frozen
+
+
+# %% [markdown]
+# A variant changes the baselines too, not only AMG: the `gT` optimizers drive L2O and LGL2O, and
+# `lr1` changes SGD and LGL2O's SGD candidate. So the verdict can move because AMG moved or because a
+# baseline did. Each method a variant changes, against the same seeds of the paper's protocol at step
+# 2,000 (mean, median, and paired: in how many seeds the variant ends lower, and the Wilcoxon test):
+
+# %%
+#| export
+def shift_table(variants=READ, # variants to read
+                settings='ac', # panels, one letter each
+                store=None, # root folder of the results store (default: outputs/results of this checkout)
+                seeds=PAPER.seeds, # seeds of the protocol
+                panels=None, # the results already read (`read_panels`), else read here
+                step:int=PAPER.steps, # the step compared
+               )->pd.DataFrame:
+    "Variant x panel x method the variant changes, with seeds in: its monitor loss at `step` against the paper protocol's on the same seeds."
+    panels = panels or read_panels(variants, settings, store, seeds)
+    paper = {s: got for v, s, got in panels if v == 'paper'}
+    rows = []
+    for v, s, got in panels:
+        for m, r in got.items():
+            if v == 'paper' or m in get_variant(v).unchanged or m not in paper.get(s, {}): continue
+            p = paired(seed_losses(r, step), seed_losses(paper[s][m], step))
+            reading = 'lower' if significantly_lower(p) else 'higher' if p['wilcoxon_p'] < ALPHA else 'no difference'
+            rows.append(dict(variant=v, setting=s, method=m, n=p['n'], mean=p['mean_a'], paper_mean=p['mean_b'], median=p['median_a'],
+                             paper_median=p['median_b'], lower=p['below'], wilcoxon_p=p['wilcoxon_p'], reading=reading))
+    return pd.DataFrame(rows, columns=['variant', 'setting', 'method', 'n', 'mean', 'paper_mean', 'median', 'paper_median', 'lower',
+                                       'wilcoxon_p', 'reading'])
+
+def shift_words(t:pd.DataFrame, # `shift_table`
+               )->str:
+    "What each variant does to the methods it changes, in one sentence."
+    if not len(t): return ''
+    return (f"Against the same seeds of the paper's protocol at step {PAPER.steps:,}, each method a variant changes (mean, paper's mean; "
+            "seeds lower of n, Wilcoxon p): " + '; '.join(
+                f"{label(r.method)} `{r.variant}` ({r.setting}) {r.mean:.3f} vs {r.paper_mean:.3f}, {r.reading} ({r.lower} of {r.n}, p = {r.wilcoxon_p:.2g})"
+                for r in t.itertuples()) + '.')
+
+
+# %%
+shift = shift_table(panels=panels)
+shift.round(4)
 
 
 # %% [markdown]
@@ -512,7 +556,7 @@ def summary(store=None, # root folder of the results store (default: outputs/res
            )->str:
     "The front page's block: the verdict table in words and the study's progress; written to outputs/robustness/summary.md."
     panels = read_panels(store=store)
-    t, st, f = verdict_table(panels=panels), status(store=store), frozen_table(panels=panels)
+    t, st, f, sh = verdict_table(panels=panels), status(store=store), frozen_table(panels=panels), shift_table(panels=panels)
     yes = lambda v, n: '-' if v is None or n == 0 else ('yes' if v else 'no')
     lines = ["**Does the verdict hold under the paper's open choices?** AMG against all four baselines on panels (a) and (c), "
              "for each variant ([07_does_the_verdict_hold](nbs/07_does_the_verdict_hold.ipynb)): does it beat every baseline "
@@ -526,7 +570,7 @@ def summary(store=None, # root folder of the results store (default: outputs/res
     trap_file = robustness_file('trap.json')
     trap = ["Why AMG's seeds freeze on 'stay', measured in the chapter: " + trap_words(json.loads(trap_file.read_text())), '']\
         if trap_file.exists() else []
-    lines += ['', verdict_words(t), '', frozen_words(f), '', *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
+    lines += ['', verdict_words(t), '', *([shift_words(sh), ''] if len(sh) else []), frozen_words(f), '', *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
                   f"({', '.join(f'{r.variant} ({r.setting}) {r.done}/{r.planned}' for r in st.itertuples())})."]
     md = '\n'.join(lines) + '\n'
     out = Path(out) if out else robustness_file('summary.md')
