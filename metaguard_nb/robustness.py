@@ -326,6 +326,10 @@ def verdict_words(t:pd.DataFrame, # `verdict_table`
     part = lambda col, name: (f"by {name} on {', '.join(where(col))}" if where(col) else f"by {name} nowhere")
     out = [f"AMG beats every baseline {part('paired', 'the paired test')}; {part('mean', 'the mean')}; {part('median', 'the median')}"
            f" (of {len(tested)} variant, panel and step cells with seeds in)."]
+    last = tested[tested['step'] == tested['step'].max()] if len(tested) else tested
+    if len(last):  # where the paired rule fails, which baselines hold it up
+        out.append(f"Paired per seed at step {int(last['step'].max()):,}, AMG is lower than " + '; '.join(
+            f"{', '.join(r.lower_than) or 'no baseline'} on `{r.variant}` ({r.setting}, n={r.n})" for r in last.itertuples()) + '.')
     if len(untested):
         out.append(f"Not yet tested (no seeds in): {', '.join(dict.fromkeys(f'`{r.variant}` ({r.setting})' for r in untested.itertuples()))}.")
     others = tested[tested['variant'] != 'paper']

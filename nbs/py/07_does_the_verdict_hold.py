@@ -543,6 +543,10 @@ def verdict_words(t:pd.DataFrame, # `verdict_table`
     part = lambda col, name: (f"by {name} on {', '.join(where(col))}" if where(col) else f"by {name} nowhere")
     out = [f"AMG beats every baseline {part('paired', 'the paired test')}; {part('mean', 'the mean')}; {part('median', 'the median')}"
            f" (of {len(tested)} variant, panel and step cells with seeds in)."]
+    last = tested[tested['step'] == tested['step'].max()] if len(tested) else tested
+    if len(last):  # where the paired rule fails, which baselines hold it up
+        out.append(f"Paired per seed at step {int(last['step'].max()):,}, AMG is lower than " + '; '.join(
+            f"{', '.join(r.lower_than) or 'no baseline'} on `{r.variant}` ({r.setting}, n={r.n})" for r in last.itertuples()) + '.')
     if len(untested):
         out.append(f"Not yet tested (no seeds in): {', '.join(dict.fromkeys(f'`{r.variant}` ({r.setting})' for r in untested.itertuples()))}.")
     others = tested[tested['variant'] != 'paper']
@@ -586,6 +590,13 @@ def main(argv=None, # command-line arguments (default: the process arguments)
     print(summary() if a.what == 'summary' else trap())
 
 if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()  # not when a notebook runs this cell
+
+# %%
+_t = pd.DataFrame([dict(variant='paper', setting='c', step=k, n=25, mean=False, median=False, paired=False, lower_than=lt)
+                   for k, lt in ((1000, ['SGD']), (2000, ['SGD', 'L2O']))]
+                  + [dict(variant='lr1', setting='c', step=2000, n=0, mean=None, median=None, paired=None, lower_than=[])])
+test_eq('Paired per seed at step 2,000, AMG is lower than SGD, L2O on `paper` (c, n=25).' in verdict_words(_t), True)
+test_eq('`lr1` (c)' in verdict_words(_t).split('Not yet tested')[1], True)
 
 # %% [markdown]
 # What the variants say, in words (the README's block below the answer is this, with the table):
