@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['PAPER', 'STUDY', 'READ', 'Study', 'status', 'beats_all', 'read_panels', 'verdict_table', 'frozen_table',
            'frozen_words', 'shift_table', 'shift_words', 'last_stay_run', 'top_hessian_eigenvalue', 'one_seed',
-           'trap_margins', 'robustness_file', 'trap', 'trap_lines', 'trap_words', 'verdict_words', 'summary', 'main']
+           'trap_margins', 'robustness_file', 'trap', 'trap_lines', 'trap_words', 'verdict_words', 'beyond_words',
+           'summary', 'main']
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #04195544
 import argparse, builtins, json
@@ -338,6 +339,39 @@ def verdict_words(t:pd.DataFrame, # `verdict_table`
                    "every baseline neither by the mean nor paired per seed.")
     return ' '.join(out)
 
+def beyond_words(t:pd.DataFrame, # `verdict_table`
+                 f:pd.DataFrame, # `frozen_table`
+                 sh:pd.DataFrame, # `shift_table`
+                 variant:str='backtrack', # the guard that cannot freeze (a registered variant)
+                 step:int=PAPER.steps, # the step read
+                )->str:
+    "The answer for a guard beyond the paper, per panel: does it beat every baseline (three readings), how many seeds freeze, and how it ends against the paper's AMG on the same seeds."
+    yes = lambda v: 'yes' if v else 'no'
+    def row(d, v, s, **k):  # the rows of variant v, panel s and the given column values
+        m = (d['variant'] == v) & (d['setting'] == s)
+        for c, x in k.items(): m &= d[c] == x
+        return d[m]
+    parts, wins = [], []
+    for s in dict.fromkeys(t['setting']):
+        r = row(t, variant, s, step=step)
+        if not len(r) or r.iloc[0]['n'] == 0:
+            parts.append(f"on ({s}) it has no seeds in yet"); wins.append(False); continue
+        r = r.iloc[0]
+        txt = (f"on ({s}), n={r['n']}, by the mean {yes(r['mean'])}, by the median {yes(r['median'])}, paired per seed {yes(r['paired'])}"
+               + ('' if r['paired'] else f" (lower than {', '.join(r['lower_than']) or 'no baseline'})"))
+        fr, fp = row(f, variant, s, method='amg'), row(f, 'paper', s, method='amg')
+        if len(fr) and len(fp): txt += f", {fr.iloc[0]['frozen']} of {fr.iloc[0]['n']} seeds frozen (the paper's AMG: {fp.iloc[0]['frozen']} of {fp.iloc[0]['n']})"
+        sr = row(sh, variant, s, method='amg')
+        if len(sr): txt += (f", below the paper's AMG on {sr.iloc[0]['lower']} of {sr.iloc[0]['n']} seeds "
+                            f"(Wilcoxon p = {sr.iloc[0]['wilcoxon_p']:.2g})")
+        parts.append(txt); wins.append(bool(r['paired']))
+    answer = ("it beats every baseline by the paired test on every panel read" if all(wins) else
+              "it does not (yet) beat every baseline by the paired test on every panel read, so `MetaGuard`'s default stays the "
+              f"paper's AMG and `{variant}` is an option")
+    said = '; '.join(parts)
+    return (f"**Beyond the paper, a guard that cannot freeze** (`{variant}`: {get_variant(variant).about.removeprefix('beyond the paper: ')}): "
+            f"does AMG then beat every baseline at step {step:,}? " + said[0].upper() + said[1:] + f". So far {answer}.")
+
 def summary(store=None, # root folder of the results store (default: outputs/results of this checkout)
             out:Path|None=None, # the markdown file (default: outputs/robustness/summary.md)
            )->str:
@@ -357,7 +391,7 @@ def summary(store=None, # root folder of the results store (default: outputs/res
     trap_file = robustness_file('trap.json')
     trap = ["Why AMG's seeds freeze on 'stay', measured in the chapter: " + trap_words(json.loads(trap_file.read_text())), '']\
         if trap_file.exists() else []
-    lines += ['', verdict_words(t), '', *([shift_words(sh), ''] if len(sh) else []), frozen_words(f), '', *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
+    lines += ['', verdict_words(t), '', beyond_words(t, f, sh), '', *([shift_words(sh), ''] if len(sh) else []), frozen_words(f), '', *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
                   f"({', '.join(f'{r.variant} ({r.setting}) {r.done}/{r.planned}' for r in st.itertuples())})."]
     md = '\n'.join(lines) + '\n'
     out = Path(out) if out else robustness_file('summary.md')

@@ -509,7 +509,7 @@ if trap_res: display(Markdown(trap_words(trap_res)))
 # 2/lambda_eta, that step overshoots, the learned unroll (trained where the loss was smoother)
 # overshoots too, and 'stay' wins. With eta and theta kept, the next step builds the same
 # candidates from the same point, so 'stay' wins again, for good. Two remedies follow from it: a
-# smaller lambda_eta for every method (the variant `lr1`, running), and, beyond the paper, a guard
+# smaller lambda_eta for every method (the variant `lr1`), and, beyond the paper, a guard
 # whose fallback shortens its step each time 'stay' wins (a backtracking line search on the
 # fallback), which cannot stay frozen where a short enough gradient step descends.
 
@@ -555,6 +555,39 @@ def verdict_words(t:pd.DataFrame, # `verdict_table`
                    "every baseline neither by the mean nor paired per seed.")
     return ' '.join(out)
 
+def beyond_words(t:pd.DataFrame, # `verdict_table`
+                 f:pd.DataFrame, # `frozen_table`
+                 sh:pd.DataFrame, # `shift_table`
+                 variant:str='backtrack', # the guard that cannot freeze (a registered variant)
+                 step:int=PAPER.steps, # the step read
+                )->str:
+    "The answer for a guard beyond the paper, per panel: does it beat every baseline (three readings), how many seeds freeze, and how it ends against the paper's AMG on the same seeds."
+    yes = lambda v: 'yes' if v else 'no'
+    def row(d, v, s, **k):  # the rows of variant v, panel s and the given column values
+        m = (d['variant'] == v) & (d['setting'] == s)
+        for c, x in k.items(): m &= d[c] == x
+        return d[m]
+    parts, wins = [], []
+    for s in dict.fromkeys(t['setting']):
+        r = row(t, variant, s, step=step)
+        if not len(r) or r.iloc[0]['n'] == 0:
+            parts.append(f"on ({s}) it has no seeds in yet"); wins.append(False); continue
+        r = r.iloc[0]
+        txt = (f"on ({s}), n={r['n']}, by the mean {yes(r['mean'])}, by the median {yes(r['median'])}, paired per seed {yes(r['paired'])}"
+               + ('' if r['paired'] else f" (lower than {', '.join(r['lower_than']) or 'no baseline'})"))
+        fr, fp = row(f, variant, s, method='amg'), row(f, 'paper', s, method='amg')
+        if len(fr) and len(fp): txt += f", {fr.iloc[0]['frozen']} of {fr.iloc[0]['n']} seeds frozen (the paper's AMG: {fp.iloc[0]['frozen']} of {fp.iloc[0]['n']})"
+        sr = row(sh, variant, s, method='amg')
+        if len(sr): txt += (f", below the paper's AMG on {sr.iloc[0]['lower']} of {sr.iloc[0]['n']} seeds "
+                            f"(Wilcoxon p = {sr.iloc[0]['wilcoxon_p']:.2g})")
+        parts.append(txt); wins.append(bool(r['paired']))
+    answer = ("it beats every baseline by the paired test on every panel read" if all(wins) else
+              "it does not (yet) beat every baseline by the paired test on every panel read, so `MetaGuard`'s default stays the "
+              f"paper's AMG and `{variant}` is an option")
+    said = '; '.join(parts)
+    return (f"**Beyond the paper, a guard that cannot freeze** (`{variant}`: {get_variant(variant).about.removeprefix('beyond the paper: ')}): "
+            f"does AMG then beat every baseline at step {step:,}? " + said[0].upper() + said[1:] + f". So far {answer}.")
+
 def summary(store=None, # root folder of the results store (default: outputs/results of this checkout)
             out:Path|None=None, # the markdown file (default: outputs/robustness/summary.md)
            )->str:
@@ -574,7 +607,7 @@ def summary(store=None, # root folder of the results store (default: outputs/res
     trap_file = robustness_file('trap.json')
     trap = ["Why AMG's seeds freeze on 'stay', measured in the chapter: " + trap_words(json.loads(trap_file.read_text())), '']\
         if trap_file.exists() else []
-    lines += ['', verdict_words(t), '', *([shift_words(sh), ''] if len(sh) else []), frozen_words(f), '', *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
+    lines += ['', verdict_words(t), '', beyond_words(t, f, sh), '', *([shift_words(sh), ''] if len(sh) else []), frozen_words(f), '', *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
                   f"({', '.join(f'{r.variant} ({r.setting}) {r.done}/{r.planned}' for r in st.itertuples())})."]
     md = '\n'.join(lines) + '\n'
     out = Path(out) if out else robustness_file('summary.md')
@@ -598,11 +631,26 @@ _t = pd.DataFrame([dict(variant='paper', setting='c', step=k, n=25, mean=False, 
 test_eq('Paired per seed at step 2,000, AMG is lower than SGD, L2O on `paper` (c, n=25).' in verdict_words(_t), True)
 test_eq('`lr1` (c)' in verdict_words(_t).split('Not yet tested')[1], True)
 
+# %%
+_f = pd.DataFrame([dict(variant=v, setting='c', method='amg', n=n, frozen=k, stay_throughout=k) for v, n, k in (('paper', 25, 5), ('backtrack', 12, 0))])
+_sh = pd.DataFrame([dict(variant='backtrack', setting='c', method='amg', n=12, mean=0.2, paper_mean=1.0, median=0.1, paper_median=0.3,
+                         lower=10, wilcoxon_p=0.003, reading='lower')])
+_b = pd.concat([_t, pd.DataFrame([dict(variant='backtrack', setting=s, step=2000, n=n, mean=n > 0, median=n > 0, paired=False,
+                                       lower_than=['SGD'] if n else []) for s, n in (('c', 12), ('a', 0))])])
+test_eq(beyond_words(_b, _f, _sh), "**Beyond the paper, a guard that cannot freeze** (`backtrack`: "
+        + get_variant('backtrack').about.removeprefix('beyond the paper: ')
+        + "): does AMG then beat every baseline at step 2,000? On (c), n=12, by the mean yes, by the median yes, paired per seed no "
+        "(lower than SGD), 0 of 12 seeds frozen (the paper's AMG: 5 of 25), below the paper's AMG on 10 of 12 seeds (Wilcoxon p = 0.003); "
+        "on (a) it has no seeds in yet. So far it does not (yet) beat every baseline by the paired test on every panel read, so "
+        "`MetaGuard`'s default stays the paper's AMG and `backtrack` is an option.")
+
 # %% [markdown]
-# What the variants say, in words (the README's block below the answer is this, with the table):
+# What the variants say, in words (the README's block below the answer is this, with the table), and
+# the answer for the guard beyond the paper:
 
 # %%
 display(Markdown(verdict_words(verdicts)))
+display(Markdown(beyond_words(verdicts, frozen, shift)))
 
 # %% [markdown]
 # ## API
