@@ -98,3 +98,28 @@ def test_what_a_variant_does_to_a_baseline_is_what_the_seed_files_give():
     assert np.isclose(row['wilcoxon_p'], stats.wilcoxon(d).pvalue)
     ranks = stats.rankdata(np.abs(d))
     assert (row['reading'] == 'lower') == (stats.wilcoxon(d).pvalue < 0.05 and ranks[d < 0].sum() > ranks[d > 0].sum())
+
+
+def test_the_compute_fair_reading_is_what_the_seed_files_give():
+    "AMG on (c) at SGD's budget of gradient evaluations at step 2,000 (its last evaluation within it), against every baseline there, from the npz files."
+    from metaguard_nb.report import BASELINES, panel_results, protocol
+    from metaguard_nb.robustness import beats_all, budget_losses
+    _, got, _ = panel_results('c', protocol('c', 'paper'))
+
+    def at_budget(folder, budget):
+        out = {}
+        for f in folder.glob('seed*_2000.npz'):
+            with np.load(f) as z:
+                k = int(np.nonzero(z['evals'][:, 3] <= budget)[0].max())
+                out[int(f.stem[4:].split('_')[0])] = float(z['evals'][k, 0])
+        return out
+    with np.load(next(paper_folder('c', 'sgd').glob('seed0_2000.npz'))) as z: budget = float(z['evals'][-1, 3])
+    a = at_budget(paper_folder('c', 'amg'), budget)
+    assert budget_losses(got['amg'], budget)[0] == pytest.approx(a, abs=1e-6)
+    seeds = sorted(a)
+    ps = {b: (np.array([a[s] for s in seeds]), np.array([at_budget(paper_folder('c', b), budget)[s] for s in seeds])) for b in BASELINES}
+    lower = lambda x, y: stats.wilcoxon(x, y).pvalue < 0.05 and stats.rankdata(np.abs(x - y))[x < y].sum() > stats.rankdata(np.abs(x - y))[x > y].sum()
+    v = beats_all(got, 2000, fair=True)
+    assert v['budget'] == budget and v['n'] == 25
+    assert v['mean'] == all(x.mean() < y.mean() for x, y in ps.values())
+    assert v['paired'] == all(lower(x, y) for x, y in ps.values())

@@ -40,7 +40,7 @@
 
 # %%
 #| export
-import argparse, builtins, json
+import argparse, builtins, json, warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +50,7 @@ import torch
 from fastprogress.fastprogress import progress_bar
 
 from metaguard_nb.data import Sampler, checkout, load
-from metaguard_nb.report import ALPHA, BASELINES, collect, label, paired, panel_results, seed_losses, seed_split, significantly_lower
+from metaguard_nb.report import ALPHA, BASELINES, collect, label, monitor_losses, paired, panel_results, seed_losses, seed_split, significantly_lower
 from metaguard_nb.guards import GuardConfig, State, amg_candidates, get_method, init_state, step_batches
 from metaguard_nb.lstm import Theta
 from metaguard_nb.optimizees import batched_grad, batched_loss
@@ -111,21 +111,35 @@ def status(study=STUDY, # the planned runs (`STUDY`)
 
 # %%
 #| export
+def budget_losses(r:dict, # a runner-like result: seeds, evals [S, K, 6] (column 3: optimizee gradient evaluations so far)
+                  budget:float, # optimizee gradient evaluations
+                 )->tuple:
+    "The compute-fair view of a result: ({seed: monitor loss at its last evaluation within `budget`}, {seed: that evaluation's step})."
+    mon, steps = monitor_losses(r)
+    k = np.maximum((r['evals'][..., 3].double().numpy() <= budget).sum(1) - 1, 0)
+    seeds = [int(s) for s in r['seeds']]
+    return dict(zip(seeds, mon[np.arange(len(k)), k].tolist())), dict(zip(seeds, np.array(steps)[k].tolist()))
+
 def beats_all(got:dict, # method -> per-seed results of one panel (`report.panel_results`)
               step:int, # the step compared
               method:str='amg', # the guarded method
+              fair:bool=False, # compute-fair: every method at SGD's budget of optimizee gradient evaluations at `step`
              )->dict|None:
     "Does `method` beat all four baselines at `step`, by the mean, the median and paired per seed? None until it and all four are in."
     if any(m not in got for m in (method, *BASELINES)): return None
-    a = seed_losses(got[method], step)
+    budget = float(got['sgd']['evals'][:, int(np.abs(np.array(monitor_losses(got['sgd'])[1]) - step).argmin()), 3].double().mean())
+    losses = (lambda m: budget_losses(got[m], budget)[0]) if fair else (lambda m: seed_losses(got[m], step))
+    a = losses(method)
     seeds = sorted(set(a).intersection(*(set(got[b]['seeds']) for b in BASELINES)))
     a = {k: a[k] for k in seeds}
-    base = {b: {k: v for k, v in seed_losses(got[b], step).items() if k in a} for b in BASELINES}
+    base = {b: {k: v for k, v in losses(b).items() if k in a} for b in BASELINES}
     ps = {b: paired(a, base[b]) for b in BASELINES}
     return dict(n=len(seeds), mean=all(p['mean_a'] < p['mean_b'] for p in ps.values()),
                 median=all(p['median_a'] < p['median_b'] for p in ps.values()),
                 paired=all(significantly_lower(p) for p in ps.values()),
-                lower_than=[label(b) for b, p in ps.items() if significantly_lower(p)])
+                lower_than=[label(b) for b, p in ps.items() if significantly_lower(p)],
+                **(dict(budget=budget, method_step=float(np.median([budget_losses(got[method], budget)[1][k] for k in seeds])))
+                   if fair else {}))
 
 READ = ('paper', 'lr1', 'gT', 'backtrack')  # the variants the chapter and the README read
 
@@ -188,6 +202,21 @@ toy = {'amg': _toy(low[:-1] + [[2.3, 1.0, 9.0]]), **{b: _toy([[2.3, 1.0, 0.7 + 0
 v = beats_all(toy, 20)
 test_eq((v['n'], v['mean'], v['median'], v['paired']), (16, False, True, True))
 test_eq(beats_all({'amg': toy['amg']}, 20), None)
+
+
+# %% [markdown]
+# The compute-fair reading puts every method at SGD's budget of optimizee gradient evaluations: AMG
+# spends several per step (its candidates and its fallback's unroll), the baselines one. On the toy,
+# AMG spends five per step, so at SGD's 20 it has reached only step 0 and loses to every baseline:
+
+# %%
+def _spent(r, per_step):  # the toy result with `per_step` gradient evaluations per step in column 3
+    ev = r['evals'].clone(); ev[..., 3] = r['eval_steps'].double()*per_step
+    return {**r, 'evals': ev}
+fair_toy = {m: _spent(r, 5 if m == 'amg' else 1) for m, r in toy.items()}
+v = beats_all(fair_toy, 20, fair=True)
+test_eq((v['n'], v['budget'], v['method_step'], v['mean'], v['paired'], v['lower_than']), (16, 20.0, 0.0, False, False, []))
+test_eq(budget_losses(fair_toy['amg'], 50)[1][0], 10)  # 50 evaluations: step 10, the last evaluation within them
 
 # %% [markdown]
 # ## What the store holds
@@ -312,10 +341,12 @@ def top_hessian_eigenvalue(problem, # the optimizee
     hvp = lambda v: torch.func.jvp(torch.func.grad(f), (eta,), (v,))[1]
     v = torch.randn(eta.shape, generator=torch.Generator().manual_seed(seed), dtype=eta.dtype)
     v, lam = v/v.norm(), 0.0
-    for _ in range(iters):
-        hv = hvp(v)
-        lam = float(v @ hv)
-        v = hv/hv.norm()
+    with warnings.catch_warnings():  # torch's forward AD loads its decompositions with torch.jit.script once, which warns
+        warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+        for _ in range(iters):
+            hv = hvp(v)
+            lam = float(v @ hv)
+            v = hv/hv.norm()
     return lam
 
 def one_seed(st, # a seed-batched state
@@ -560,6 +591,7 @@ def beyond_words(t:pd.DataFrame, # `verdict_table`
                  sh:pd.DataFrame, # `shift_table`
                  variant:str='backtrack', # the guard that cannot freeze (a registered variant)
                  step:int=PAPER.steps, # the step read
+                 fair:dict|None=None, # panel -> the compute-fair reading at `step` (`beats_all(..., fair=True)`), where read
                 )->str:
     "The answer for a guard beyond the paper, per panel: does it beat every baseline (three readings), how many seeds freeze, and how it ends against the paper's AMG on the same seeds."
     yes = lambda v: 'yes' if v else 'no'
@@ -580,6 +612,10 @@ def beyond_words(t:pd.DataFrame, # `verdict_table`
         sr = row(sh, variant, s, method='amg')
         if len(sr): txt += (f", below the paper's AMG on {sr.iloc[0]['lower']} of {sr.iloc[0]['n']} seeds "
                             f"(Wilcoxon p = {sr.iloc[0]['wilcoxon_p']:.2g})")
+        if (fair or {}).get(s):
+            c = fair[s]
+            txt += (f"; compute-fair, at SGD's budget of {c['budget']:,.0f} gradient evaluations (AMG at step {c['method_step']:,.0f}), "
+                    f"it beats every baseline by the mean {yes(c['mean'])}, paired {yes(c['paired'])}")
         parts.append(txt); wins.append(bool(r['paired']))
     answer = ("it beats every baseline by the paired test on every panel read" if all(wins) else
               "it does not (yet) beat every baseline by the paired test on every panel read, so `MetaGuard`'s default stays the "
@@ -607,7 +643,8 @@ def summary(store=None, # root folder of the results store (default: outputs/res
     trap_file = robustness_file('trap.json')
     trap = ["Why AMG's seeds freeze on 'stay', measured in the chapter: " + trap_words(json.loads(trap_file.read_text())), '']\
         if trap_file.exists() else []
-    lines += ['', verdict_words(t), '', beyond_words(t, f, sh), '', *([shift_words(sh), ''] if len(sh) else []), frozen_words(f), '', *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
+    fair = {s: beats_all(got, PAPER.steps, fair=True) for v, s, got in panels if v == 'backtrack'}
+    lines += ['', verdict_words(t), '', beyond_words(t, f, sh, fair=fair), '', *([shift_words(sh), ''] if len(sh) else []), frozen_words(f), '', *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
                   f"({', '.join(f'{r.variant} ({r.setting}) {r.done}/{r.planned}' for r in st.itertuples())})."]
     md = '\n'.join(lines) + '\n'
     out = Path(out) if out else robustness_file('summary.md')
@@ -643,6 +680,9 @@ test_eq(beyond_words(_b, _f, _sh), "**Beyond the paper, a guard that cannot free
         "(lower than SGD), 0 of 12 seeds frozen (the paper's AMG: 5 of 25), below the paper's AMG on 10 of 12 seeds (Wilcoxon p = 0.003); "
         "on (a) it has no seeds in yet. So far it does not (yet) beat every baseline by the paired test on every panel read, so "
         "`MetaGuard`'s default stays the paper's AMG and `backtrack` is an option.")
+test_eq("(Wilcoxon p = 0.003); compute-fair, at SGD's budget of 2,000 gradient evaluations (AMG at step 90), it beats every baseline "
+        "by the mean no, paired no; on (a)"
+        in beyond_words(_b, _f, _sh, fair={'c': dict(budget=2000., method_step=90., mean=False, paired=False)}), True)
 
 # %% [markdown]
 # What the variants say, in words (the README's block below the answer is this, with the table), and
@@ -650,7 +690,7 @@ test_eq(beyond_words(_b, _f, _sh), "**Beyond the paper, a guard that cannot free
 
 # %%
 display(Markdown(verdict_words(verdicts)))
-display(Markdown(beyond_words(verdicts, frozen, shift)))
+display(Markdown(beyond_words(verdicts, frozen, shift, fair={s: beats_all(got, PAPER.steps, fair=True) for v, s, got in panels if v == 'backtrack'})))
 
 # %% [markdown]
 # ## API
