@@ -348,7 +348,7 @@ def verdict_words(t:pd.DataFrame, # `verdict_table`
         out.append(f"Paired per seed at step {int(last['step'].max()):,}, AMG is lower than " + '; '.join(
             f"{', '.join(r.lower_than) or 'no baseline'} on `{r.variant}` ({r.setting}, n={r.n})" for r in last.itertuples()) + '.')
     if len(untested):
-        out.append(f"Not yet tested (no seeds in): {', '.join(dict.fromkeys(f'`{r.variant}` ({r.setting})' for r in untested.itertuples()))}.")
+        out.append(f"Not yet tested (no AMG seeds in with all four baselines): {', '.join(dict.fromkeys(f'`{r.variant}` ({r.setting})' for r in untested.itertuples()))}.")
     others = tested[tested['variant'] != 'paper']
     if len(others) and not others['paired'].any() and not others['mean'].any():
         out.append("So far no choice the paper leaves open turns its claim into a finding: where the variants have run, AMG beats "
