@@ -569,7 +569,9 @@ display(Markdown(what_they_show()))
 # this model, or that the fallback's step is too long for the loss's curvature there: beyond the
 # paper, `MetaGuard(..., backtrack=0.5)` halves the fallback's step each time 'stay' wins and lets it
 # grow back when another candidate wins ([03_guards](03_guards.ipynb), "a fallback that backtracks";
-# not the default until the robustness study has measured it at the paper's protocol).
+# an option, not the default: it would become the default only by beating every baseline paired per
+# seed on panels (a) and (c) at the paper's protocol, which chapter 07's answer for the guard beyond
+# the paper reads from the store).
 
 # %% [markdown]
 # ## Beyond the paper: a guard that cannot freeze, on these two models
