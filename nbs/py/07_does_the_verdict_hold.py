@@ -127,9 +127,11 @@ def beats_all(got:dict, # method -> per-seed results of one panel (`report.panel
              )->dict|None:
     "Does `method` beat all four baselines at `step`, by the mean, the median and paired per seed? None until it and all four are in."
     if any(m not in got for m in (method, *BASELINES)): return None
-    budget = float(got['sgd']['evals'][:, int(np.abs(np.array(monitor_losses(got['sgd'])[1]) - step).argmin()), 3].double().mean())
-    losses = (lambda m: budget_losses(got[m], budget)[0]) if fair else (lambda m: seed_losses(got[m], step))
-    a = losses(method)
+    if fair:  # SGD spends one gradient evaluation a step: its count at `step` is the budget
+        budget = float(got['sgd']['evals'][:, int(np.abs(np.array(monitor_losses(got['sgd'])[1]) - step).argmin()), 3].double().mean())
+        losses = lambda m: budget_losses(got[m], budget)[0]
+        a, at_step = budget_losses(got[method], budget)
+    else: losses = lambda m: seed_losses(got[m], step); a = losses(method)
     seeds = sorted(set(a).intersection(*(set(got[b]['seeds']) for b in BASELINES)))
     a = {k: a[k] for k in seeds}
     base = {b: {k: v for k, v in losses(b).items() if k in a} for b in BASELINES}
@@ -138,8 +140,7 @@ def beats_all(got:dict, # method -> per-seed results of one panel (`report.panel
                 median=all(p['median_a'] < p['median_b'] for p in ps.values()),
                 paired=all(significantly_lower(p) for p in ps.values()),
                 lower_than=[label(b) for b, p in ps.items() if significantly_lower(p)],
-                **(dict(budget=budget, method_step=float(np.median([budget_losses(got[method], budget)[1][k] for k in seeds])))
-                   if fair else {}))
+                **(dict(budget=budget, method_step=float(np.median([at_step[k] for k in seeds]))) if fair else {}))
 
 READ = ('paper', 'lr1', 'gT', 'backtrack')  # the variants the chapter and the README read
 
@@ -586,6 +587,13 @@ def verdict_words(t:pd.DataFrame, # `verdict_table`
                    "every baseline neither by the mean nor paired per seed.")
     return ' '.join(out)
 
+def fair_readings(panels:list, # the results read (`read_panels`)
+                  variant:str='backtrack', # the variant read
+                  step:int=PAPER.steps, # the step whose SGD budget is used
+                 )->dict:
+    "Panel -> the compute-fair reading of `variant`'s AMG (`beats_all(..., fair=True)`), for `beyond_words`."
+    return {s: beats_all(got, step, fair=True) for v, s, got in panels if v == variant}
+
 def beyond_words(t:pd.DataFrame, # `verdict_table`
                  f:pd.DataFrame, # `frozen_table`
                  sh:pd.DataFrame, # `shift_table`
@@ -643,8 +651,7 @@ def summary(store=None, # root folder of the results store (default: outputs/res
     trap_file = robustness_file('trap.json')
     trap = ["Why AMG's seeds freeze on 'stay', measured in the chapter: " + trap_words(json.loads(trap_file.read_text())), '']\
         if trap_file.exists() else []
-    fair = {s: beats_all(got, PAPER.steps, fair=True) for v, s, got in panels if v == 'backtrack'}
-    lines += ['', verdict_words(t), '', beyond_words(t, f, sh, fair=fair), '', *([shift_words(sh), ''] if len(sh) else []), frozen_words(f), '', *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
+    lines += ['', verdict_words(t), '', beyond_words(t, f, sh, fair=fair_readings(panels)), '', *([shift_words(sh), ''] if len(sh) else []), frozen_words(f), '', *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
                   f"({', '.join(f'{r.variant} ({r.setting}) {r.done}/{r.planned}' for r in st.itertuples())})."]
     md = '\n'.join(lines) + '\n'
     out = Path(out) if out else robustness_file('summary.md')
@@ -690,7 +697,7 @@ test_eq("(Wilcoxon p = 0.003); compute-fair, at SGD's budget of 2,000 gradient e
 
 # %%
 display(Markdown(verdict_words(verdicts)))
-display(Markdown(beyond_words(verdicts, frozen, shift, fair={s: beats_all(got, PAPER.steps, fair=True) for v, s, got in panels if v == 'backtrack'})))
+display(Markdown(beyond_words(verdicts, frozen, shift, fair=fair_readings(panels))))
 
 # %% [markdown]
 # ## API
