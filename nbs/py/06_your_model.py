@@ -682,6 +682,64 @@ def study_words(study:dict) -> str:
 display(Markdown(study_words(study)))
 
 # %% [markdown]
+# **Why both AMGs sit at chance on the ReLU MLP.** The table's ReLU MLP rows put both AMGs near
+# $\ln 10$, the loss of a prediction that does not depend on the input, where SGD trains on every seed.
+# Counted per method below: the seeds whose monitor loss never leaves chance (within 0.05 of
+# $\ln 10$ at every evaluation after step 0); then the first step of the first such seed of the
+# paper's AMG is replayed (the same initialisation and batches as its stored run), with the ReLU
+# units that are dead on the monitor set (zero on every example) counted before and after it.
+
+# %%
+CHANCE = math.log(10)  # the loss of a constant prediction on FashionMNIST's ten balanced classes
+at_chance = lambda r: min(r['curve'][1:]) > CHANCE - 0.05
+
+def dead_units(model:nn.Module) -> tuple:
+    "(dead, all): the outputs of `model`'s nn.ReLU modules that are zero on every monitor-set example."
+    outs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: outs.append(o)) for m in model.modules() if isinstance(m, nn.ReLU)]
+    with torch.no_grad(): model(monitor[0])
+    for h in hooks: h.remove()
+    return sum(int(o.amax(0).eq(0).sum()) for o in outs), sum(o[0].numel() for o in outs)
+
+def first_step(make_model, lr_eta:float, seed:int) -> dict:
+    "One AMG step of `seed` as the study's run makes it: the branch, the candidates' losses on B_e, and the weights' norm, monitor loss and dead ReLU units before and after."
+    mg = MetaGuard(make_model(seed), method='amg', lr_eta=lr_eta)
+    look = lambda: dict(norm=float(mg.state.eta[0].norm()), loss=monitor_loss(mg.model), dead=dead_units(mg.model))
+    before = look()
+    info = mg.step(seed_streams(loader, [seed], mg.cfg.T + 1))
+    return dict(seed=seed, branch=info.branch[0], candidates=dict(zip(get_method('amg').branches, info.candidates[0].tolist())),
+                before=before, after=look())
+
+mlp = study['ReLU MLP']
+chance_seeds = {label: [i for i, r in enumerate(rs) if at_chance(r)] for label, rs in mlp.items()}
+replay = first_step(relu_mlp, best_lr, (chance_seeds['AMG'] or [0])[0])
+pd.DataFrame({label: [len(s), len(mlp[label])] for label, s in chance_seeds.items()}, index=['at chance', 'seeds'])
+
+
+# %%
+def chance_words(replay:dict) -> str:
+    "The replayed first step in words."
+    c, b, a = replay['candidates'], replay['before'], replay['after']
+    stored = mlp['AMG'][replay['seed']]['branches'][0]
+    return (f"On seed {replay['seed']} the first step's learned candidate scored {c['learned']:.4f} on $B_e$, staying {c['stay']:.4f} "
+            f"and the fallback {c['fallback']:.4f}, so '{replay['branch']}' won (the stored run's first step: '{stored}'). "
+            f"The step took the weights' norm from {b['norm']:.1f} to {a['norm']:.1f} and left {a['dead'][0]} of the {a['dead'][1]} ReLU "
+            f"units dead on every monitor example (before it: {b['dead'][0]}); the monitor loss went from {b['loss']:.4f} to "
+            f"{a['loss']:.4f} (ln 10 = {CHANCE:.4f}). "
+            + ("A fresh network that starts above the constant prediction's loss lets the comparison on $B_e$ read a collapse "
+               "to a constant output as progress; no gradient reaches the units behind a dead ReLU, and the seed stays at chance "
+               "for the rest of its run (the count above)." if a['dead'][0] == a['dead'][1] and c[replay['branch']] < c['stay'] else
+               "Here the first step did not kill every unit."))
+
+display(Markdown(chance_words(replay)))
+
+# %% [markdown]
+# So the guard protects each step's loss on $B_e$, not the network's ability to keep learning, and
+# backtracking cannot help where the seed is not stalled on 'stay' but stuck behind dead units. On a
+# model of your own, a first step whose `StepInfo.branch` is 'learned' and that moves the weights'
+# norm by an order of magnitude is the sign to look for.
+
+# %% [markdown]
 # ## Bad input, in one line, before any compute
 
 # %%
