@@ -75,7 +75,9 @@
 # `mg.step` draws the T inner batches and the judging batch it needs from any iterable of `(x, y)`;
 # any method of the paper runs through it (`method='sgd'`, `'l2o'`, `'lgl2o'`, `'smg'`, `'amg'`,
 # `'safe_amg'`); a model with BatchNorm running statistics is refused with the fix named. Chapter 06
-# shows why `lr_eta` matters (the paper's 3 suits sigmoid networks, not a ReLU one) and how to pick it.
+# shows why `lr_eta` matters (the paper's 3 suits sigmoid networks, not a ReLU one) and how to pick it,
+# and a failure to watch for on a ReLU network: a first learned step that kills every unit and still wins on
+# the judging batch, because a constant prediction's loss is below a fresh network's.
 
 # %% [markdown]
 # ## Figure 1 at the paper's protocol
