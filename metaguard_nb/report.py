@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['BASELINES', 'GUARDED', 'ALPHA', 'SOURCES', 'label', 'protocol', 'mean_ci', 'summarize', 'monitor_losses',
-           'seed_losses', 'paired', 'significantly_lower', 'paired_words', 'paired_table', 'table', 'claims',
-           'best_baseline', 'seed_split', 'seed_lines', 'collect', 'panel_results', 'still_to_run', 'markdown_table',
-           'means_lines', 'claim_table', 'claim_lines', 'paired_lines', 'claims_at_a_glance', 'answer_lines']
+           'seed_losses', 'paired', 'significantly_lower', 'paired_reading', 'paired_words', 'paired_table', 'table',
+           'claims', 'best_baseline', 'seed_split', 'seed_lines', 'collect', 'panel_results', 'still_to_run',
+           'markdown_table', 'means_lines', 'claim_table', 'claim_lines', 'paired_lines', 'claims_at_a_glance',
+           'answer_lines']
 
 # %% ../nbs/03e_report.ipynb #a6864e93
 import math
@@ -116,6 +117,11 @@ def significantly_lower(p:dict, # a paired comparison (`paired`)
     "The paired rule: A's losses are lower than B's by a two-sided Wilcoxon signed-rank test at `ALPHA`."
     return p['wilcoxon_p'] < ALPHA and p['favours_a']
 
+def paired_reading(p:dict, # a paired comparison (`paired`)
+                  )->str:
+    "A paired comparison's reading: 'lower' (the paired rule holds), 'higher' (the Wilcoxon test rejects, the other way) or 'no difference'."
+    return 'lower' if significantly_lower(p) else 'higher' if p['wilcoxon_p'] < ALPHA else 'no difference'
+
 def paired_words(p:dict, # a paired comparison (`paired`)
                  a:str, # the first method's label
                  b:str, # the second method's label
@@ -135,8 +141,7 @@ def paired_table(got:dict, # method -> per-seed results of one panel
         for k in [k for k in steps if k <= last]:
             for b in [b for b in BASELINES if b in got]:
                 p = paired(seed_losses(got[m], k), seed_losses(got[b], k))
-                reading = 'lower' if significantly_lower(p) else 'higher' if p['wilcoxon_p'] < ALPHA else 'no difference'
-                rows.append(dict(method=m, baseline=b, step=k, **p, reading=reading))
+                rows.append(dict(method=m, baseline=b, step=k, **p, reading=paired_reading(p)))
     return pd.DataFrame(rows)
 
 # %% ../nbs/03e_report.ipynb #b74f1046

@@ -126,3 +126,28 @@ def test_the_compute_fair_reading_is_what_the_seed_files_give():
     assert v['budget'] == budget and v['n'] == 25
     assert v['mean'] == all(x.mean() < y.mean() for x, y in ps.values())
     assert v['paired'] == all(lower(x, y) for x, y in ps.values())
+
+
+def test_smgs_rows_at_step_1000_are_what_the_seed_files_give():
+    "V3's table: the paper's SMG on (c), seeds 0-9 cut at step 1,000, against each baseline there; and a V3 variant against the paper's SMG once its seeds are in."
+    from metaguard_nb.report import BASELINES, label
+    from metaguard_nb.robustness import PAPER_SMG, smg_table
+    t = smg_table().set_index(['variant', 'against'])
+    cut = lambda folder: {s: v for s, v in losses_at(folder, 1000).items() if s < 10}
+    smg = cut(paper_folder('c', 'smg'))
+    pairs = [(('paper', label(b)), smg, cut(paper_folder('c', b))) for b in BASELINES]
+    for run in (STORE / 'c' / 'smg').glob('*/run.json'):  # a V3 folder: second_order on, or lambda_theta = 0, at 1,000 steps
+        g, files = json.loads(run.read_text())['guard'], list(run.parent.glob('seed*_1000.npz'))
+        v = 'second_order' if g['second_order'] else 'lr_theta0' if g['lr_theta'] == 0 else None
+        if v and files:
+            mine = {int(f.stem[4:].split('_')[0]): float(np.load(f)['evals'][-1, 0]) for f in files}
+            pairs.append(((v, PAPER_SMG), mine, smg))
+    for key, a, b in pairs:
+        seeds = sorted(a)
+        x, y = np.array([a[s] for s in seeds]), np.array([b[s] for s in seeds])
+        row = t.loc[key]
+        assert row['n'] == len(seeds) and row['lower'] == int((x < y).sum())
+        assert row['mean'] == pytest.approx(x.mean(), abs=1e-6) and row['against_median'] == pytest.approx(np.median(y), abs=1e-6)
+        assert row['wilcoxon_p'] == pytest.approx(stats.wilcoxon(x, y).pvalue, rel=1e-6)
+        assert (row['reading'] == 'lower') == (stats.wilcoxon(x, y, alternative='less').pvalue < 0.025)
+    assert len(smg) == 10

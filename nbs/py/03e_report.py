@@ -173,6 +173,11 @@ def significantly_lower(p:dict, # a paired comparison (`paired`)
     "The paired rule: A's losses are lower than B's by a two-sided Wilcoxon signed-rank test at `ALPHA`."
     return p['wilcoxon_p'] < ALPHA and p['favours_a']
 
+def paired_reading(p:dict, # a paired comparison (`paired`)
+                  )->str:
+    "A paired comparison's reading: 'lower' (the paired rule holds), 'higher' (the Wilcoxon test rejects, the other way) or 'no difference'."
+    return 'lower' if significantly_lower(p) else 'higher' if p['wilcoxon_p'] < ALPHA else 'no difference'
+
 def paired_words(p:dict, # a paired comparison (`paired`)
                  a:str, # the first method's label
                  b:str, # the second method's label
@@ -192,8 +197,7 @@ def paired_table(got:dict, # method -> per-seed results of one panel
         for k in [k for k in steps if k <= last]:
             for b in [b for b in BASELINES if b in got]:
                 p = paired(seed_losses(got[m], k), seed_losses(got[b], k))
-                reading = 'lower' if significantly_lower(p) else 'higher' if p['wilcoxon_p'] < ALPHA else 'no difference'
-                rows.append(dict(method=m, baseline=b, step=k, **p, reading=reading))
+                rows.append(dict(method=m, baseline=b, step=k, **p, reading=paired_reading(p)))
     return pd.DataFrame(rows)
 
 
@@ -213,6 +217,8 @@ d = np.array([A[s] - B[s] for s in range(10)])
 r_plus = stats.rankdata(np.abs(d))[d > 0].sum()  # 10: the one seed where A is higher has the largest difference
 test_close(p['wilcoxon_p'], 2*sum(1 for m in range(2**10) if sum(k + 1 for k in range(10) if m >> k & 1) <= r_plus)/2**10, eps=1e-12)
 test_eq(significantly_lower(p), p['wilcoxon_p'] < 0.05)
+test_eq(paired_reading(p), 'lower' if p['wilcoxon_p'] < 0.05 else 'no difference')
+test_eq(paired_reading(paired(B, A)), 'higher' if p['wilcoxon_p'] < 0.05 else 'no difference')
 test_eq(paired_words(p, 'A', 'B'), f"A < B in 9 of 10 seeds, Wilcoxon p = {p['wilcoxon_p']:.2g}")
 
 

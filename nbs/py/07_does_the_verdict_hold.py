@@ -50,7 +50,7 @@ import torch
 from fastprogress.fastprogress import progress_bar
 
 from metaguard_nb.data import Sampler, checkout, load
-from metaguard_nb.report import ALPHA, BASELINES, collect, label, monitor_losses, paired, panel_results, seed_losses, seed_split, significantly_lower
+from metaguard_nb.report import ALPHA, BASELINES, collect, label, monitor_losses, paired, paired_reading, panel_results, seed_losses, seed_split, significantly_lower
 from metaguard_nb.guards import GuardConfig, State, amg_candidates, get_method, init_state, step_batches
 from metaguard_nb.lstm import Theta
 from metaguard_nb.optimizees import batched_grad, batched_loss
@@ -270,9 +270,8 @@ def shift_table(variants=READ, # variants to read
         for m, r in got.items():
             if v == 'paper' or m in get_variant(v).unchanged or m not in paper.get(s, {}): continue
             p = paired(seed_losses(r, step), seed_losses(paper[s][m], step))
-            reading = 'lower' if significantly_lower(p) else 'higher' if p['wilcoxon_p'] < ALPHA else 'no difference'
             rows.append(dict(variant=v, setting=s, method=m, n=p['n'], mean=p['mean_a'], paper_mean=p['mean_b'], median=p['median_a'],
-                             paper_median=p['median_b'], lower=p['below'], wilcoxon_p=p['wilcoxon_p'], reading=reading))
+                             paper_median=p['median_b'], lower=p['below'], wilcoxon_p=p['wilcoxon_p'], reading=paired_reading(p)))
     return pd.DataFrame(rows, columns=['variant', 'setting', 'method', 'n', 'mean', 'paper_mean', 'median', 'paper_median', 'lower',
                                        'wilcoxon_p', 'reading'])
 
@@ -561,6 +560,99 @@ if trap_res:
         f"{n - sgd['down']} of {n} batch pairs, by {sgd['mean']:.3g} on average. 'Stay' beats it systematically, not by noise, "
         "so a noise-aware judge would choose to stay there too: it does not reach this trap, and it is not built."))
 
+# %% [markdown]
+# ## SMG's fallback (V3)
+#
+# V3 changes SMG alone, at the smaller size the plan gives it: 10 seeds x 1,000 steps on (c).
+# `second_order` takes Eq. 5's gradient through the ten learned steps of the unroll instead of the
+# first-order one; `lr_theta0` leaves theta out of the fallback. Each is read at step 1,000 against
+# the four baselines and against the paper's first-order SMG on the same seeds, paired per seed (the
+# paper protocol's runs are 2,000 steps long; the store cuts them at 1,000). The paper's own row is
+# the reference: where SMG stands at step 1,000 before anything changes.
+
+# %%
+#| export
+V3 = ('second_order', 'lr_theta0')  # the variants that change SMG's fallback
+PAPER_SMG = "the paper's SMG"  # how `smg_table` names the paper protocol's SMG as a comparison
+
+def smg_table(variants=V3, # variants that change SMG
+              setting:str='c', # the panel
+              store=None, # root folder of the results store (default: outputs/results of this checkout)
+              seeds:int=10, # seeds 0..seeds-1 (V3's size in `STUDY`)
+              step:int=1000, # the step compared (V3's run length in `STUDY`)
+              panels=None, # the results already read (`read_panels` of 'paper' and `variants` on `setting`), else read here
+             )->pd.DataFrame:
+    "SMG under the paper's protocol and each of `variants` at `step`: against each baseline, and a variant's against the paper's SMG, paired per seed on the seeds both ran (n = 0: no seeds in)."
+    panels = panels or read_panels(('paper', *variants), setting, store, seeds, step)
+    paper = next((got for v, s, got in panels if v == 'paper'), {})
+    rows = []
+    for v, s, got in panels:
+        if 'smg' not in got: rows.append(dict(variant=v, setting=s, step=step, n=0)); continue
+        a = seed_losses(got['smg'], step)
+        against = {label(b): got[b] for b in BASELINES if b in got}
+        if v != 'paper' and 'smg' in paper: against[PAPER_SMG] = paper['smg']
+        for name, r in against.items():
+            p = paired(a, seed_losses(r, step))
+            rows.append(dict(variant=v, setting=s, step=step, against=name, n=p['n'], mean=p['mean_a'], against_mean=p['mean_b'],
+                             median=p['median_a'], against_median=p['median_b'], lower=p['below'], wilcoxon_p=p['wilcoxon_p'],
+                             reading=paired_reading(p)))
+    return pd.DataFrame(rows, columns=['variant', 'setting', 'step', 'against', 'n', 'mean', 'against_mean', 'median', 'against_median',
+                                       'lower', 'wilcoxon_p', 'reading']).astype({'n': 'Int64', 'lower': 'Int64'})
+
+def smg_words(t:pd.DataFrame, # `smg_table`
+             )->str:
+    "What V3 says about SMG, in plain words: each variant's SMG against the baselines and against the paper's SMG, and whether a change makes SMG lower than a baseline."
+    if not len(t): return ''
+    parts, moved, tested = [], [], []
+    for v, g in t.groupby('variant', sort=False):
+        name = "the paper's SMG (first-order Eq. 5)" if v == 'paper' else f"`{v}` ({get_variant(v).about.removeprefix('SMG and AMG: ')})"
+        if not g['n'].max() > 0: parts.append(f"{name}: no seeds in yet"); continue
+        base, own = g[g['against'] != PAPER_SMG], g[g['against'] == PAPER_SMG]
+        txt = f"{name}, n={int(base['n'].max())}: mean {base['mean'].iloc[0]:.3f} (median {base['median'].iloc[0]:.3f})"
+        if len(own):
+            r = own.iloc[0]
+            txt += f", against the paper's SMG on the same seeds {r['reading']} ({int(r['lower'])} of {int(r['n'])}, p = {r['wilcoxon_p']:.2g})"
+        parts.append(txt + '; against ' + ', '.join(f"{r.against} {r.reading} ({int(r.lower)} of {int(r.n)})" for r in base.itertuples()))
+        if v != 'paper':
+            tested.append(f'`{v}`')
+            if (low := list(base[base['reading'] == 'lower']['against'])): moved.append(f"`{v}` (lower than {', '.join(low)})")
+    step, s = int(t['step'].iloc[0]), t['setting'].iloc[0]
+    out = (f"**SMG's fallback (V3)** on ({s}) at step {step:,}, paired per seed (seeds where SMG ends lower, of n; the two-sided "
+           f"Wilcoxon test at alpha = {ALPHA}): " + '; '.join(parts) + '.')
+    if moved: out += f" So SMG ends lower than a baseline paired per seed under {', '.join(moved)}."
+    elif tested: out += f" So no change tested ({', '.join(tested)}) makes SMG lower than any baseline paired per seed."
+    return out
+
+
+# %% [markdown]
+# On toy seeds: the paper's SMG ends above every baseline, a variant's below every baseline and below
+# the paper's SMG, and a variant without seeds says so:
+
+# %%
+test_eq({(st.seeds, st.steps) for st in STUDY if st.variant in V3}, {(10, 1000)})  # smg_table's defaults are V3's size
+_base = {b: _toy([[2.3, 1.0, 0.7 + 0.02*k] for k in range(16)]) for b in BASELINES}
+_smg = lambda end: _toy([[2.3, 1.0, end + 0.015*k] for k in range(16)])
+_v3 = [('paper', 'c', {**_base, 'smg': _smg(0.9)}), ('second_order', 'c', {**_base, 'smg': _smg(0.5)}), ('lr_theta0', 'c', _base)]
+_st = smg_table(panels=_v3, step=20)
+test_eq(list(_st[_st['variant'] == 'paper']['reading']), ['higher']*4)
+test_eq(list(_st[_st['variant'] == 'second_order']['against']), [label(b) for b in BASELINES] + [PAPER_SMG])
+test_eq(list(_st[_st['variant'] == 'second_order']['reading']), ['lower']*5)
+test_eq(_st[_st['variant'] == 'lr_theta0']['n'].tolist(), [0])
+_w = smg_words(_st)
+test_eq("`lr_theta0` (the fallback leaves theta as it is (lambda_theta = 0)): no seeds in yet" in _w, True)
+test_eq(_w.endswith("So SMG ends lower than a baseline paired per seed under `second_order` (lower than "
+                    + ', '.join(label(b) for b in BASELINES) + ")."), True)
+test_eq(smg_words(_st[_st['variant'] != 'second_order']), smg_words(_st[_st['variant'] != 'second_order']).split(' So ')[0])
+
+# %% [markdown]
+# From the store: SMG at step 1,000 on (c), the paper's and each V3 variant's, against every baseline
+# and against the paper's SMG (a variant without seeds in shows n = 0):
+
+# %%
+smg = smg_table()
+display(Markdown(smg_words(smg)))
+smg.round(4)
+
 
 # %% [markdown]
 # ## The summary the README shows
@@ -654,7 +746,7 @@ def summary(store=None, # root folder of the results store (default: outputs/res
     trap_file = robustness_file('trap.json')
     trap = ["Why AMG's seeds freeze on 'stay', measured in the chapter: " + trap_words(json.loads(trap_file.read_text())), '']\
         if trap_file.exists() else []
-    lines += ['', verdict_words(t), '', beyond_words(t, f, sh, fair=fair_readings(panels)), '', *([shift_words(sh), ''] if len(sh) else []), frozen_words(f), '', *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
+    lines += ['', verdict_words(t), '', beyond_words(t, f, sh, fair=fair_readings(panels)), '', *([shift_words(sh), ''] if len(sh) else []), frozen_words(f), '', *([w, ''] if (w := smg_words(smg_table(store=store))) else []), *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
                   f"({', '.join(f'{r.variant} ({r.setting}) {r.done}/{r.planned}' for r in st.itertuples())})."]
     md = '\n'.join(lines) + '\n'
     out = Path(out) if out else robustness_file('summary.md')
