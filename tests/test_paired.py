@@ -151,3 +151,12 @@ def test_smgs_rows_at_step_1000_are_what_the_seed_files_give():
         assert row['wilcoxon_p'] == pytest.approx(stats.wilcoxon(x, y).pvalue, rel=1e-6)
         assert (row['reading'] == 'lower') == (stats.wilcoxon(x, y, alternative='less').pvalue < 0.025)
     assert len(smg) == 10
+
+
+def test_v2s_follow_ups_are_planned_because_lr1_moves_the_verdict_on_c():
+    "The plan's rule: lambda_eta = 0.3 and V1 with V2 run on (c) only where `lr1` moves the verdict there, read with all 25 seeds in."
+    from metaguard_nb.robustness import STUDY, moved_words, verdict_table
+    t = verdict_table(variants=('paper', 'lr1'), settings='c')
+    if not (t[t['variant'] == 'lr1']['n'] == 25).all(): pytest.skip('lr1 (c) is not complete in the store')
+    follow_ups = {st.variant for st in STUDY} & {'lr0.3', 'gT_lr1'}
+    assert bool(follow_ups) == ('`lr1` (c)' in moved_words(t))

@@ -66,7 +66,11 @@ from fastcore.test import test_eq, test_fail
 # What runs, as the grid runs it: `python -m metaguard_nb.grid --variant lr1 --settings c a --methods
 # sgd lgl2o lgl2o_no_update amg` computes whatever seeds of V2 are missing, and so on for each row.
 # A variant that moves a verdict earns the follow-ups the plan names (V1 on the other two panels;
-# lambda_eta = 0.3 and V1 with V2 on (c)).
+# lambda_eta = 0.3 and V1 with V2 on (c)). `lr1` moved it on (c) with all its seeds in (`moved_words`
+# below says where and by which reading), so `STUDY` holds V2's follow-ups: `lr0.3` (lambda_eta = 0.3
+# for every method) and `gT_lr1` (the `gT` optimizers at lambda_eta = 1), both on (c). With them the
+# chapter reads the verdict on (c) as a function of lambda_eta, for both meta-trainings. A variant
+# runs on the panels its rows name; the verdict is read there only.
 
 # %%
 #| export
@@ -83,9 +87,18 @@ class Study:
 
 STUDY = (Study('lr1', 'ca', ('sgd', 'lgl2o', 'lgl2o_no_update', 'amg')),
          Study('gT', 'ca', ('l2o', 'lgl2o', 'lgl2o_no_update', 'amg', 'safe_amg')),
+         # V2's follow-ups, planned because `lr1` moved the verdict on (c) (`moved_words`): lambda_eta = 0.3, and V1 with V2
+         Study('lr0.3', 'c', ('sgd', 'lgl2o', 'lgl2o_no_update', 'amg')),
+         Study('gT_lr1', 'c', ('sgd', 'l2o', 'lgl2o', 'lgl2o_no_update', 'amg')),  # no method reads another variant's seeds
          Study('second_order', 'c', ('smg',), seeds=10, steps=1000),
          Study('lr_theta0', 'c', ('smg',), seeds=10, steps=1000),
          Study('backtrack', 'ca', ('amg',)))  # beyond the paper (issue: a guard that cannot freeze)
+
+def planned_panels(variant:str, # a registered variant's name
+                   study=STUDY, # the planned runs (`STUDY`)
+                  )->str:
+    "The panels `variant` runs on in the study, one letter each ('ac' for the paper protocol: the verdict is read on both)."
+    return 'ac' if variant == 'paper' else ''.join(dict.fromkeys(''.join(st.settings for st in study if st.variant == variant)))
 
 def status(study=STUDY, # the planned runs (`STUDY`)
            store=None, # root folder of the results store (default: outputs/results of this checkout)
@@ -142,7 +155,7 @@ def beats_all(got:dict, # method -> per-seed results of one panel (`report.panel
                 lower_than=[label(b) for b, p in ps.items() if significantly_lower(p)],
                 **(dict(budget=budget, method_step=float(np.median([at_step[k] for k in seeds]))) if fair else {}))
 
-READ = ('paper', 'lr1', 'gT', 'backtrack')  # the variants the chapter and the README read
+READ = ('paper', 'lr1', 'lr0.3', 'gT', 'gT_lr1', 'backtrack')  # the variants the chapter and the README read
 
 def read_panels(variants=READ, # variants to read
                 settings='ac', # panels, one letter each
@@ -150,9 +163,9 @@ def read_panels(variants=READ, # variants to read
                 seeds=PAPER.seeds, # seeds of the protocol
                 steps=PAPER.steps, # the runs' length
                )->list:
-    "[(variant, panel, its results read from the store)] for every variant and panel: read once, for `verdict_table` and `frozen_table` both."
+    "[(variant, panel, its results read from the store)] for every variant and panel it is planned on (`planned_panels`): read once, for `verdict_table` and `frozen_table` both."
     return [(v, s, panel_results(s, dict(seeds=list(range(seeds)), steps=steps, eval_every=PAPER.eval_every), store, variant=v)[1])
-            for v in variants for s in settings]
+            for v in variants for s in settings if s in planned_panels(v)]
 
 def verdict_table(variants=READ, # variants to read
                   settings='ac', # panels, one letter each
@@ -679,6 +692,20 @@ def verdict_words(t:pd.DataFrame, # `verdict_table`
                    "every baseline neither by the mean nor paired per seed.")
     return ' '.join(out)
 
+def moved_words(t:pd.DataFrame, # `verdict_table`
+               )->str:
+    "Where a variant with all its seeds in reads 'AMG beats every baseline' otherwise than the paper's protocol in the same panel and step, and by which readings."
+    yes = lambda v: 'yes' if v else 'no'
+    paper = {(r.setting, r.step): r for r in t[t['variant'] == 'paper'].itertuples()}
+    moves = []
+    for r in t[(t['variant'] != 'paper') & (t['n'] == PAPER.seeds)].itertuples():
+        if (p := paper.get((r.setting, r.step))) is None: continue
+        by = [f"{name} ({yes(getattr(r, c))}; the paper's {yes(getattr(p, c))})" for c, name in
+              (('mean', 'the mean'), ('median', 'the median'), ('paired', 'the paired test')) if bool(getattr(r, c)) != bool(getattr(p, c))]
+        if by: moves.append(f"`{r.variant}` ({r.setting}) at step {r.step:,} by {', '.join(by)}")
+    return (f"Against the paper's protocol in the same cell (variants with all {PAPER.seeds} seeds in), a variant moves the verdict: "
+            + ('; '.join(moves) if moves else 'nowhere') + '.')
+
 def fair_readings(panels:list, # the results read (`read_panels`)
                   variant:str='backtrack', # the variant read
                   step:int=PAPER.steps, # the step whose SGD budget is used
@@ -739,14 +766,15 @@ def summary(store=None, # root folder of the results store (default: outputs/res
              "by the mean / by the median / paired per seed (n seeds that AMG and all four baselines have in the store)?", '',
              '| variant | what it changes | ' + ' | '.join(f"({r.setting}) step {r.step:,}" for r in t[t['variant'] == 'paper'].itertuples()) + ' |',
              '|---|---|' + '---|'*int((t['variant'] == 'paper').sum())]
-    for v, g in t.groupby('variant', sort=False):
-        cells = [f"{yes(r.mean, r.n)} / {yes(r.median, r.n)} / {yes(r.paired, r.n)} (n={r.n})" for r in g.itertuples()]
-        lines.append(f"| `{v}` | {get_variant(v).about} | " + ' | '.join(cells) + ' |')
+    cols = [(r.setting, r.step) for r in t[t['variant'] == 'paper'].itertuples()]
+    for v, g in t.groupby('variant', sort=False):  # a panel the variant is not planned on: 'not planned'
+        cells = {(r.setting, r.step): f"{yes(r.mean, r.n)} / {yes(r.median, r.n)} / {yes(r.paired, r.n)} (n={r.n})" for r in g.itertuples()}
+        lines.append(f"| `{v}` | {get_variant(v).about} | " + ' | '.join(cells.get(c, 'not planned') for c in cols) + ' |')
     done, planned = int(st['done'].sum()), int(st['planned'].sum())
     trap_file = robustness_file('trap.json')
     trap = ["Why AMG's seeds freeze on 'stay', measured in the chapter: " + trap_words(json.loads(trap_file.read_text())), '']\
         if trap_file.exists() else []
-    lines += ['', verdict_words(t), '', beyond_words(t, f, sh, fair=fair_readings(panels)), '', *([shift_words(sh), ''] if len(sh) else []), frozen_words(f), '', *([w, ''] if (w := smg_words(smg_table(store=store))) else []), *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
+    lines += ['', verdict_words(t), '', moved_words(t), '', beyond_words(t, f, sh, fair=fair_readings(panels)), '', *([shift_words(sh), ''] if len(sh) else []), frozen_words(f), '', *([w, ''] if (w := smg_words(smg_table(store=store))) else []), *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
                   f"({', '.join(f'{r.variant} ({r.setting}) {r.done}/{r.planned}' for r in st.itertuples())})."]
     md = '\n'.join(lines) + '\n'
     out = Path(out) if out else robustness_file('summary.md')
@@ -769,6 +797,12 @@ _t = pd.DataFrame([dict(variant='paper', setting='c', step=k, n=25, mean=False, 
                   + [dict(variant='lr1', setting='c', step=2000, n=0, mean=None, median=None, paired=None, lower_than=[])])
 test_eq('Paired per seed at step 2,000, AMG is lower than SGD, L2O on `paper` (c, n=25).' in verdict_words(_t), True)
 test_eq('`lr1` (c)' in verdict_words(_t).split('Not yet tested')[1], True)
+_m = pd.concat([_t[_t['variant'] == 'paper'], pd.DataFrame([dict(variant='lr1', setting='c', step=k, n=n, mean=True, median=False,
+                                                                 paired=k == 1000, lower_than=[]) for k, n in ((1000, 25), (2000, 24))])])
+test_eq(moved_words(_m), "Against the paper's protocol in the same cell (variants with all 25 seeds in), a variant moves the verdict: "
+        "`lr1` (c) at step 1,000 by the mean (yes; the paper's no), the paired test (yes; the paper's no).")  # step 2,000: 24 seeds, not read
+test_eq(moved_words(_t).endswith('moves the verdict: nowhere.'), True)
+test_eq((planned_panels('paper'), planned_panels('lr1'), planned_panels('gT_lr1'), planned_panels('adapt_waiting')), ('ac', 'ca', 'c', ''))
 
 # %%
 _f = pd.DataFrame([dict(variant=v, setting='c', method='amg', n=n, frozen=k, stay_throughout=k) for v, n, k in (('paper', 25, 5), ('backtrack', 12, 0))])
@@ -797,6 +831,7 @@ test_eq(beyond_words(_won, _f, _sh).endswith("With all 25 seeds in on every pane
 
 # %%
 display(Markdown(verdict_words(verdicts)))
+display(Markdown(moved_words(verdicts)))
 display(Markdown(beyond_words(verdicts, frozen, shift, fair=fair_readings(panels))))
 
 # %% [markdown]
