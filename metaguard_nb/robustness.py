@@ -4,16 +4,18 @@
 
 # %% auto #0
 __all__ = ['PAPER', 'STUDY', 'READ', 'V3', 'PAPER_SMG', 'Study', 'planned_panels', 'status', 'budget_losses', 'beats_all',
-           'read_panels', 'verdict_table', 'frozen_table', 'frozen_words', 'shift_table', 'shift_words',
-           'last_stay_run', 'top_hessian_eigenvalue', 'one_seed', 'trap_margins', 'robustness_file', 'trap',
-           'trap_lines', 'trap_words', 'smg_table', 'smg_words', 'verdict_words', 'moved_words', 'fair_readings',
-           'beyond_words', 'summary', 'main']
+           'read_panels', 'verdict_table', 'yes_no', 'verdict_cell', 'frozen_table', 'frozen_words', 'paired_cells',
+           'shift_table', 'shift_words', 'step_size_point', 'step_size_table', 'step_size_verdicts', 'step_size_words',
+           'step_size_figure', 'last_stay_run', 'top_hessian_eigenvalue', 'one_seed', 'trap_margins', 'robustness_file',
+           'trap', 'trap_lines', 'trap_words', 'smg_table', 'smg_words', 'verdict_words', 'moved_words',
+           'fair_readings', 'beyond_words', 'summary', 'main']
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #04195544
 import argparse, builtins, json, warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -125,6 +127,17 @@ def verdict_table(variants=READ, # variants to read
             rows.append(dict(variant=v, setting=s, step=k, **(b or dict(n=0, mean=None, median=None, paired=None, lower_than=[]))))
     return pd.DataFrame(rows)
 
+def yes_no(v, # a reading: True, False, or None where nothing was read
+           n:int|None=None, # the seeds it was read on (0: none)
+          )->str:
+    "A reading in a word: 'yes', 'no', or '-' where there is nothing to read (None, or n = 0)."
+    return '-' if v is None or n == 0 else 'yes' if v else 'no'
+
+def verdict_cell(r, # a row of `verdict_table`
+                )->str:
+    "A cell of the verdict in the README's form: 'mean / median / paired (n=...)'."
+    return f"{yes_no(r.mean, r.n)} / {yes_no(r.median, r.n)} / {yes_no(r.paired, r.n)} (n={r.n})"
+
 def frozen_table(variants=READ, # variants to read
                  settings='ac', # panels, one letter each
                  store=None, # root folder of the results store (default: outputs/results of this checkout)
@@ -145,6 +158,13 @@ def frozen_words(f:pd.DataFrame, # `frozen_table`
             + '; '.join(f"{label(r.method)} `{r.variant}` ({r.setting}) {r.frozen} of {r.n}{stay(r)}" for r in f.itertuples()) + '.')
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #3c4d67cc
+def paired_cells(p:dict, # a paired comparison (`paired`)
+                 other:str, # the prefix of the other side's mean and median columns, e.g. 'paper'
+                )->dict:
+    "The columns a table keeps of a paired comparison: n, both means and medians, the seeds lower, the Wilcoxon p and the reading."
+    return {'n': p['n'], 'mean': p['mean_a'], f'{other}_mean': p['mean_b'], 'median': p['median_a'], f'{other}_median': p['median_b'],
+            'lower': p['below'], 'wilcoxon_p': p['wilcoxon_p'], 'reading': paired_reading(p)}
+
 def shift_table(variants=READ, # variants to read
                 settings='ac', # panels, one letter each
                 store=None, # root folder of the results store (default: outputs/results of this checkout)
@@ -159,9 +179,7 @@ def shift_table(variants=READ, # variants to read
     for v, s, got in panels:
         for m, r in got.items():
             if v == 'paper' or m in get_variant(v).unchanged or m not in paper.get(s, {}): continue
-            p = paired(seed_losses(r, step), seed_losses(paper[s][m], step))
-            rows.append(dict(variant=v, setting=s, method=m, n=p['n'], mean=p['mean_a'], paper_mean=p['mean_b'], median=p['median_a'],
-                             paper_median=p['median_b'], lower=p['below'], wilcoxon_p=p['wilcoxon_p'], reading=paired_reading(p)))
+            rows.append(dict(variant=v, setting=s, method=m, **paired_cells(paired(seed_losses(r, step), seed_losses(paper[s][m], step)), 'paper')))
     return pd.DataFrame(rows, columns=['variant', 'setting', 'method', 'n', 'mean', 'paper_mean', 'median', 'paper_median', 'lower',
                                        'wilcoxon_p', 'reading'])
 
@@ -173,6 +191,90 @@ def shift_words(t:pd.DataFrame, # `shift_table`
             "seeds lower of n, Wilcoxon p): " + '; '.join(
                 f"{label(r.method)} `{r.variant}` ({r.setting}) {r.mean:.3f} vs {r.paper_mean:.3f}, {r.reading} ({r.lower} of {r.n}, p = {r.wilcoxon_p:.2g})"
                 for r in t.itertuples()) + '.')
+
+# %% ../nbs/07_does_the_verdict_hold.ipynb #b38fdea1
+def step_size_point(v:str, # a registered variant's name
+                   )->tuple|None:
+    "(its optimizers, its lambda_eta) for a variant that changes at most these two, else None: a point of `step_size_table`."
+    var = get_variant(v)
+    if set(dict(var.guard)) - {'lr_eta'}: return None
+    return var.checkpoints or 'shipped', var.guard_config().lr_eta
+
+# %% ../nbs/07_does_the_verdict_hold.ipynb #c90b3a92
+def _points(variants):  # the variants among `variants` that are step-size points: shipped optimizers first, lambda_eta ascending
+    pts = {v: step_size_point(v) for v in dict.fromkeys(variants)}
+    return sorted((v for v in pts if pts[v]), key=lambda v: (pts[v][0] != 'shipped', pts[v]))
+
+def step_size_table(panels:list, # the results read (`read_panels`)
+                    setting:str='c', # the panel
+                    step:int=PAPER.steps, # the step read
+                   )->pd.DataFrame:
+    "Optimizers x lambda_eta x method on `setting`: the monitor loss at `step` over the seeds in (n, mean, median, quartiles)."
+    got = {v: g for v, s, g in panels if s == setting}
+    rows = []
+    for v in _points(got):
+        for m in (*BASELINES, 'amg'):
+            x = np.array(list(seed_losses(got[v][m], step).values()) if m in got[v] else [])
+            q = np.quantile(x, [0.25, 0.5, 0.75]) if len(x) else [np.nan]*3
+            rows.append(dict(optimizers=step_size_point(v)[0], lr_eta=step_size_point(v)[1], variant=v, method=m, step=step, n=len(x),
+                             mean=x.mean() if len(x) else np.nan, median=q[1], q25=q[0], q75=q[2]))
+    return pd.DataFrame(rows, columns=['optimizers', 'lr_eta', 'variant', 'method', 'step', 'n', 'mean', 'median', 'q25', 'q75'])
+
+def step_size_verdicts(t:pd.DataFrame, # `verdict_table`
+                       setting:str='c', # the panel
+                      )->pd.DataFrame:
+    "The verdict on `setting` by optimizers and lambda_eta (rows) and step (columns), each cell as `verdict_cell` writes it."
+    d = t[t['setting'] == setting]
+    rows = [dict(zip(('optimizers', 'lr_eta'), step_size_point(v)), **{f'step {r.step:,}': verdict_cell(r) for r in d[d['variant'] == v].itertuples()})
+            for v in _points(d['variant'])]
+    return pd.DataFrame(rows).set_index(['optimizers', 'lr_eta'])
+
+def step_size_words(t:pd.DataFrame, # `step_size_table`
+                    v:pd.DataFrame, # `verdict_table`
+                    setting:str='c', # the panel
+                   )->str:
+    "The verdict on `setting` as a function of lambda_eta, in words: where AMG beats every baseline paired per seed, which points have no seeds in yet, and how each method's median moves with the step size."
+    name = lambda pt: f"lambda_eta = {pt[1]:g} ({pt[0]} optimizers)"
+    d = v[v['setting'] == setting]
+    pts = [(step_size_point(r.variant), r) for r in d.itertuples() if step_size_point(r.variant)]
+    where = lambda k, col: ', '.join(name(pt) for pt, r in pts if r.step == k and r.n > 0 and getattr(r, col)) or 'none of them'
+    steps = sorted(d['step'].unique())
+    out = [f"On ({setting}), of the step-size points with seeds in, AMG beats every baseline paired per seed at "
+           + '; '.join(f"step {k:,}: {where(k, 'paired')}" for k in steps)
+           + ' (by the mean at ' + '; '.join(f"step {k:,}: {where(k, 'mean')}" for k in steps) + ').']
+    if (todo := list(dict.fromkeys(name(pt) for pt, r in pts if r.n == 0))): out.append(f"Not read yet (no seeds in): {', '.join(todo)}.")
+    moves = []
+    for o, g in t[t['n'] > 0].groupby('optimizers', sort=False):
+        for m, h in g.groupby('method', sort=False):
+            if len(h) > 1 and h['median'].nunique() > 1:
+                moves.append(f"{label(m)} " + ', '.join(f"{r.median:.3f} at {r.lr_eta:g}" for r in h.itertuples()) + f" ({o})")
+    if moves: out.append(f"Each method's median at step {int(t['step'].iloc[0]):,} by lambda_eta, where it moves: " + '; '.join(moves) + '.')
+    return ' '.join(out)
+
+# %% ../nbs/07_does_the_verdict_hold.ipynb #83c92b3e
+def step_size_figure(t:pd.DataFrame, # `step_size_table`
+                     setting:str='c', # the panel, for the titles
+                    ):
+    "Median monitor loss (bars: quartiles) against lambda_eta, one line per method, one panel per meta-training (dotted: the paper's lambda_eta); points with no seeds in are left out."
+    opts, have = list(dict.fromkeys(t['optimizers'])), t[t['n'] > 0]
+    fig, axs = plt.subplots(1, len(opts), figsize=(5.5*len(opts), 3.8), sharey=True, squeeze=False)
+    for ax, o in zip(axs[0], opts):
+        ax.axvline(GuardConfig().lr_eta, color='0.8', ls=':', lw=1, zorder=0)
+        for m in dict.fromkeys(t['method']):
+            if not len(g := have[(have['optimizers'] == o) & (have['method'] == m)]): continue
+            M = get_method(m)
+            ax.errorbar(g['lr_eta'], g['median'], yerr=[g['median'] - g['q25'], g['q75'] - g['median']], color=M.color, marker='o',
+                        capsize=3, lw=1.2, label=f"{M.label} (n={'/'.join(str(n) for n in g['n'])})")
+        lrs = sorted(set(t[t['optimizers'] == o]['lr_eta']))
+        ax.set(xscale='log', yscale='log', xlabel='lambda_eta', title=f"({setting}) at step {int(t['step'].iloc[0]):,}: {o} optimizers")
+        ax.set_xticks(lrs, [f'{x:g}' for x in lrs]); ax.minorticks_off(); ax.legend(fontsize=7)
+    if len(have):  # plain-number ticks on the log axis, within the data
+        lo, hi = have['q25'].min(), have['q75'].max()
+        ticks = [y for y in (0.05, 0.1, 0.2, 0.5, 1, 2, 5) if lo <= y <= hi]
+        axs[0, 0].set_yticks(ticks, [f'{y:g}' for y in ticks]); axs[0, 0].yaxis.set_minor_formatter(plt.NullFormatter())
+    axs[0, 0].set_ylabel('monitor loss: median, quartiles')
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #60cdbec0
 def last_stay_run(branch:np.ndarray, # one seed's branch per step
@@ -365,10 +467,7 @@ def smg_table(variants=V3, # variants that change SMG
         against = {label(b): got[b] for b in BASELINES if b in got}
         if v != 'paper' and 'smg' in paper: against[PAPER_SMG] = paper['smg']
         for name, r in against.items():
-            p = paired(a, seed_losses(r, step))
-            rows.append(dict(variant=v, setting=s, step=step, against=name, n=p['n'], mean=p['mean_a'], against_mean=p['mean_b'],
-                             median=p['median_a'], against_median=p['median_b'], lower=p['below'], wilcoxon_p=p['wilcoxon_p'],
-                             reading=paired_reading(p)))
+            rows.append(dict(variant=v, setting=s, step=step, against=name, **paired_cells(paired(a, seed_losses(r, step)), 'against')))
     return pd.DataFrame(rows, columns=['variant', 'setting', 'step', 'against', 'n', 'mean', 'against_mean', 'median', 'against_median',
                                        'lower', 'wilcoxon_p', 'reading']).astype({'n': 'Int64', 'lower': 'Int64'})
 
@@ -420,12 +519,11 @@ def verdict_words(t:pd.DataFrame, # `verdict_table`
 def moved_words(t:pd.DataFrame, # `verdict_table`
                )->str:
     "Where a variant with all its seeds in reads 'AMG beats every baseline' otherwise than the paper's protocol in the same panel and step, and by which readings."
-    yes = lambda v: 'yes' if v else 'no'
     paper = {(r.setting, r.step): r for r in t[t['variant'] == 'paper'].itertuples()}
     moves = []
     for r in t[(t['variant'] != 'paper') & (t['n'] == PAPER.seeds)].itertuples():
         if (p := paper.get((r.setting, r.step))) is None: continue
-        by = [f"{name} ({yes(getattr(r, c))}; the paper's {yes(getattr(p, c))})" for c, name in
+        by = [f"{name} ({yes_no(getattr(r, c))}; the paper's {yes_no(getattr(p, c))})" for c, name in
               (('mean', 'the mean'), ('median', 'the median'), ('paired', 'the paired test')) if bool(getattr(r, c)) != bool(getattr(p, c))]
         if by: moves.append(f"`{r.variant}` ({r.setting}) at step {r.step:,} by {', '.join(by)}")
     return (f"Against the paper's protocol in the same cell (variants with all {PAPER.seeds} seeds in), a variant moves the verdict: "
@@ -446,13 +544,12 @@ def beyond_words(t:pd.DataFrame, # `verdict_table`
                  fair:dict|None=None, # panel -> the compute-fair reading at `step` (`beats_all(..., fair=True)`), where read
                 )->str:
     "The answer for a guard beyond the paper, per panel: does it beat every baseline (three readings), how many seeds freeze, and how it ends against the paper's AMG on the same seeds."
-    yes = lambda v: 'yes' if v else 'no'
     def row(d, v, s, **k):  # the rows of variant v, panel s and the given column values
         m = (d['variant'] == v) & (d['setting'] == s)
         for c, x in k.items(): m &= d[c] == x
         return d[m]
     def readings(r):  # the three readings of a `beats_all` result, and which baselines it is lower than where paired fails
-        return (f"by the mean {yes(r['mean'])}, by the median {yes(r['median'])}, paired per seed {yes(r['paired'])}"
+        return (f"by the mean {yes_no(r['mean'])}, by the median {yes_no(r['median'])}, paired per seed {yes_no(r['paired'])}"
                 + ('' if r['paired'] else f" (lower than {', '.join(r['lower_than']) or 'no baseline'})"))
     parts, wins, full = [], [], []
     for s in dict.fromkeys(t['setting']):
@@ -485,7 +582,6 @@ def summary(store=None, # root folder of the results store (default: outputs/res
     "The front page's block: the verdict table in words and the study's progress; written to outputs/robustness/summary.md."
     panels = read_panels(store=store)
     t, st, f, sh = verdict_table(panels=panels), status(store=store), frozen_table(panels=panels), shift_table(panels=panels)
-    yes = lambda v, n: '-' if v is None or n == 0 else ('yes' if v else 'no')
     lines = ["**Does the verdict hold under the paper's open choices?** AMG against all four baselines on panels (a) and (c), "
              "for each variant ([07_does_the_verdict_hold](nbs/07_does_the_verdict_hold.ipynb)): does it beat every baseline "
              "by the mean / by the median / paired per seed (n seeds that AMG and all four baselines have in the store)?", '',
@@ -493,7 +589,7 @@ def summary(store=None, # root folder of the results store (default: outputs/res
              '|---|---|' + '---|'*int((t['variant'] == 'paper').sum())]
     cols = [(r.setting, r.step) for r in t[t['variant'] == 'paper'].itertuples()]
     for v, g in t.groupby('variant', sort=False):  # a panel the variant is not planned on: 'not planned'
-        cells = {(r.setting, r.step): f"{yes(r.mean, r.n)} / {yes(r.median, r.n)} / {yes(r.paired, r.n)} (n={r.n})" for r in g.itertuples()}
+        cells = {(r.setting, r.step): verdict_cell(r) for r in g.itertuples()}
         lines.append(f"| `{v}` | {get_variant(v).about} | " + ' | '.join(cells.get(c, 'not planned') for c in cols) + ' |')
     done, planned = int(st['done'].sum()), int(st['planned'].sum())
     trap_file = robustness_file('trap.json')

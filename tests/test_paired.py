@@ -160,3 +160,18 @@ def test_v2s_follow_ups_are_planned_because_lr1_moves_the_verdict_on_c():
     if not (t[t['variant'] == 'lr1']['n'] == 25).all(): pytest.skip('lr1 (c) is not complete in the store')
     follow_ups = {st.variant for st in STUDY} & {'lr0.3', 'gT_lr1'}
     assert bool(follow_ups) == ('`lr1` (c)' in moved_words(t))
+
+
+def test_the_step_size_points_on_c_are_what_the_seed_files_give():
+    "`step_size_table` on (c) at step 2,000: SGD at lambda_eta = 1 and 3 (the shipped optimizers' points), recomputed from the seed files."
+    from metaguard_nb.robustness import read_panels, step_size_table
+    t = step_size_table(read_panels(('paper', 'lr1'), 'c')).set_index(['lr_eta', 'method'])
+    lr1 = [run.parent for run in (STORE / 'c' / 'sgd').glob('*/run.json') if json.loads(run.read_text())['device'] == 'cpu'
+           and json.loads(run.read_text())['guard']['lr_eta'] == 1.0 and len(list(run.parent.glob('seed*_2000.npz'))) == 25]
+    if not lr1: pytest.skip('no committed lr1 seeds of (c, sgd)')
+    for lr, folder in ((1.0, lr1[0]), (3.0, paper_folder('c', 'sgd'))):
+        x = np.array(list(losses_at(folder, 2000).values()))
+        row = t.loc[(lr, 'sgd')]
+        assert row['n'] == 25 and row['step'] == 2000
+        assert np.isclose(row['median'], np.median(x)) and np.isclose(row['q25'], np.quantile(x, 0.25)) and np.isclose(row['mean'], x.mean())
+    assert t.loc[(1.0, 'l2o'), 'median'] == t.loc[(3.0, 'l2o'), 'median']  # L2O takes no SGD step: `lr1` reads the paper's seeds
