@@ -154,12 +154,23 @@ def test_smgs_rows_at_step_1000_are_what_the_seed_files_give():
 
 
 def test_v2s_follow_ups_are_planned_because_lr1_moves_the_verdict_on_c():
-    "The plan's rule: lambda_eta = 0.3 and V1 with V2 run on (c) only where `lr1` moves the verdict there, read with all 25 seeds in."
-    from metaguard_nb.robustness import STUDY, moved_words, verdict_table
-    t = verdict_table(variants=('paper', 'lr1'), settings='c')
-    if not (t[t['variant'] == 'lr1']['n'] == 25).all(): pytest.skip('lr1 (c) is not complete in the store')
+    "The plan's rule: lambda_eta = 0.3 and V1 with V2 run on (c) only where `lr1` moves the verdict there (mean or paired), read with all 25 seeds in."
+    from metaguard_nb.robustness import STUDY, earns_follow_ups, verdict_table
+    moved = earns_follow_ups(verdict_table(variants=('paper', 'lr1'), settings='c'), 'lr1', 'c')
+    if moved is None: pytest.skip('lr1 (c) is not complete in the store')
     follow_ups = {st.variant for st in STUDY} & {'lr0.3', 'gT_lr1'}
-    assert bool(follow_ups) == ('`lr1` (c)' in moved_words(t))
+    assert bool(follow_ups) == moved
+
+
+def test_v1s_follow_ups_are_planned_if_gT_moves_the_verdict_on_a_or_c():
+    "The plan's rule for V1: if `gT` moves the verdict on (a) or (c) (mean or paired, all 25 seeds in), it runs on (b) and (d) too, with SMG on all four; if not, it stops at (a) and (c)."
+    from metaguard_nb.robustness import STUDY, earns_follow_ups, verdict_table
+    moved = earns_follow_ups(verdict_table(variants=('paper', 'gT'), settings='ac'), 'gT', 'ac')
+    if moved is None: pytest.skip('gT is not complete on (a) and (c) in the store')
+    rows = [st for st in STUDY if st.variant == 'gT']
+    panels = {s for st in rows for s in st.settings}
+    smg = {s for st in rows if 'smg' in st.methods for s in st.settings}
+    assert (panels == set('abcd') and smg == set('abcd')) if moved else (panels == set('ac') and not smg)
 
 
 def test_the_step_size_points_on_c_are_what_the_seed_files_give():
@@ -175,3 +186,19 @@ def test_the_step_size_points_on_c_are_what_the_seed_files_give():
         assert row['n'] == 25 and row['step'] == 2000
         assert np.isclose(row['median'], np.median(x)) and np.isclose(row['q25'], np.quantile(x, 0.25)) and np.isclose(row['mean'], x.mean())
     assert t.loc[(1.0, 'l2o'), 'median'] == t.loc[(3.0, 'l2o'), 'median']  # L2O takes no SGD step: `lr1` reads the paper's seeds
+
+
+@pytest.mark.parametrize('method, ignores', [('sgd', 'the optimizers'), ('l2o', 'lambda_eta')])
+def test_a_method_computes_the_same_numbers_under_a_variant_that_leaves_it_alone(method, ignores):
+    "SGD uses no meta-trained optimizer and L2O takes no SGD step: where the store holds two runs of one that differ only there (`gT_lr1` against `lr1`, or against `gT`), every common seed's evaluations are equal, bit for bit."
+    import itertools
+    keys = {run.parent: json.loads(run.read_text()) for run in (STORE / 'c' / method).glob('*/run.json')}
+    def without(k):  # the key less what `method` does not read
+        if ignores == 'the optimizers': return {**k, 'checkpoint': None, 'checkpoint_weights': None}
+        return {**k, 'guard': {**k['guard'], 'lr_eta': None}}
+    pairs = [(f1, f2) for (f1, k1), (f2, k2) in itertools.combinations(keys.items(), 2) if k1 != k2 and without(k1) == without(k2)]
+    common = [(f1, f2, name) for f1, f2 in pairs for name in sorted({p.name for p in f1.glob('seed*.npz')} & {p.name for p in f2.glob('seed*.npz')})]
+    if not common: pytest.skip(f'no two runs of (c, {method}) in the store that differ only in {ignores}')
+    for f1, f2, name in common:
+        with np.load(f1 / name) as a, np.load(f2 / name) as b:
+            assert np.array_equal(a['evals'], b['evals']), (f1, f2, name)

@@ -67,11 +67,13 @@ from IPython.display import Markdown, display
 #
 # What runs, as the grid runs it: `python -m metaguard_nb.grid --variant lr1 --settings c a --methods
 # sgd lgl2o lgl2o_no_update amg` computes whatever seeds of V2 are missing, and so on for each row.
-# A variant that moves a verdict earns the follow-ups the plan names (V1 on the other two panels;
-# lambda_eta = 0.3 and V1 with V2 on (c)). `lr1` moved it on (c) with all its seeds in (`moved_words`
-# below says where and by which reading), so `STUDY` holds V2's follow-ups: `lr0.3` (lambda_eta = 0.3
-# for every method) and `gT_lr1` (the `gT` optimizers at lambda_eta = 1), both on (c). With them the
-# chapter reads the verdict on (c) as a function of lambda_eta, for both meta-trainings. A variant
+# A variant that moves a verdict, with all its seeds in, by the mean or paired per seed
+# (`earns_follow_ups`), earns the follow-ups the plan names (V1: the other two panels, and SMG on all
+# four; V2: lambda_eta = 0.3 and V1 with V2 on (c)). `lr1` moved it on (c) (`moved_words` below says
+# where and by which reading), so `STUDY` holds V2's follow-ups: `lr0.3` (lambda_eta = 0.3 for every
+# method) and `gT_lr1` (the `gT` optimizers at lambda_eta = 1), both on (c). With them the chapter
+# reads the verdict on (c) as a function of lambda_eta, for both meta-trainings. `gT` is read once it
+# is complete on (a) and (c); a test in tests/test_paired.py holds `STUDY` to both rules. A variant
 # runs on the panels its rows name; the verdict is read there only.
 
 # %%
@@ -863,18 +865,35 @@ def verdict_words(t:pd.DataFrame, # `verdict_table`
                    "every baseline neither by the mean nor paired per seed.")
     return ' '.join(out)
 
+READINGS = {'mean': 'the mean', 'median': 'the median', 'paired': 'the paired test'}  # the verdict's three readings, as the words name them
+
+def moved_cells(t:pd.DataFrame, # `verdict_table`
+               )->pd.DataFrame:
+    "Where a variant with all its seeds in reads 'AMG beats every baseline' otherwise than the paper's protocol in the same panel and step: a row per variant, panel, step and reading that differs, with both answers."
+    paper = {(r.setting, r.step): r for r in t[t['variant'] == 'paper'].itertuples()}
+    rows = [dict(variant=r.variant, setting=r.setting, step=r.step, reading=c, says=bool(getattr(r, c)), paper_says=bool(getattr(p, c)))
+            for r in t[(t['variant'] != 'paper') & (t['n'] == PAPER.seeds)].itertuples() if (p := paper.get((r.setting, r.step))) is not None
+            for c in READINGS if bool(getattr(r, c)) != bool(getattr(p, c))]
+    return pd.DataFrame(rows, columns=['variant', 'setting', 'step', 'reading', 'says', 'paper_says'])
+
 def moved_words(t:pd.DataFrame, # `verdict_table`
                )->str:
     "Where a variant with all its seeds in reads 'AMG beats every baseline' otherwise than the paper's protocol in the same panel and step, and by which readings."
-    paper = {(r.setting, r.step): r for r in t[t['variant'] == 'paper'].itertuples()}
-    moves = []
-    for r in t[(t['variant'] != 'paper') & (t['n'] == PAPER.seeds)].itertuples():
-        if (p := paper.get((r.setting, r.step))) is None: continue
-        by = [f"{name} ({yes_no(getattr(r, c))}; the paper's {yes_no(getattr(p, c))})" for c, name in
-              (('mean', 'the mean'), ('median', 'the median'), ('paired', 'the paired test')) if bool(getattr(r, c)) != bool(getattr(p, c))]
-        if by: moves.append(f"`{r.variant}` ({r.setting}) at step {r.step:,} by {', '.join(by)}")
+    moves = [f"`{v}` ({s}) at step {k:,} by " + ', '.join(f"{READINGS[r.reading]} ({yes_no(r.says)}; the paper's {yes_no(r.paper_says)})"
+                                                         for r in g.itertuples())
+             for (v, s, k), g in moved_cells(t).groupby(['variant', 'setting', 'step'], sort=False)]
     return (f"Against the paper's protocol in the same cell (variants with all {PAPER.seeds} seeds in), a variant moves the verdict: "
             + ('; '.join(moves) if moves else 'nowhere') + '.')
+
+def earns_follow_ups(t:pd.DataFrame, # `verdict_table` of the paper's protocol and `variant` on `settings`
+                     variant:str, # the variant whose follow-ups the plan names
+                     settings:str, # the panels the plan reads it on
+                    )->bool|None:
+    "The plan's rule for follow-ups: does `variant` move the verdict on any of `settings`, by the mean or paired per seed (the issue's 'either reading')? None until it has all its seeds in there."
+    mine = t[(t['variant'] == variant) & t['setting'].isin(list(settings))]
+    if not len(mine) or not (mine['n'] == PAPER.seeds).all(): return None
+    m = moved_cells(t)
+    return bool(((m['variant'] == variant) & m['setting'].isin(list(settings)) & m['reading'].isin(['mean', 'paired'])).any())
 
 def fair_readings(panels:list, # the results read (`read_panels`)
                   variant:str='backtrack', # the variant read
@@ -970,6 +989,10 @@ _m = pd.concat([_t[_t['variant'] == 'paper'], pd.DataFrame([dict(variant='lr1', 
 test_eq(moved_words(_m), "Against the paper's protocol in the same cell (variants with all 25 seeds in), a variant moves the verdict: "
         "`lr1` (c) at step 1,000 by the mean (yes; the paper's no), the paired test (yes; the paper's no).")  # step 2,000: 24 seeds, not read
 test_eq(moved_words(_t).endswith('moves the verdict: nowhere.'), True)
+test_eq(moved_cells(_m)[['step', 'reading']].values.tolist(), [[1000, 'mean'], [1000, 'paired']])
+test_eq(earns_follow_ups(_m, 'lr1', 'c'), None)  # step 2,000 has 24 seeds: not decided yet
+test_eq(earns_follow_ups(_m.assign(n=25), 'lr1', 'c'), True)
+test_eq(earns_follow_ups(_m.assign(n=25, mean=False, paired=False), 'lr1', 'c'), False)  # the median alone does not earn them
 test_eq((planned_panels('paper'), planned_panels('lr1'), planned_panels('gT_lr1'), planned_panels('adapt_waiting')), ('ac', 'ca', 'c', ''))
 
 # %%
