@@ -271,7 +271,7 @@ def step_size_figure(t:pd.DataFrame, # `step_size_table`
     if len(have):  # plain-number ticks on the log axis, within the data
         lo, hi = have['q25'].min(), have['q75'].max()
         ticks = [y for y in (0.05, 0.1, 0.2, 0.5, 1, 2, 5) if lo <= y <= hi]
-        axs[0, 0].set_yticks(ticks, [f'{y:g}' for y in ticks]); axs[0, 0].yaxis.set_minor_formatter(plt.NullFormatter())
+        if len(ticks) > 1: axs[0, 0].set_yticks(ticks, [f'{y:g}' for y in ticks]); axs[0, 0].yaxis.set_minor_formatter(plt.NullFormatter())
     axs[0, 0].set_ylabel('monitor loss: median, quartiles')
     fig.tight_layout()
     return fig
