@@ -213,10 +213,11 @@ def step_size_table(panels:list, # the results read (`read_panels`)
     got = {v: g for v, s, g in panels if s == setting}
     rows = []
     for v in _points(got):
+        o, lr = step_size_point(v)
         for m in (*BASELINES, 'amg'):
             x = np.array(list(seed_losses(got[v][m], step).values()) if m in got[v] else [])
             q = np.quantile(x, [0.25, 0.5, 0.75]) if len(x) else [np.nan]*3
-            rows.append(dict(optimizers=step_size_point(v)[0], lr_eta=step_size_point(v)[1], variant=v, method=m, step=step, n=len(x),
+            rows.append(dict(optimizers=o, lr_eta=lr, variant=v, method=m, step=step, n=len(x),
                              mean=x.mean() if len(x) else np.nan, median=q[1], q25=q[0], q75=q[2]))
     return pd.DataFrame(rows, columns=['optimizers', 'lr_eta', 'variant', 'method', 'step', 'n', 'mean', 'median', 'q25', 'q75'])
 
@@ -236,7 +237,7 @@ def step_size_words(t:pd.DataFrame, # `step_size_table`
     "The verdict on `setting` as a function of lambda_eta, in words: where AMG beats every baseline paired per seed, which points have no seeds in yet, and how each method's median moves with the step size."
     name = lambda pt: f"lambda_eta = {pt[1]:g} ({pt[0]} optimizers)"
     d = v[v['setting'] == setting]
-    pts = [(step_size_point(r.variant), r) for r in d.itertuples() if step_size_point(r.variant)]
+    pts = [(pt, r) for r in d.itertuples() if (pt := step_size_point(r.variant))]
     where = lambda k, col: ', '.join(name(pt) for pt, r in pts if r.step == k and r.n > 0 and getattr(r, col)) or 'none of them'
     steps = sorted(d['step'].unique())
     out = [f"On ({setting}), of the step-size points with seeds in, AMG beats every baseline paired per seed at "

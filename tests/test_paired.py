@@ -177,8 +177,9 @@ def test_the_step_size_points_on_c_are_what_the_seed_files_give():
     "`step_size_table` on (c) at step 2,000: SGD at lambda_eta = 1 and 3 (the shipped optimizers' points), recomputed from the seed files."
     from metaguard_nb.robustness import read_panels, step_size_table
     t = step_size_table(read_panels(('paper', 'lr1'), 'c')).set_index(['lr_eta', 'method'])
-    lr1 = [run.parent for run in (STORE / 'c' / 'sgd').glob('*/run.json') if json.loads(run.read_text())['device'] == 'cpu'
-           and json.loads(run.read_text())['guard']['lr_eta'] == 1.0 and len(list(run.parent.glob('seed*_2000.npz'))) == 25]
+    keys = {run.parent: json.loads(run.read_text()) for run in (STORE / 'c' / 'sgd').glob('*/run.json')}
+    lr1 = [folder for folder, key in keys.items() if key['device'] == 'cpu' and key['guard']['lr_eta'] == 1.0
+           and len(list(folder.glob('seed*_2000.npz'))) == 25]
     if not lr1: pytest.skip('no committed lr1 seeds of (c, sgd)')
     for lr, folder in ((1.0, lr1[0]), (3.0, paper_folder('c', 'sgd'))):
         x = np.array(list(losses_at(folder, 2000).values()))
