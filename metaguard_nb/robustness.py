@@ -5,10 +5,11 @@
 # %% auto #0
 __all__ = ['PAPER', 'STUDY', 'READ', 'V3', 'PAPER_SMG', 'READINGS', 'Study', 'planned_panels', 'status', 'budget_losses',
            'beats_all', 'read_panels', 'verdict_table', 'yes_no', 'verdict_cell', 'frozen_table', 'frozen_words',
-           'paired_cells', 'shift_table', 'shift_words', 'step_size_point', 'step_size_table', 'step_size_verdicts',
-           'step_size_words', 'step_size_figure', 'last_stay_run', 'top_hessian_eigenvalue', 'one_seed', 'trap_margins',
-           'robustness_file', 'trap', 'trap_lines', 'trap_words', 'smg_table', 'smg_words', 'verdict_words',
-           'moved_cells', 'moved_words', 'earns_follow_ups', 'fair_readings', 'beyond_words', 'summary', 'main']
+           'branch_table', 'branch_words', 'paired_cells', 'shift_table', 'shift_words', 'step_size_point',
+           'step_size_table', 'step_size_verdicts', 'step_size_words', 'step_size_figure', 'last_stay_run',
+           'top_hessian_eigenvalue', 'one_seed', 'trap_margins', 'robustness_file', 'trap', 'trap_lines', 'trap_words',
+           'smg_table', 'smg_words', 'verdict_words', 'moved_cells', 'moved_words', 'earns_follow_ups', 'fair_readings',
+           'beyond_words', 'summary', 'main']
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #04195544
 import argparse, builtins, json, warnings
@@ -156,6 +157,36 @@ def frozen_words(f:pd.DataFrame, # `frozen_table`
     stay = lambda r: '' if r.stay_throughout is None or pd.isna(r.stay_throughout) else f" ({int(r.stay_throughout)} on 'stay' throughout)"
     return (f"Seeds frozen at step {PAPER.steps:,} (the same monitor loss over the last tenth of the run), of the seeds in: "
             + '; '.join(f"{label(r.method)} `{r.variant}` ({r.setting}) {r.frozen} of {r.n}{stay(r)}" for r in f.itertuples()) + '.')
+
+# %% ../nbs/07_does_the_verdict_hold.ipynb #fd8e6758
+def branch_table(variants=READ, # variants to read
+                 settings='ac', # panels, one letter each
+                 store=None, # root folder of the results store (default: outputs/results of this checkout)
+                 seeds=PAPER.seeds, # seeds of the protocol
+                 panels=None, # the results already read (`read_panels`), else read here
+                )->pd.DataFrame:
+    "Variant x panel x method with more than one candidate that the variant changes, with seeds in: each candidate's share of all steps, pooled over seeds, and the median seed's learned share."
+    names = list(dict.fromkeys(b for m in ('lgl2o', 'smg', 'safe_amg') for b in get_method(m).branches))
+    rows = []
+    for v, s, got in panels or read_panels(variants, settings, store, seeds):
+        for m, r in got.items():
+            own = get_method(m).branches
+            if len(own) < 2 or m in get_variant(v).unchanged or 'record' not in r: continue
+            b = r['record'][..., 0].numpy()  # [S, steps]: the index of the winning candidate among `own`
+            rows.append(dict(variant=v, setting=s, method=m, n=len(b), **{c: float((b == own.index(c)).mean()) if c in own else np.nan for c in names},
+                             learned_median=float(np.median((b == own.index('learned')).mean(1)))))
+    return pd.DataFrame(rows, columns=['variant', 'setting', 'method', 'n', *names, 'learned_median'])
+
+def branch_words(t:pd.DataFrame, # `branch_table`
+                 variant:str='gT', # the variant compared with the paper's protocol
+                 method:str='amg', # the method read
+                )->str:
+    "How often `method`'s learned candidate wins under `variant` against the paper's protocol, panel by panel, in one sentence."
+    row = lambda v, s: t[(t['variant'] == v) & (t['setting'] == s) & (t['method'] == method)]
+    parts = [f"({s}) {m.iloc[0]['learned']:.0%} of steps, the median seed {m.iloc[0]['learned_median']:.0%} (n={m.iloc[0]['n']}), "
+             f"against {p.iloc[0]['learned']:.0%} and {p.iloc[0]['learned_median']:.0%} with the paper's optimizers (n={p.iloc[0]['n']})"
+             for s in dict.fromkeys(t['setting']) if len(m := row(variant, s)) and len(p := row('paper', s))]
+    return (f"{label(method)}'s learned candidate wins under `{variant}`: " + '; '.join(parts) + '.') if parts else ''
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #3c4d67cc
 def paired_cells(p:dict, # a paired comparison (`paired`)

@@ -86,6 +86,20 @@ def test_the_frozen_seed_counts_are_what_the_seed_files_give(setting):
         assert frozen > 0  # the committed protocol has frozen seeds of both guards on (a) and (c)
 
 
+@pytest.mark.parametrize('method', ['amg', 'lgl2o'])
+def test_the_candidate_shares_on_c_are_what_the_seed_files_give(method):
+    "The branch table's row of the paper protocol on (c): each candidate's share of all steps and the median seed's learned share, from the npz files' branch records."
+    from metaguard_nb.guards import get_method
+    from metaguard_nb.robustness import branch_table
+    row = branch_table(variants=('paper',), settings='c').set_index('method').loc[method]
+    names = get_method(method).branches
+    b = np.stack([np.load(f)['branch'] for f in sorted(paper_folder('c', method).glob('seed*_2000.npz'))])
+    assert b.shape == (25, 2000) and row['n'] == 25
+    for k, name in enumerate(names): assert row[name] == pytest.approx((b == k).mean(), abs=1e-12)
+    assert row['learned_median'] == pytest.approx(np.median((b == names.index('learned')).mean(1)), abs=1e-12)
+    assert 0 < row['learned'] < 1  # both kinds of step happen on (c): the shares are not a constant
+
+
 def test_what_a_variant_does_to_a_baseline_is_what_the_seed_files_give():
     "The shift table's row for LGL2O (w/ Update) under `gT` on (a), recomputed from the two folders' seed files with numpy and scipy."
     from metaguard_nb.robustness import shift_table

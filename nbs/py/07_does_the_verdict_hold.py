@@ -276,6 +276,63 @@ frozen
 
 
 # %% [markdown]
+# Which candidate wins. V1 rests on a premise: the shipped optimizers, meta-trained carrying the
+# per-coordinate state, are run inside AMG from g^T's coordinate mean, a regime they never saw, so
+# AMG's learned candidate rarely wins. Read from the branch records, for every method with more than one
+# candidate, variant and panel: the share of all steps (pooled over the seeds in) on which each
+# candidate won, and the median seed's share of learned steps. If `gT` repairs the regime, AMG's learned
+# share rises under it.
+
+# %%
+#| export
+def branch_table(variants=READ, # variants to read
+                 settings='ac', # panels, one letter each
+                 store=None, # root folder of the results store (default: outputs/results of this checkout)
+                 seeds=PAPER.seeds, # seeds of the protocol
+                 panels=None, # the results already read (`read_panels`), else read here
+                )->pd.DataFrame:
+    "Variant x panel x method with more than one candidate that the variant changes, with seeds in: each candidate's share of all steps, pooled over seeds, and the median seed's learned share."
+    names = list(dict.fromkeys(b for m in ('lgl2o', 'smg', 'safe_amg') for b in get_method(m).branches))
+    rows = []
+    for v, s, got in panels or read_panels(variants, settings, store, seeds):
+        for m, r in got.items():
+            own = get_method(m).branches
+            if len(own) < 2 or m in get_variant(v).unchanged or 'record' not in r: continue
+            b = r['record'][..., 0].numpy()  # [S, steps]: the index of the winning candidate among `own`
+            rows.append(dict(variant=v, setting=s, method=m, n=len(b), **{c: float((b == own.index(c)).mean()) if c in own else np.nan for c in names},
+                             learned_median=float(np.median((b == own.index('learned')).mean(1)))))
+    return pd.DataFrame(rows, columns=['variant', 'setting', 'method', 'n', *names, 'learned_median'])
+
+def branch_words(t:pd.DataFrame, # `branch_table`
+                 variant:str='gT', # the variant compared with the paper's protocol
+                 method:str='amg', # the method read
+                )->str:
+    "How often `method`'s learned candidate wins under `variant` against the paper's protocol, panel by panel, in one sentence."
+    row = lambda v, s: t[(t['variant'] == v) & (t['setting'] == s) & (t['method'] == method)]
+    parts = [f"({s}) {m.iloc[0]['learned']:.0%} of steps, the median seed {m.iloc[0]['learned_median']:.0%} (n={m.iloc[0]['n']}), "
+             f"against {p.iloc[0]['learned']:.0%} and {p.iloc[0]['learned_median']:.0%} with the paper's optimizers (n={p.iloc[0]['n']})"
+             for s in dict.fromkeys(t['setting']) if len(m := row(variant, s)) and len(p := row('paper', s))]
+    return (f"{label(method)}'s learned candidate wins under `{variant}`: " + '; '.join(parts) + '.') if parts else ''
+
+
+# %%
+_r = lambda rows: dict(record=torch.tensor(rows)[..., None].expand(-1, -1, 3))  # branch indices [S, steps] as a step record
+_bt = branch_table(panels=[('paper', 'c', {'amg': _r([[3, 3, 0, 1], [3, 3, 3, 3]]), 'lgl2o': _r([[0, 0, 0, 1], [0, 1, 0, 0]]), 'sgd': _r([[0]*4]*2)}),
+                           ('gT', 'c', {'amg': _r([[0, 0, 0, 3], [0, 2, 3, 3], [0, 0, 1, 3]])})]).set_index(['variant', 'method'])
+test_eq(_bt.loc[('paper', 'amg'), ['n', 'learned', 'fallback', 'stay', 'learned_median']].tolist(), [2, 1/8, 1/8, 6/8, 1/8])
+test_eq(np.isnan(_bt.loc[('paper', 'amg'), 'sgd']) and np.isnan(_bt.loc[('paper', 'lgl2o'), 'stay']), True)  # a candidate the method lacks
+test_eq(_bt.loc[('paper', 'lgl2o'), ['learned', 'sgd']].tolist(), [6/8, 2/8])
+test_eq(('paper', 'sgd') in _bt.index, False)  # one candidate: nothing to choose
+test_eq(branch_words(_bt.reset_index()), "AMG's learned candidate wins under `gT`: (c) 50% of steps, the median seed 50% (n=3), "
+        "against 12% and 12% with the paper's optimizers (n=2).")
+
+# %%
+branches = branch_table(panels=panels)
+display(branches.round(3))
+display(Markdown(branch_words(branches)))
+
+
+# %% [markdown]
 # A variant changes the baselines too, not only AMG: the `gT` optimizers drive L2O and LGL2O, and
 # `lr1` changes SGD and LGL2O's SGD candidate. So the verdict can move because AMG moved or because a
 # baseline did. Each method a variant changes, against the same seeds of the paper's protocol at step
