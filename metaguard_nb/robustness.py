@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PAPER', 'STUDY', 'READ', 'V3', 'PAPER_SMG', 'READINGS', 'Study', 'planned_panels', 'status', 'budget_losses',
            'beats_all', 'read_panels', 'verdict_table', 'yes_no', 'verdict_cell', 'frozen_table', 'frozen_words',
-           'branch_table', 'branch_words', 'paired_cells', 'shift_table', 'shift_words', 'step_size_point',
+           'plan', 'branch_table', 'branch_words', 'paired_cells', 'shift_table', 'shift_words', 'step_size_point',
            'step_size_table', 'step_size_verdicts', 'step_size_words', 'step_size_figure', 'last_stay_run',
            'top_hessian_eigenvalue', 'one_seed', 'trap_margins', 'robustness_file', 'trap', 'trap_lines', 'trap_words',
            'smg_table', 'smg_words', 'verdict_words', 'moved_cells', 'moved_words', 'earns_follow_ups', 'fair_readings',
@@ -42,13 +42,16 @@ class Study:
     seeds:int=PAPER.seeds # seeds 0..seeds-1
     steps:int=PAPER.steps
 
-STUDY = (Study('lr1', 'ca', ('sgd', 'lgl2o', 'lgl2o_no_update', 'amg')),
+STUDY = (Study('lr1', 'ca', ('sgd', 'lgl2o', 'lgl2o_no_update', 'amg')),  # in the order they run (`plan`)
          Study('gT', 'ca', ('l2o', 'lgl2o', 'lgl2o_no_update', 'amg', 'safe_amg')),
+         Study('second_order', 'c', ('smg',), seeds=10, steps=1000),
+         Study('lr_theta0', 'c', ('smg',), seeds=10, steps=1000),
          # V2's follow-ups, planned because `lr1` moved the verdict on (c) (`moved_words`): lambda_eta = 0.3, and V1 with V2
          Study('lr0.3', 'c', ('sgd', 'lgl2o', 'lgl2o_no_update', 'amg')),
          Study('gT_lr1', 'c', ('sgd', 'l2o', 'lgl2o', 'lgl2o_no_update', 'amg')),  # no method reads another variant's seeds
-         Study('second_order', 'c', ('smg',), seeds=10, steps=1000),
-         Study('lr_theta0', 'c', ('smg',), seeds=10, steps=1000),
+         # V1's follow-ups, planned because `gT` moved the verdict on (a) (`moved_words`): the other two panels, and SMG on all four
+         Study('gT', 'bd', ('l2o', 'lgl2o', 'lgl2o_no_update', 'amg', 'safe_amg')),
+         Study('gT', 'abcd', ('smg',)),
          Study('backtrack', 'ca', ('amg',)))  # beyond the paper (issue: a guard that cannot freeze)
 
 def planned_panels(variant:str, # a registered variant's name
@@ -65,7 +68,7 @@ def status(study=STUDY, # the planned runs (`STUDY`)
     for st in study:
         for s in st.settings:
             _, got, _ = panel_results(s, dict(seeds=list(range(st.seeds)), steps=st.steps, eval_every=PAPER.eval_every), store, variant=st.variant)
-            rows.append(dict(variant=st.variant, setting=s, planned=len(st.methods)*st.seeds,
+            rows.append(dict(variant=st.variant, setting=s, methods=st.methods, planned=len(st.methods)*st.seeds,
                              done=sum(len(got[m]['seeds']) for m in st.methods if m in got)))
     return pd.DataFrame(rows)
 
@@ -157,6 +160,18 @@ def frozen_words(f:pd.DataFrame, # `frozen_table`
     stay = lambda r: '' if r.stay_throughout is None or pd.isna(r.stay_throughout) else f" ({int(r.stay_throughout)} on 'stay' throughout)"
     return (f"Seeds frozen at step {PAPER.steps:,} (the same monitor loss over the last tenth of the run), of the seeds in: "
             + '; '.join(f"{label(r.method)} `{r.variant}` ({r.setting}) {r.frozen} of {r.n}{stay(r)}" for r in f.itertuples()) + '.')
+
+# %% ../nbs/07_does_the_verdict_hold.ipynb #fee94565
+def plan(study=STUDY, # the planned runs (`STUDY`)
+         store=None, # root folder of the results store (default: outputs/results of this checkout)
+        )->list:
+    "The grid commands that compute the study's missing seed-runs, one per row of the study with a panel short of its plan, in the study's order."
+    st, cmds = status(study, store).itertuples(), []  # a row per study row and panel, in the study's order
+    for row in study:
+        short = [r.setting for r in [next(st) for _ in row.settings] if r.done < r.planned]
+        if short: cmds.append(f"python -m metaguard_nb.grid --variant {row.variant} --settings {' '.join(short)} --methods "
+                              f"{' '.join(row.methods)} --seeds {row.seeds}" + (f" --steps {row.steps}" if row.steps != PAPER.steps else ''))
+    return cmds
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #fd8e6758
 def branch_table(variants=READ, # variants to read
@@ -572,11 +587,12 @@ def earns_follow_ups(t:pd.DataFrame, # `verdict_table` of the paper's protocol a
                      variant:str, # the variant whose follow-ups the plan names
                      settings:str, # the panels the plan reads it on
                     )->bool|None:
-    "The plan's rule for follow-ups: does `variant` move the verdict on any of `settings`, by the mean or paired per seed (the issue's 'either reading')? None until it has all its seeds in there."
+    "The plan's rule for follow-ups: does `variant` move the verdict on any of `settings`, by the mean or paired per seed (the issue's 'either reading')? True once one cell with all its seeds in moved; False once every cell is complete and none did; None until then."
     mine = t[(t['variant'] == variant) & t['setting'].isin(list(settings))]
-    if not len(mine) or not (mine['n'] == PAPER.seeds).all(): return None
-    m = moved_cells(t)
-    return bool(((m['variant'] == variant) & m['setting'].isin(list(settings)) & m['reading'].isin(['mean', 'paired'])).any())
+    if not len(mine): return None
+    m = moved_cells(t)  # cells with all their seeds in only: a move there is final, whatever the other cells will say
+    if ((m['variant'] == variant) & m['setting'].isin(list(settings)) & m['reading'].isin(['mean', 'paired'])).any(): return True
+    return False if (mine['n'] == PAPER.seeds).all() else None
 
 def fair_readings(panels:list, # the results read (`read_panels`)
                   variant:str='backtrack', # the variant read
@@ -641,11 +657,13 @@ def summary(store=None, # root folder of the results store (default: outputs/res
         cells = {(r.setting, r.step): verdict_cell(r) for r in g.itertuples()}
         lines.append(f"| `{v}` | {get_variant(v).about} | " + ' | '.join(cells.get(c, 'not planned') for c in cols) + ' |')
     done, planned = int(st['done'].sum()), int(st['planned'].sum())
+    twice = st.duplicated(['variant', 'setting'])  # a variant's later row on a panel: named by its methods
+    name = lambda r: f" {', '.join(map(label, r.methods))}" if twice[r.Index] else ''
     trap_file = robustness_file('trap.json')
     trap = ["Why AMG's seeds freeze on 'stay', measured in the chapter: " + trap_words(json.loads(trap_file.read_text())), '']\
         if trap_file.exists() else []
     lines += ['', verdict_words(t), '', moved_words(t), '', beyond_words(t, f, sh, fair=fair_readings(panels)), '', *([shift_words(sh), ''] if len(sh) else []), frozen_words(f), '', *([w, ''] if (w := smg_words(smg_table(store=store))) else []), *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
-                  f"({', '.join(f'{r.variant} ({r.setting}) {r.done}/{r.planned}' for r in st.itertuples())})."]
+                  f"({', '.join(f'{r.variant} ({r.setting}){name(r)} {r.done}/{r.planned}' for r in st.itertuples())})."]
     md = '\n'.join(lines) + '\n'
     out = Path(out) if out else robustness_file('summary.md')
     with atomic_write(out) as tmp: tmp.write_text(md)
@@ -653,10 +671,10 @@ def summary(store=None, # root folder of the results store (default: outputs/res
 
 def main(argv=None, # command-line arguments (default: the process arguments)
         ):
-    "python -m metaguard_nb.robustness summary|trap: write the README's block from the store, or measure the 'stay' trap (minutes)."
+    "python -m metaguard_nb.robustness summary|trap|plan: write the README's block from the store, measure the 'stay' trap (minutes), or print the grid commands of what is left."
     ap = argparse.ArgumentParser(prog='python -m metaguard_nb.robustness')
-    ap.add_argument('what', choices=['summary', 'trap'])
+    ap.add_argument('what', choices=['summary', 'trap', 'plan'])
     a = ap.parse_args(argv)
-    print(summary() if a.what == 'summary' else trap())
+    print(summary() if a.what == 'summary' else trap() if a.what == 'trap' else '\n'.join(plan()))
 
 if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()  # not when a notebook runs this cell

@@ -72,9 +72,11 @@ from IPython.display import Markdown, display
 # four; V2: lambda_eta = 0.3 and V1 with V2 on (c)). `lr1` moved it on (c) (`moved_words` below says
 # where and by which reading), so `STUDY` holds V2's follow-ups: `lr0.3` (lambda_eta = 0.3 for every
 # method) and `gT_lr1` (the `gT` optimizers at lambda_eta = 1), both on (c). With them the chapter
-# reads the verdict on (c) as a function of lambda_eta, for both meta-trainings. `gT` is read once it
-# is complete on (a) and (c); a test in tests/test_paired.py holds `STUDY` to both rules. A variant
-# runs on the panels its rows name; the verdict is read there only.
+# reads the verdict on (c) as a function of lambda_eta, for both meta-trainings. `gT` moved it too, on
+# (a) (a move in a cell with all 25 seeds in is final, whatever the other cells will say), so `STUDY`
+# holds V1's follow-ups: `gT` on (b) and (d), and SMG with the `gT` optimizers on all four panels. A
+# test in tests/test_paired.py holds `STUDY` to both rules. A variant runs on the panels its rows name;
+# the tables below read (a) and (c), and (b) and (d) join them when V1's seeds there are in.
 
 # %%
 #| export
@@ -89,13 +91,16 @@ class Study:
     seeds:int=PAPER.seeds # seeds 0..seeds-1
     steps:int=PAPER.steps
 
-STUDY = (Study('lr1', 'ca', ('sgd', 'lgl2o', 'lgl2o_no_update', 'amg')),
+STUDY = (Study('lr1', 'ca', ('sgd', 'lgl2o', 'lgl2o_no_update', 'amg')),  # in the order they run (`plan`)
          Study('gT', 'ca', ('l2o', 'lgl2o', 'lgl2o_no_update', 'amg', 'safe_amg')),
+         Study('second_order', 'c', ('smg',), seeds=10, steps=1000),
+         Study('lr_theta0', 'c', ('smg',), seeds=10, steps=1000),
          # V2's follow-ups, planned because `lr1` moved the verdict on (c) (`moved_words`): lambda_eta = 0.3, and V1 with V2
          Study('lr0.3', 'c', ('sgd', 'lgl2o', 'lgl2o_no_update', 'amg')),
          Study('gT_lr1', 'c', ('sgd', 'l2o', 'lgl2o', 'lgl2o_no_update', 'amg')),  # no method reads another variant's seeds
-         Study('second_order', 'c', ('smg',), seeds=10, steps=1000),
-         Study('lr_theta0', 'c', ('smg',), seeds=10, steps=1000),
+         # V1's follow-ups, planned because `gT` moved the verdict on (a) (`moved_words`): the other two panels, and SMG on all four
+         Study('gT', 'bd', ('l2o', 'lgl2o', 'lgl2o_no_update', 'amg', 'safe_amg')),
+         Study('gT', 'abcd', ('smg',)),
          Study('backtrack', 'ca', ('amg',)))  # beyond the paper (issue: a guard that cannot freeze)
 
 def planned_panels(variant:str, # a registered variant's name
@@ -112,7 +117,7 @@ def status(study=STUDY, # the planned runs (`STUDY`)
     for st in study:
         for s in st.settings:
             _, got, _ = panel_results(s, dict(seeds=list(range(st.seeds)), steps=st.steps, eval_every=PAPER.eval_every), store, variant=st.variant)
-            rows.append(dict(variant=st.variant, setting=s, planned=len(st.methods)*st.seeds,
+            rows.append(dict(variant=st.variant, setting=s, methods=st.methods, planned=len(st.methods)*st.seeds,
                              done=sum(len(got[m]['seeds']) for m in st.methods if m in got)))
     return pd.DataFrame(rows)
 
@@ -255,6 +260,36 @@ test_eq(budget_losses(fair_toy['amg'], 50)[1][0], 10)  # 50 evaluations: step 10
 
 # %%
 status()
+
+
+# %% [markdown]
+# What is left, as the commands that compute it (each computes only the seeds that are missing; add
+# `--workers`, `--threads` or `--scheduler` for your machine or cluster, [03d_grid](03d_grid.ipynb)):
+
+# %%
+#| export
+def plan(study=STUDY, # the planned runs (`STUDY`)
+         store=None, # root folder of the results store (default: outputs/results of this checkout)
+        )->list:
+    "The grid commands that compute the study's missing seed-runs, one per row of the study with a panel short of its plan, in the study's order."
+    st, cmds = status(study, store).itertuples(), []  # a row per study row and panel, in the study's order
+    for row in study:
+        short = [r.setting for r in [next(st) for _ in row.settings] if r.done < r.planned]
+        if short: cmds.append(f"python -m metaguard_nb.grid --variant {row.variant} --settings {' '.join(short)} --methods "
+                              f"{' '.join(row.methods)} --seeds {row.seeds}" + (f" --steps {row.steps}" if row.steps != PAPER.steps else ''))
+    return cmds
+
+
+# %%
+import tempfile
+with tempfile.TemporaryDirectory() as _empty:  # a store with nothing in: every row is missing, in the study's order
+    test_eq(plan((Study('lr1', 'ca', ('sgd', 'amg')), Study('second_order', 'c', ('smg',), seeds=10, steps=1000)), _empty),
+            ['python -m metaguard_nb.grid --variant lr1 --settings c a --methods sgd amg --seeds 25',
+             'python -m metaguard_nb.grid --variant second_order --settings c --methods smg --seeds 10 --steps 1000'])
+test_eq(any('--variant lr1 ' in c for c in plan()), status().query("variant == 'lr1'").eval('done < planned').any())  # a complete row: no command
+
+# %%
+print('\n'.join(plan()) or 'nothing left: every planned seed-run is in the store')
 
 # %% [markdown]
 # And the verdict, variant by variant, on panels (a) and (c), at steps 1,000 and 2,000 (in words at
@@ -947,11 +982,12 @@ def earns_follow_ups(t:pd.DataFrame, # `verdict_table` of the paper's protocol a
                      variant:str, # the variant whose follow-ups the plan names
                      settings:str, # the panels the plan reads it on
                     )->bool|None:
-    "The plan's rule for follow-ups: does `variant` move the verdict on any of `settings`, by the mean or paired per seed (the issue's 'either reading')? None until it has all its seeds in there."
+    "The plan's rule for follow-ups: does `variant` move the verdict on any of `settings`, by the mean or paired per seed (the issue's 'either reading')? True once one cell with all its seeds in moved; False once every cell is complete and none did; None until then."
     mine = t[(t['variant'] == variant) & t['setting'].isin(list(settings))]
-    if not len(mine) or not (mine['n'] == PAPER.seeds).all(): return None
-    m = moved_cells(t)
-    return bool(((m['variant'] == variant) & m['setting'].isin(list(settings)) & m['reading'].isin(['mean', 'paired'])).any())
+    if not len(mine): return None
+    m = moved_cells(t)  # cells with all their seeds in only: a move there is final, whatever the other cells will say
+    if ((m['variant'] == variant) & m['setting'].isin(list(settings)) & m['reading'].isin(['mean', 'paired'])).any(): return True
+    return False if (mine['n'] == PAPER.seeds).all() else None
 
 def fair_readings(panels:list, # the results read (`read_panels`)
                   variant:str='backtrack', # the variant read
@@ -1016,11 +1052,13 @@ def summary(store=None, # root folder of the results store (default: outputs/res
         cells = {(r.setting, r.step): verdict_cell(r) for r in g.itertuples()}
         lines.append(f"| `{v}` | {get_variant(v).about} | " + ' | '.join(cells.get(c, 'not planned') for c in cols) + ' |')
     done, planned = int(st['done'].sum()), int(st['planned'].sum())
+    twice = st.duplicated(['variant', 'setting'])  # a variant's later row on a panel: named by its methods
+    name = lambda r: f" {', '.join(map(label, r.methods))}" if twice[r.Index] else ''
     trap_file = robustness_file('trap.json')
     trap = ["Why AMG's seeds freeze on 'stay', measured in the chapter: " + trap_words(json.loads(trap_file.read_text())), '']\
         if trap_file.exists() else []
     lines += ['', verdict_words(t), '', moved_words(t), '', beyond_words(t, f, sh, fair=fair_readings(panels)), '', *([shift_words(sh), ''] if len(sh) else []), frozen_words(f), '', *([w, ''] if (w := smg_words(smg_table(store=store))) else []), *trap, f"The study's runs: {done} of {planned} seed-runs in the store "
-                  f"({', '.join(f'{r.variant} ({r.setting}) {r.done}/{r.planned}' for r in st.itertuples())})."]
+                  f"({', '.join(f'{r.variant} ({r.setting}){name(r)} {r.done}/{r.planned}' for r in st.itertuples())})."]
     md = '\n'.join(lines) + '\n'
     out = Path(out) if out else robustness_file('summary.md')
     with atomic_write(out) as tmp: tmp.write_text(md)
@@ -1028,11 +1066,11 @@ def summary(store=None, # root folder of the results store (default: outputs/res
 
 def main(argv=None, # command-line arguments (default: the process arguments)
         ):
-    "python -m metaguard_nb.robustness summary|trap: write the README's block from the store, or measure the 'stay' trap (minutes)."
+    "python -m metaguard_nb.robustness summary|trap|plan: write the README's block from the store, measure the 'stay' trap (minutes), or print the grid commands of what is left."
     ap = argparse.ArgumentParser(prog='python -m metaguard_nb.robustness')
-    ap.add_argument('what', choices=['summary', 'trap'])
+    ap.add_argument('what', choices=['summary', 'trap', 'plan'])
     a = ap.parse_args(argv)
-    print(summary() if a.what == 'summary' else trap())
+    print(summary() if a.what == 'summary' else trap() if a.what == 'trap' else '\n'.join(plan()))
 
 if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()  # not when a notebook runs this cell
 
@@ -1048,9 +1086,11 @@ test_eq(moved_words(_m), "Against the paper's protocol in the same cell (variant
         "`lr1` (c) at step 1,000 by the mean (yes; the paper's no), the paired test (yes; the paper's no).")  # step 2,000: 24 seeds, not read
 test_eq(moved_words(_t).endswith('moves the verdict: nowhere.'), True)
 test_eq(moved_cells(_m)[['step', 'reading']].values.tolist(), [[1000, 'mean'], [1000, 'paired']])
-test_eq(earns_follow_ups(_m, 'lr1', 'c'), None)  # step 2,000 has 24 seeds: not decided yet
+test_eq(earns_follow_ups(_m, 'lr1', 'c'), True)  # step 1,000 is complete and moved: decided, though step 2,000 has 24 seeds
 test_eq(earns_follow_ups(_m.assign(n=25), 'lr1', 'c'), True)
+test_eq(earns_follow_ups(_m.assign(mean=False, paired=False), 'lr1', 'c'), None)  # nothing moved yet, and step 2,000 is not complete
 test_eq(earns_follow_ups(_m.assign(n=25, mean=False, paired=False), 'lr1', 'c'), False)  # the median alone does not earn them
+test_eq(earns_follow_ups(_m.assign(n=24), 'lr1', 'c'), None)  # a move on 24 seeds is not read
 test_eq((planned_panels('paper'), planned_panels('lr1'), planned_panels('gT_lr1'), planned_panels('adapt_waiting')), ('ac', 'ca', 'c', ''))
 
 # %%
