@@ -24,7 +24,7 @@ from fastprogress.fastprogress import progress_bar
 
 from .data import Sampler, checkout, load
 from .report import ALPHA, BASELINES, collect, label, monitor_losses, paired, paired_reading, panel_results, seed_losses, seed_split, significantly_lower
-from .guards import GuardConfig, State, amg_candidates, get_method, init_state, step_batches
+from .guards import METHODS, GuardConfig, State, amg_candidates, get_method, init_state, step_batches
 from .lstm import Theta
 from .optimizees import batched_grad, batched_loss
 from .persist import atomic_write, save_atomic
@@ -164,9 +164,10 @@ def frozen_words(f:pd.DataFrame, # `frozen_table`
 # %% ../nbs/07_does_the_verdict_hold.ipynb #fee94565
 def plan(study=STUDY, # the planned runs (`STUDY`)
          store=None, # root folder of the results store (default: outputs/results of this checkout)
+         st:pd.DataFrame|None=None, # `status(study, store)` already computed, else computed here
         )->list:
     "The grid commands that compute the study's missing seed-runs, one per row of the study with a panel short of its plan, in the study's order."
-    st, cmds = status(study, store).itertuples(), []  # a row per study row and panel, in the study's order
+    st, cmds = (status(study, store) if st is None else st).itertuples(), []  # a row per study row and panel, in the study's order
     for row in study:
         short = [r.setting for r in [next(st) for _ in row.settings] if r.done < r.planned]
         if short: cmds.append(f"python -m metaguard_nb.grid --variant {row.variant} --settings {' '.join(short)} --methods "
@@ -181,7 +182,7 @@ def branch_table(variants=READ, # variants to read
                  panels=None, # the results already read (`read_panels`), else read here
                 )->pd.DataFrame:
     "Variant x panel x method with more than one candidate that the variant changes, with seeds in: each candidate's share of all steps, pooled over seeds, and the median seed's learned share."
-    names = list(dict.fromkeys(b for m in ('lgl2o', 'smg', 'safe_amg') for b in get_method(m).branches))
+    names = list(dict.fromkeys(b for m in METHODS.values() if len(m.branches) > 1 for b in m.branches))  # every registered choice
     rows = []
     for v, s, got in panels or read_panels(variants, settings, store, seeds):
         for m, r in got.items():

@@ -52,7 +52,7 @@ from fastprogress.fastprogress import progress_bar
 
 from metaguard_nb.data import Sampler, checkout, load
 from metaguard_nb.report import ALPHA, BASELINES, collect, label, monitor_losses, paired, paired_reading, panel_results, seed_losses, seed_split, significantly_lower
-from metaguard_nb.guards import GuardConfig, State, amg_candidates, get_method, init_state, step_batches
+from metaguard_nb.guards import METHODS, GuardConfig, State, amg_candidates, get_method, init_state, step_batches
 from metaguard_nb.lstm import Theta
 from metaguard_nb.optimizees import batched_grad, batched_loss
 from metaguard_nb.persist import atomic_write, save_atomic
@@ -259,7 +259,8 @@ test_eq(budget_losses(fair_toy['amg'], 50)[1][0], 10)  # 50 evaluations: step 10
 # come; a row short of its plan is read on the seeds that are in):
 
 # %%
-status()
+study_status = status()  # once, for this table and `plan` below
+study_status
 
 
 # %% [markdown]
@@ -270,9 +271,10 @@ status()
 #| export
 def plan(study=STUDY, # the planned runs (`STUDY`)
          store=None, # root folder of the results store (default: outputs/results of this checkout)
+         st:pd.DataFrame|None=None, # `status(study, store)` already computed, else computed here
         )->list:
     "The grid commands that compute the study's missing seed-runs, one per row of the study with a panel short of its plan, in the study's order."
-    st, cmds = status(study, store).itertuples(), []  # a row per study row and panel, in the study's order
+    st, cmds = (status(study, store) if st is None else st).itertuples(), []  # a row per study row and panel, in the study's order
     for row in study:
         short = [r.setting for r in [next(st) for _ in row.settings] if r.done < r.planned]
         if short: cmds.append(f"python -m metaguard_nb.grid --variant {row.variant} --settings {' '.join(short)} --methods "
@@ -286,10 +288,11 @@ with tempfile.TemporaryDirectory() as _empty:  # a store with nothing in: every 
     test_eq(plan((Study('lr1', 'ca', ('sgd', 'amg')), Study('second_order', 'c', ('smg',), seeds=10, steps=1000)), _empty),
             ['python -m metaguard_nb.grid --variant lr1 --settings c a --methods sgd amg --seeds 25',
              'python -m metaguard_nb.grid --variant second_order --settings c --methods smg --seeds 10 --steps 1000'])
-test_eq(any('--variant lr1 ' in c for c in plan()), status().query("variant == 'lr1'").eval('done < planned').any())  # a complete row: no command
+left = plan(st=study_status)
+test_eq(any('--variant lr1 ' in c for c in left), study_status.query("variant == 'lr1'").eval('done < planned').any())  # a complete row: no command
 
 # %%
-print('\n'.join(plan()) or 'nothing left: every planned seed-run is in the store')
+print('\n'.join(left) or 'nothing left: every planned seed-run is in the store')
 
 # %% [markdown]
 # And the verdict, variant by variant, on panels (a) and (c), at steps 1,000 and 2,000 (in words at
@@ -327,7 +330,7 @@ def branch_table(variants=READ, # variants to read
                  panels=None, # the results already read (`read_panels`), else read here
                 )->pd.DataFrame:
     "Variant x panel x method with more than one candidate that the variant changes, with seeds in: each candidate's share of all steps, pooled over seeds, and the median seed's learned share."
-    names = list(dict.fromkeys(b for m in ('lgl2o', 'smg', 'safe_amg') for b in get_method(m).branches))
+    names = list(dict.fromkeys(b for m in METHODS.values() if len(m.branches) > 1 for b in m.branches))  # every registered choice
     rows = []
     for v, s, got in panels or read_panels(variants, settings, store, seeds):
         for m, r in got.items():
