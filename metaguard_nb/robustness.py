@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['PAPER', 'STUDY', 'READ', 'V3', 'PAPER_SMG', 'READINGS', 'Study', 'planned_panels', 'status', 'budget_losses',
-           'beats_all', 'read_panels', 'verdict_table', 'yes_no', 'verdict_cell', 'frozen_table', 'frozen_words',
-           'plan', 'branch_table', 'branch_words', 'paired_cells', 'shift_table', 'shift_words', 'step_size_point',
-           'step_size_table', 'step_size_verdicts', 'step_size_words', 'step_size_figure', 'last_stay_run',
-           'top_hessian_eigenvalue', 'one_seed', 'trap_margins', 'robustness_file', 'trap', 'trap_lines', 'trap_words',
-           'smg_table', 'smg_words', 'verdict_words', 'moved_cells', 'moved_words', 'earns_follow_ups', 'fair_readings',
-           'beyond_words', 'summary', 'main']
+           'beats_all', 'panels_in', 'read_panels', 'verdict_table', 'yes_no', 'verdict_cell', 'frozen_table',
+           'frozen_words', 'plan', 'branch_table', 'branch_words', 'paired_cells', 'shift_table', 'shift_words',
+           'step_size_point', 'step_size_table', 'step_size_verdicts', 'step_size_words', 'step_size_figure',
+           'last_stay_run', 'top_hessian_eigenvalue', 'one_seed', 'trap_margins', 'robustness_file', 'trap',
+           'trap_lines', 'trap_words', 'smg_table', 'smg_words', 'verdict_words', 'moved_cells', 'moved_words',
+           'earns_follow_ups', 'fair_readings', 'beyond_words', 'panel_words', 'summary', 'main']
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #04195544
 import argparse, builtins, json, warnings
@@ -28,7 +28,7 @@ from .guards import METHODS, GuardConfig, State, amg_candidates, get_method, ini
 from .lstm import Theta
 from .optimizees import batched_grad, batched_loss
 from .persist import atomic_write, save_atomic
-from .runner import PROTOCOLS, RUN_SEED_OFFSET, figure_setting, make_problem, setting_checkpoint, variant as get_variant
+from .runner import PANELS, PROTOCOLS, RUN_SEED_OFFSET, figure_setting, make_problem, setting_checkpoint, variant as get_variant
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #d85dd31e
 PAPER = PROTOCOLS['paper']
@@ -57,8 +57,9 @@ STUDY = (Study('lr1', 'ca', ('sgd', 'lgl2o', 'lgl2o_no_update', 'amg')),  # in t
 def planned_panels(variant:str, # a registered variant's name
                    study=STUDY, # the planned runs (`STUDY`)
                   )->str:
-    "The panels `variant` runs on in the study, one letter each ('ac' for the paper protocol: the verdict is read on both)."
-    return 'ac' if variant == 'paper' else ''.join(dict.fromkeys(''.join(st.settings for st in study if st.variant == variant)))
+    "The panels `variant` runs on in the study, one letter each (for the paper protocol, every panel a variant runs on: each is read against it)."
+    if variant == 'paper': return ''.join(sorted(set(''.join(st.settings for st in study))))
+    return ''.join(dict.fromkeys(''.join(st.settings for st in study if st.variant == variant)))
 
 def status(study=STUDY, # the planned runs (`STUDY`)
            store=None, # root folder of the results store (default: outputs/results of this checkout)
@@ -106,8 +107,15 @@ def beats_all(got:dict, # method -> per-seed results of one panel (`report.panel
 
 READ = ('paper', 'lr1', 'lr0.3', 'gT', 'gT_lr1', 'backtrack')  # the variants the chapter and the README read
 
+def panels_in(st:pd.DataFrame, # `status`
+              variants=READ, # variants read
+             )->str:
+    "The panels the tables read, one letter each, in order: those where a variant read other than the paper's has seed-runs in the store (before any is in, every panel one is planned on)."
+    read = st[st['variant'].isin([v for v in variants if v != 'paper'])]
+    return ''.join(sorted(set(read[read['done'] > 0]['setting']) or set(read['setting'])))
+
 def read_panels(variants=READ, # variants to read
-                settings='ac', # panels, one letter each
+                settings=''.join(PANELS), # panels, one letter each (a panel a variant is not planned on is not read)
                 store=None, # root folder of the results store (default: outputs/results of this checkout)
                 seeds=PAPER.seeds, # seeds of the protocol
                 steps=PAPER.steps, # the runs' length
@@ -117,7 +125,7 @@ def read_panels(variants=READ, # variants to read
             for v in variants for s in settings if s in planned_panels(v)]
 
 def verdict_table(variants=READ, # variants to read
-                  settings='ac', # panels, one letter each
+                  settings=''.join(PANELS), # panels, one letter each (a panel a variant is not planned on is not read)
                   steps=(PAPER.steps//2, PAPER.steps), # steps compared
                   store=None, # root folder of the results store (default: outputs/results of this checkout)
                   seeds=PAPER.seeds, # seeds of the protocol
@@ -143,7 +151,7 @@ def verdict_cell(r, # a row of `verdict_table`
     return f"{yes_no(r.mean, r.n)} / {yes_no(r.median, r.n)} / {yes_no(r.paired, r.n)} (n={r.n})"
 
 def frozen_table(variants=READ, # variants to read
-                 settings='ac', # panels, one letter each
+                 settings=''.join(PANELS), # panels, one letter each (a panel a variant is not planned on is not read)
                  store=None, # root folder of the results store (default: outputs/results of this checkout)
                  seeds=PAPER.seeds, # seeds of the protocol
                  panels=None, # the results already read (`read_panels`), else read here
@@ -176,7 +184,7 @@ def plan(study=STUDY, # the planned runs (`STUDY`)
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #fd8e6758
 def branch_table(variants=READ, # variants to read
-                 settings='ac', # panels, one letter each
+                 settings=''.join(PANELS), # panels, one letter each (a panel a variant is not planned on is not read)
                  store=None, # root folder of the results store (default: outputs/results of this checkout)
                  seeds=PAPER.seeds, # seeds of the protocol
                  panels=None, # the results already read (`read_panels`), else read here
@@ -213,7 +221,7 @@ def paired_cells(p:dict, # a paired comparison (`paired`)
             'lower': p['below'], 'wilcoxon_p': p['wilcoxon_p'], 'reading': paired_reading(p)}
 
 def shift_table(variants=READ, # variants to read
-                settings='ac', # panels, one letter each
+                settings=''.join(PANELS), # panels, one letter each (a panel a variant is not planned on is not read)
                 store=None, # root folder of the results store (default: outputs/results of this checkout)
                 seeds=PAPER.seeds, # seeds of the protocol
                 panels=None, # the results already read (`read_panels`), else read here
@@ -618,7 +626,7 @@ def beyond_words(t:pd.DataFrame, # `verdict_table`
         return (f"by the mean {yes_no(r['mean'])}, by the median {yes_no(r['median'])}, paired per seed {yes_no(r['paired'])}"
                 + ('' if r['paired'] else f" (lower than {', '.join(r['lower_than']) or 'no baseline'})"))
     parts, wins, full = [], [], []
-    for s in dict.fromkeys(t['setting']):
+    for s in [s for s in dict.fromkeys(t['setting']) if s in planned_panels(variant)]:  # the panels it is read on
         r = row(t, variant, s, step=step)
         if not len(r) or r.iloc[0]['n'] == 0:
             parts.append(f"On ({s}) it has no seeds in yet."); wins.append(False); full.append(False); continue
@@ -642,13 +650,20 @@ def beyond_words(t:pd.DataFrame, # `verdict_table`
     return (f"**Beyond the paper, a guard that cannot freeze** (`{variant}`: {get_variant(variant).about.removeprefix('beyond the paper: ')}): "
             f"does AMG then beat every baseline at step {step:,}? " + ' '.join(parts) + f" {reach}{answer}.")
 
+def panel_words(settings, # panel letters, in order (repeats read once)
+               )->str:
+    "The panels in words: '(a) and (c)', '(a), (b), (c) and (d)'."
+    on = [f'({s})' for s in dict.fromkeys(settings)]
+    return ' and '.join(filter(None, (', '.join(on[:-1]), on[-1])))
+
 def summary(store=None, # root folder of the results store (default: outputs/results of this checkout)
             out:Path|None=None, # the markdown file (default: outputs/robustness/summary.md)
            )->str:
     "The front page's block: the verdict table in words and the study's progress; written to outputs/robustness/summary.md."
-    panels = read_panels(store=store)
-    t, st, f, sh = verdict_table(panels=panels), status(store=store), frozen_table(panels=panels), shift_table(panels=panels)
-    lines = ["**Does the verdict hold under the paper's open choices?** AMG against all four baselines on panels (a) and (c), "
+    st = status(store=store)
+    panels = read_panels(settings=panels_in(st), store=store)
+    t, f, sh = verdict_table(panels=panels), frozen_table(panels=panels), shift_table(panels=panels)
+    lines = [f"**Does the verdict hold under the paper's open choices?** AMG against all four baselines on panels {panel_words(t['setting'])}, "
              "for each variant ([07_does_the_verdict_hold](nbs/07_does_the_verdict_hold.ipynb)): does it beat every baseline "
              "by the mean / by the median / paired per seed (n seeds that AMG and all four baselines have in the store)?", '',
              '| variant | what it changes | ' + ' | '.join(f"({r.setting}) step {r.step:,}" for r in t[t['variant'] == 'paper'].itertuples()) + ' |',

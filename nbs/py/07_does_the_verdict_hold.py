@@ -56,7 +56,7 @@ from metaguard_nb.guards import METHODS, GuardConfig, State, amg_candidates, get
 from metaguard_nb.lstm import Theta
 from metaguard_nb.optimizees import batched_grad, batched_loss
 from metaguard_nb.persist import atomic_write, save_atomic
-from metaguard_nb.runner import PROTOCOLS, RUN_SEED_OFFSET, figure_setting, make_problem, setting_checkpoint, variant as get_variant
+from metaguard_nb.runner import PANELS, PROTOCOLS, RUN_SEED_OFFSET, figure_setting, make_problem, setting_checkpoint, variant as get_variant
 
 # %%
 from fastcore.test import test_close, test_eq, test_fail
@@ -75,8 +75,9 @@ from IPython.display import Markdown, display
 # reads the verdict on (c) as a function of lambda_eta, for both meta-trainings. `gT` moved it too, on
 # (a) (a move in a cell with all 25 seeds in is final, whatever the other cells will say), so `STUDY`
 # holds V1's follow-ups: `gT` on (b) and (d), and SMG with the `gT` optimizers on all four panels. A
-# test in tests/test_paired.py holds `STUDY` to both rules. A variant runs on the panels its rows name;
-# the tables below read (a) and (c), and (b) and (d) join them when V1's seeds there are in.
+# test in tests/test_paired.py holds `STUDY` to both rules. A variant runs on the panels its rows name,
+# and the tables below read a panel, the paper's protocol included, once some variant has seeds in there
+# (`panels_in`): (b) and (d) join (a) and (c) when V1's first seeds there are in.
 
 # %%
 #| export
@@ -106,8 +107,9 @@ STUDY = (Study('lr1', 'ca', ('sgd', 'lgl2o', 'lgl2o_no_update', 'amg')),  # in t
 def planned_panels(variant:str, # a registered variant's name
                    study=STUDY, # the planned runs (`STUDY`)
                   )->str:
-    "The panels `variant` runs on in the study, one letter each ('ac' for the paper protocol: the verdict is read on both)."
-    return 'ac' if variant == 'paper' else ''.join(dict.fromkeys(''.join(st.settings for st in study if st.variant == variant)))
+    "The panels `variant` runs on in the study, one letter each (for the paper protocol, every panel a variant runs on: each is read against it)."
+    if variant == 'paper': return ''.join(sorted(set(''.join(st.settings for st in study))))
+    return ''.join(dict.fromkeys(''.join(st.settings for st in study if st.variant == variant)))
 
 def status(study=STUDY, # the planned runs (`STUDY`)
            store=None, # root folder of the results store (default: outputs/results of this checkout)
@@ -166,8 +168,15 @@ def beats_all(got:dict, # method -> per-seed results of one panel (`report.panel
 
 READ = ('paper', 'lr1', 'lr0.3', 'gT', 'gT_lr1', 'backtrack')  # the variants the chapter and the README read
 
+def panels_in(st:pd.DataFrame, # `status`
+              variants=READ, # variants read
+             )->str:
+    "The panels the tables read, one letter each, in order: those where a variant read other than the paper's has seed-runs in the store (before any is in, every panel one is planned on)."
+    read = st[st['variant'].isin([v for v in variants if v != 'paper'])]
+    return ''.join(sorted(set(read[read['done'] > 0]['setting']) or set(read['setting'])))
+
 def read_panels(variants=READ, # variants to read
-                settings='ac', # panels, one letter each
+                settings=''.join(PANELS), # panels, one letter each (a panel a variant is not planned on is not read)
                 store=None, # root folder of the results store (default: outputs/results of this checkout)
                 seeds=PAPER.seeds, # seeds of the protocol
                 steps=PAPER.steps, # the runs' length
@@ -177,7 +186,7 @@ def read_panels(variants=READ, # variants to read
             for v in variants for s in settings if s in planned_panels(v)]
 
 def verdict_table(variants=READ, # variants to read
-                  settings='ac', # panels, one letter each
+                  settings=''.join(PANELS), # panels, one letter each (a panel a variant is not planned on is not read)
                   steps=(PAPER.steps//2, PAPER.steps), # steps compared
                   store=None, # root folder of the results store (default: outputs/results of this checkout)
                   seeds=PAPER.seeds, # seeds of the protocol
@@ -203,7 +212,7 @@ def verdict_cell(r, # a row of `verdict_table`
     return f"{yes_no(r.mean, r.n)} / {yes_no(r.median, r.n)} / {yes_no(r.paired, r.n)} (n={r.n})"
 
 def frozen_table(variants=READ, # variants to read
-                 settings='ac', # panels, one letter each
+                 settings=''.join(PANELS), # panels, one letter each (a panel a variant is not planned on is not read)
                  store=None, # root folder of the results store (default: outputs/results of this checkout)
                  seeds=PAPER.seeds, # seeds of the protocol
                  panels=None, # the results already read (`read_panels`), else read here
@@ -295,11 +304,11 @@ test_eq(any('--variant lr1 ' in c for c in left), study_status.query("variant ==
 print('\n'.join(left) or 'nothing left: every planned seed-run is in the store')
 
 # %% [markdown]
-# And the verdict, variant by variant, on panels (a) and (c), at steps 1,000 and 2,000 (in words at
-# the end of the chapter):
+# And the verdict, variant by variant, on every panel where a variant has seeds in (`panels_in`), at
+# steps 1,000 and 2,000 (in words at the end of the chapter):
 
 # %%
-panels = read_panels()  # once, for both tables
+panels = read_panels(settings=panels_in(study_status))  # once, for every table below: the panels with a variant's seeds in
 verdicts = verdict_table(panels=panels)
 verdicts
 
@@ -324,7 +333,7 @@ frozen
 # %%
 #| export
 def branch_table(variants=READ, # variants to read
-                 settings='ac', # panels, one letter each
+                 settings=''.join(PANELS), # panels, one letter each (a panel a variant is not planned on is not read)
                  store=None, # root folder of the results store (default: outputs/results of this checkout)
                  seeds=PAPER.seeds, # seeds of the protocol
                  panels=None, # the results already read (`read_panels`), else read here
@@ -386,7 +395,7 @@ def paired_cells(p:dict, # a paired comparison (`paired`)
             'lower': p['below'], 'wilcoxon_p': p['wilcoxon_p'], 'reading': paired_reading(p)}
 
 def shift_table(variants=READ, # variants to read
-                settings='ac', # panels, one letter each
+                settings=''.join(PANELS), # panels, one letter each (a panel a variant is not planned on is not read)
                 store=None, # root folder of the results store (default: outputs/results of this checkout)
                 seeds=PAPER.seeds, # seeds of the protocol
                 panels=None, # the results already read (`read_panels`), else read here
@@ -580,8 +589,9 @@ sizes.round(4)
 # %% [markdown]
 # ## The 'stay' trap, measured
 #
-# At the paper's protocol, 5 of AMG's 25 seeds on panel (c) stop moving for good: 'stay' wins every
-# step from some step on, for hundreds of steps ([04_figure1](04_figure1.ipynb), "Seeds one by one").
+# At the paper's protocol, some of AMG's seeds on panel (c) stop moving for good (the frozen table above
+# counts them, row `paper` (c)): 'stay' wins every step from some step on, for hundreds of steps
+# ([04_figure1](04_figure1.ipynb), "Seeds one by one").
 # AMG keeps eta and theta when 'stay' wins, so the next step builds the same kinds of candidates from
 # the same state on fresh batches; if every candidate is systematically worse than staying, the seed
 # can never leave. Why would every candidate be worse? Three measurements at a frozen seed's eta:
@@ -600,8 +610,8 @@ sizes.round(4)
 # To get there, `trap` reruns a committed shard of seeds from step 0 with the same batches (the
 # same call: the same seeds side by side, the compiled step), keeps each seed's state at the start of
 # its latest run of stays, and compares its branches with the stored ones: another CPU, or another
-# thread count, rounds differently, and a replayed seed can leave the stored trajectory (the seed
-# that froze at step 269 in the committed run did not in a first replay here). So the replay goes on
+# thread count, rounds differently, and a replayed seed can leave the stored trajectory (a seed that
+# froze in the committed run need not freeze in the replay). So the replay goes on
 # until some seed has chosen 'stay' 100 times in a row, and the measurement takes that seed, at the
 # first step of its run of stays, and, for contrast, the shard's seed that the store has lowest at the
 # end, at the replay's last step.
@@ -1015,7 +1025,7 @@ def beyond_words(t:pd.DataFrame, # `verdict_table`
         return (f"by the mean {yes_no(r['mean'])}, by the median {yes_no(r['median'])}, paired per seed {yes_no(r['paired'])}"
                 + ('' if r['paired'] else f" (lower than {', '.join(r['lower_than']) or 'no baseline'})"))
     parts, wins, full = [], [], []
-    for s in dict.fromkeys(t['setting']):
+    for s in [s for s in dict.fromkeys(t['setting']) if s in planned_panels(variant)]:  # the panels it is read on
         r = row(t, variant, s, step=step)
         if not len(r) or r.iloc[0]['n'] == 0:
             parts.append(f"On ({s}) it has no seeds in yet."); wins.append(False); full.append(False); continue
@@ -1039,13 +1049,20 @@ def beyond_words(t:pd.DataFrame, # `verdict_table`
     return (f"**Beyond the paper, a guard that cannot freeze** (`{variant}`: {get_variant(variant).about.removeprefix('beyond the paper: ')}): "
             f"does AMG then beat every baseline at step {step:,}? " + ' '.join(parts) + f" {reach}{answer}.")
 
+def panel_words(settings, # panel letters, in order (repeats read once)
+               )->str:
+    "The panels in words: '(a) and (c)', '(a), (b), (c) and (d)'."
+    on = [f'({s})' for s in dict.fromkeys(settings)]
+    return ' and '.join(filter(None, (', '.join(on[:-1]), on[-1])))
+
 def summary(store=None, # root folder of the results store (default: outputs/results of this checkout)
             out:Path|None=None, # the markdown file (default: outputs/robustness/summary.md)
            )->str:
     "The front page's block: the verdict table in words and the study's progress; written to outputs/robustness/summary.md."
-    panels = read_panels(store=store)
-    t, st, f, sh = verdict_table(panels=panels), status(store=store), frozen_table(panels=panels), shift_table(panels=panels)
-    lines = ["**Does the verdict hold under the paper's open choices?** AMG against all four baselines on panels (a) and (c), "
+    st = status(store=store)
+    panels = read_panels(settings=panels_in(st), store=store)
+    t, f, sh = verdict_table(panels=panels), frozen_table(panels=panels), shift_table(panels=panels)
+    lines = [f"**Does the verdict hold under the paper's open choices?** AMG against all four baselines on panels {panel_words(t['setting'])}, "
              "for each variant ([07_does_the_verdict_hold](nbs/07_does_the_verdict_hold.ipynb)): does it beat every baseline "
              "by the mean / by the median / paired per seed (n seeds that AMG and all four baselines have in the store)?", '',
              '| variant | what it changes | ' + ' | '.join(f"({r.setting}) step {r.step:,}" for r in t[t['variant'] == 'paper'].itertuples()) + ' |',
@@ -1094,7 +1111,13 @@ test_eq(earns_follow_ups(_m.assign(n=25), 'lr1', 'c'), True)
 test_eq(earns_follow_ups(_m.assign(mean=False, paired=False), 'lr1', 'c'), None)  # nothing moved yet, and step 2,000 is not complete
 test_eq(earns_follow_ups(_m.assign(n=25, mean=False, paired=False), 'lr1', 'c'), False)  # the median alone does not earn them
 test_eq(earns_follow_ups(_m.assign(n=24), 'lr1', 'c'), None)  # a move on 24 seeds is not read
-test_eq((planned_panels('paper'), planned_panels('lr1'), planned_panels('gT_lr1'), planned_panels('adapt_waiting')), ('ac', 'ca', 'c', ''))
+test_eq((planned_panels('paper'), planned_panels('lr1'), planned_panels('gT_lr1'), planned_panels('adapt_waiting')), ('abcd', 'ca', 'c', ''))
+_st = pd.DataFrame([dict(variant=v, setting=s, done=d) for v, s, d in
+                    (('lr1', 'c', 3), ('lr1', 'a', 0), ('gT', 'd', 1), ('gT', 'b', 0), ('second_order', 'b', 9), ('paper', 'b', 5))])
+test_eq(panels_in(_st), 'cd')  # (a), (b): nothing in, or only a variant not read, or the paper's own
+test_eq(panels_in(_st, ('paper', 'second_order')), 'b')
+test_eq(panels_in(_st.assign(done=0)), 'abcd')  # nothing in yet: every panel planned, each read as n = 0
+test_eq([panel_words(p) for p in ('c', 'aacc', 'abcd')], ['(c)', '(a) and (c)', '(a), (b), (c) and (d)'])
 
 # %%
 _f = pd.DataFrame([dict(variant=v, setting='c', method='amg', n=n, frozen=k, stay_throughout=k) for v, n, k in (('paper', 25, 5), ('backtrack', 12, 0))])
@@ -1109,6 +1132,7 @@ test_eq(beyond_words(_b, _f, _sh), "**Beyond the paper, a guard that cannot free
         "on 10 of 12 seeds, Wilcoxon p = 0.003). On (a) it has no seeds in yet. So far (not every panel read has all 25 seeds in), it "
         "does not beat every baseline by the paired test on every panel read, so `MetaGuard`'s default stays the paper's AMG and "
         "`backtrack` is an option.")
+test_eq('(b)' in beyond_words(pd.concat([_b, _t.assign(setting='b')]), _f, _sh), False)  # a panel it is not planned on: not named
 test_eq("Wilcoxon p = 0.003); compute-fair, at SGD's budget of 2,000 gradient evaluations (AMG at step 90): by the mean no, by the "
         "median yes, paired per seed no (lower than SGD, LGL2O (w/o Update)). On (a)"
         in beyond_words(_b, _f, _sh, fair={'c': dict(budget=2000., method_step=90., mean=False, median=True, paired=False,
