@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['PAPER', 'STUDY', 'READ', 'V3', 'PAPER_SMG', 'READINGS', 'Study', 'planned_panels', 'status', 'budget_losses',
            'beats_all', 'panels_in', 'read_panels', 'verdict_table', 'yes_no', 'verdict_cell', 'frozen_table',
-           'frozen_words', 'plan', 'branch_table', 'branch_words', 'paired_cells', 'shift_table', 'shift_words',
-           'step_size_point', 'step_size_table', 'step_size_verdicts', 'step_size_words', 'step_size_figure',
-           'last_stay_run', 'top_hessian_eigenvalue', 'one_seed', 'trap_margins', 'robustness_file', 'trap',
-           'trap_lines', 'trap_words', 'smg_table', 'smg_words', 'verdict_words', 'moved_cells', 'moved_words',
+           'method_grid', 'frozen_words', 'plan', 'branch_table', 'branch_words', 'paired_cells', 'shift_table',
+           'shift_words', 'step_size_point', 'step_size_table', 'step_size_verdicts', 'step_size_words',
+           'step_size_figure', 'last_stay_run', 'top_hessian_eigenvalue', 'one_seed', 'trap_margins', 'robustness_file',
+           'trap', 'trap_lines', 'trap_words', 'smg_table', 'smg_words', 'verdict_words', 'moved_cells', 'moved_words',
            'earns_follow_ups', 'fair_readings', 'beyond_words', 'panel_words', 'summary', 'main']
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #04195544
@@ -23,7 +23,7 @@ import torch
 from fastprogress.fastprogress import progress_bar
 
 from .data import Sampler, checkout, load
-from .report import ALPHA, BASELINES, collect, label, monitor_losses, paired, paired_reading, panel_results, seed_losses, seed_split, significantly_lower
+from .report import ALPHA, BASELINES, collect, label, markdown_table, monitor_losses, paired, paired_reading, panel_results, seed_losses, seed_split, significantly_lower
 from .guards import METHODS, GuardConfig, State, amg_candidates, get_method, init_state, step_batches
 from .lstm import Theta
 from .optimizees import batched_grad, batched_loss
@@ -162,12 +162,22 @@ def frozen_table(variants=READ, # variants to read
             if r.method not in get_variant(v).unchanged]  # a method the variant leaves as it is: its paper row
     return pd.DataFrame(rows, columns=['variant', 'setting', 'method', 'n', 'frozen', 'stay_throughout'])
 
+def method_grid(t:pd.DataFrame, # rows with columns variant, setting, method
+                cells:list, # one markdown cell per row of `t`
+               )->str:
+    "A markdown table of `cells`: a row per variant and panel (in `t`'s order), a column per method (in the registry's order); blank where `t` has no row."
+    d = t.assign(row=[f"`{v}` ({s})" for v, s in zip(t['variant'], t['setting'])], cell=cells)
+    w = d.pivot(index='row', columns='method', values='cell')
+    w = w.reindex(index=list(dict.fromkeys(d['row'])), columns=[m for m in METHODS if m in w.columns]).fillna('')
+    return markdown_table(w.rename(columns=label).rename_axis('variant (panel)').rename_axis(None, axis=1))
+
 def frozen_words(f:pd.DataFrame, # `frozen_table`
                 )->str:
-    "The frozen seeds of every guarded method, variant and panel, in one sentence."
-    stay = lambda r: '' if r.stay_throughout is None or pd.isna(r.stay_throughout) else f" ({int(r.stay_throughout)} on 'stay' throughout)"
-    return (f"Seeds frozen at step {PAPER.steps:,} (the same monitor loss over the last tenth of the run), of the seeds in: "
-            + '; '.join(f"{label(r.method)} `{r.variant}` ({r.setting}) {r.frozen} of {r.n}{stay(r)}" for r in f.itertuples()) + '.')
+    "The frozen seeds of every guarded method, variant and panel: a sentence and a table."
+    stay = lambda r: '' if r.stay_throughout is None or pd.isna(r.stay_throughout) else f" ({int(r.stay_throughout)} on 'stay')"
+    return (f"Seeds frozen at step {PAPER.steps:,} (the same monitor loss over the last tenth of the run) of the seeds in, and how many of "
+            "them chose 'stay' at every step of it (blank: a method the variant leaves as it is, read from the paper's row):\n\n"
+            + method_grid(f, [f"{r.frozen}/{r.n}{stay(r)}" for r in f.itertuples()]))
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #fee94565
 def plan(study=STUDY, # the planned runs (`STUDY`)
@@ -240,12 +250,12 @@ def shift_table(variants=READ, # variants to read
 
 def shift_words(t:pd.DataFrame, # `shift_table`
                )->str:
-    "What each variant does to the methods it changes, in one sentence."
+    "What each variant does to the methods it changes: a sentence and a table."
     if not len(t): return ''
-    return (f"Against the same seeds of the paper's protocol at step {PAPER.steps:,}, each method a variant changes (mean, paper's mean; "
-            "seeds lower of n, Wilcoxon p): " + '; '.join(
-                f"{label(r.method)} `{r.variant}` ({r.setting}) {r.mean:.3f} vs {r.paper_mean:.3f}, {r.reading} ({r.lower} of {r.n}, p = {r.wilcoxon_p:.2g})"
-                for r in t.itertuples()) + '.')
+    return (f"Against the same seeds of the paper's protocol at step {PAPER.steps:,}, each method a variant changes: its mean against the "
+            "paper's, the paired reading, and the seeds where it ends lower, of n, with the Wilcoxon p (blank: a method the variant "
+            "leaves as it is):\n\n"
+            + method_grid(t, [f"{r.mean:.3f} vs {r.paper_mean:.3f}: {r.reading} ({r.lower}/{r.n}, p = {r.wilcoxon_p:.2g})" for r in t.itertuples()]))
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #b38fdea1
 def step_size_point(v:str, # a registered variant's name

@@ -51,7 +51,7 @@ import torch
 from fastprogress.fastprogress import progress_bar
 
 from metaguard_nb.data import Sampler, checkout, load
-from metaguard_nb.report import ALPHA, BASELINES, collect, label, monitor_losses, paired, paired_reading, panel_results, seed_losses, seed_split, significantly_lower
+from metaguard_nb.report import ALPHA, BASELINES, collect, label, markdown_table, monitor_losses, paired, paired_reading, panel_results, seed_losses, seed_split, significantly_lower
 from metaguard_nb.guards import METHODS, GuardConfig, State, amg_candidates, get_method, init_state, step_batches
 from metaguard_nb.lstm import Theta
 from metaguard_nb.optimizees import batched_grad, batched_loss
@@ -223,12 +223,22 @@ def frozen_table(variants=READ, # variants to read
             if r.method not in get_variant(v).unchanged]  # a method the variant leaves as it is: its paper row
     return pd.DataFrame(rows, columns=['variant', 'setting', 'method', 'n', 'frozen', 'stay_throughout'])
 
+def method_grid(t:pd.DataFrame, # rows with columns variant, setting, method
+                cells:list, # one markdown cell per row of `t`
+               )->str:
+    "A markdown table of `cells`: a row per variant and panel (in `t`'s order), a column per method (in the registry's order); blank where `t` has no row."
+    d = t.assign(row=[f"`{v}` ({s})" for v, s in zip(t['variant'], t['setting'])], cell=cells)
+    w = d.pivot(index='row', columns='method', values='cell')
+    w = w.reindex(index=list(dict.fromkeys(d['row'])), columns=[m for m in METHODS if m in w.columns]).fillna('')
+    return markdown_table(w.rename(columns=label).rename_axis('variant (panel)').rename_axis(None, axis=1))
+
 def frozen_words(f:pd.DataFrame, # `frozen_table`
                 )->str:
-    "The frozen seeds of every guarded method, variant and panel, in one sentence."
-    stay = lambda r: '' if r.stay_throughout is None or pd.isna(r.stay_throughout) else f" ({int(r.stay_throughout)} on 'stay' throughout)"
-    return (f"Seeds frozen at step {PAPER.steps:,} (the same monitor loss over the last tenth of the run), of the seeds in: "
-            + '; '.join(f"{label(r.method)} `{r.variant}` ({r.setting}) {r.frozen} of {r.n}{stay(r)}" for r in f.itertuples()) + '.')
+    "The frozen seeds of every guarded method, variant and panel: a sentence and a table."
+    stay = lambda r: '' if r.stay_throughout is None or pd.isna(r.stay_throughout) else f" ({int(r.stay_throughout)} on 'stay')"
+    return (f"Seeds frozen at step {PAPER.steps:,} (the same monitor loss over the last tenth of the run) of the seeds in, and how many of "
+            "them chose 'stay' at every step of it (blank: a method the variant leaves as it is, read from the paper's row):\n\n"
+            + method_grid(f, [f"{r.frozen}/{r.n}{stay(r)}" for r in f.itertuples()]))
 
 
 # %% [markdown]
@@ -414,12 +424,12 @@ def shift_table(variants=READ, # variants to read
 
 def shift_words(t:pd.DataFrame, # `shift_table`
                )->str:
-    "What each variant does to the methods it changes, in one sentence."
+    "What each variant does to the methods it changes: a sentence and a table."
     if not len(t): return ''
-    return (f"Against the same seeds of the paper's protocol at step {PAPER.steps:,}, each method a variant changes (mean, paper's mean; "
-            "seeds lower of n, Wilcoxon p): " + '; '.join(
-                f"{label(r.method)} `{r.variant}` ({r.setting}) {r.mean:.3f} vs {r.paper_mean:.3f}, {r.reading} ({r.lower} of {r.n}, p = {r.wilcoxon_p:.2g})"
-                for r in t.itertuples()) + '.')
+    return (f"Against the same seeds of the paper's protocol at step {PAPER.steps:,}, each method a variant changes: its mean against the "
+            "paper's, the paired reading, and the seeds where it ends lower, of n, with the Wilcoxon p (blank: a method the variant "
+            "leaves as it is):\n\n"
+            + method_grid(t, [f"{r.mean:.3f} vs {r.paper_mean:.3f}: {r.reading} ({r.lower}/{r.n}, p = {r.wilcoxon_p:.2g})" for r in t.itertuples()]))
 
 
 # %%
@@ -1123,6 +1133,10 @@ test_eq([panel_words(p) for p in ('c', 'aacc', 'abcd')], ['(c)', '(a) and (c)', 
 _f = pd.DataFrame([dict(variant=v, setting='c', method='amg', n=n, frozen=k, stay_throughout=k) for v, n, k in (('paper', 25, 5), ('backtrack', 12, 0))])
 _sh = pd.DataFrame([dict(variant='backtrack', setting='c', method='amg', n=12, mean=0.2, paper_mean=1.0, median=0.1, paper_median=0.3,
                          lower=10, wilcoxon_p=0.003, reading='lower')])
+test_eq(frozen_words(_f).split('\n\n')[1], "| variant (panel) | AMG |\n| --- | --- |\n| `paper` (c) | 5/25 (5 on 'stay') |\n| `backtrack` (c) | 0/12 (0 on 'stay') |")
+_sh2 = pd.concat([_sh, _sh.assign(variant='lr1', setting='a', method='sgd', wilcoxon_p=0.0004)])  # a method each: blank cells between
+test_eq(shift_words(_sh2).split('\n\n')[1], "| variant (panel) | SGD | AMG |\n| --- | --- | --- |\n"
+        "| `backtrack` (c) |  | 0.200 vs 1.000: lower (10/12, p = 0.003) |\n| `lr1` (a) | 0.200 vs 1.000: lower (10/12, p = 0.0004) |  |")
 _b = pd.concat([_t, pd.DataFrame([dict(variant='backtrack', setting=s, step=2000, n=n, mean=n > 0, median=n > 0, paired=False,
                                        lower_than=['SGD'] if n else []) for s, n in (('c', 12), ('a', 0))])])
 test_eq(beyond_words(_b, _f, _sh), "**Beyond the paper, a guard that cannot freeze** (`backtrack`: "
