@@ -1,4 +1,5 @@
 "The README is generated, its numbers come from committed results by committed code, and its example runs as written."
+import json
 import re
 import subprocess
 import sys
@@ -67,3 +68,13 @@ def test_every_chapter_that_exports_ends_with_its_current_api_reference(tmp_path
     nb = tmp_path / 'nbs' / 'A1_persist.ipynb'
     nb.write_text(nb.read_text().replace('the file to write', 'a file'))
     assert stale_api(tmp_path) == ['A1_persist.ipynb (persist)']
+
+
+def test_every_relative_link_resolves():
+    "Each relative link and image of README.md (from the root) and of the chapters and decisions.md (from nbs/, as JupyterLab opens them) names a file."
+    pages = [(ROOT / 'README.md', (ROOT / 'README.md').read_text()), (ROOT / 'nbs' / 'decisions.md', (ROOT / 'nbs' / 'decisions.md').read_text())]
+    pages += [(nb, ''.join(''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'markdown'))
+              for nb in sorted((ROOT / 'nbs').glob('*.ipynb'))]
+    broken = [f'{page.relative_to(ROOT)}: {t}' for page, text in pages for t in re.findall(r'\]\(([^)\s]+)\)', text)
+              if not re.match(r'[a-z]+:|#|/', t) and not (page.parent / t.split('#')[0]).exists()]
+    assert len(pages) > 20 and not broken, broken

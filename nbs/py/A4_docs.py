@@ -30,6 +30,9 @@
 # page: the evidence behind each number is in the chapter that computes it (the full report in
 # [04_figure1](04_figure1.ipynb), the ablation in [03c_ablation](03c_ablation.ipynb), the speed in
 # [A3_bench](A3_bench.ipynb)).
+#
+# The front page's own links are written relative to `nbs/`, where it lives, so that they open in
+# JupyterLab and on the site; `root_links` rewrites them for the README, which lives at the root.
 
 # %%
 #| default_exp docs
@@ -88,12 +91,18 @@ def notebook_markdown(nb:Path, # a notebook file
         parts.append(src if c['cell_type'] == 'markdown' else f'```python\n{src}\n```')
     return '\n\n'.join(parts) + '\n'
 
+def root_links(md:str, # markdown whose links and images are relative to nbs/ (as JupyterLab and the site resolve the front page's)
+              )->str:
+    "The same markdown with each relative link and image relative to the repository's root, as README.md needs them."
+    to_root = lambda m: '](' + (m[1][3:] if m[1].startswith('../') else 'nbs/' + m[1]) + ')'
+    return re.sub(r'\]\((?![a-z]+:|#|/)([^)\s]+)\)', to_root, md)
+
 def readme(root:Path|None=None, # the checkout (default: this one)
           )->str:
     "README.md's text: index.ipynb as markdown, its markers filled from the committed results."
     root = root or _root()
     head = '<!-- Generated from nbs/index.ipynb and the committed results by `make readme`; edit those, not this file. -->\n\n'
-    return head + fill(notebook_markdown(root/'nbs'/'index.ipynb'), blocks(root))
+    return head + fill(root_links(notebook_markdown(root/'nbs'/'index.ipynb')), blocks(root))
 
 def write_readme(root:Path|None=None, # the checkout (default: this one)
                 )->Path:
@@ -106,6 +115,8 @@ def write_readme(root:Path|None=None, # the checkout (default: this one)
 # %%
 test_eq(fill('a <!-- x -->old<!-- /x --> b', {'x': 'new\n'}), 'a <!-- x -->\nnew\n<!-- /x --> b')
 test_eq(fill('no markers', {'x': 'new'}), 'no markers')
+test_eq(root_links('[a](03_guards.ipynb) ![f](../outputs/x.png) [w](https://x.org) [s](#sec) `f(x)`'),
+        '[a](nbs/03_guards.ipynb) ![f](outputs/x.png) [w](https://x.org) [s](#sec) `f(x)`')
 
 # %% [markdown]
 # ## The documentation site
@@ -162,7 +173,7 @@ def site(out:Path|None=None, # the site folder (default: _docs/)
         nb.write_text(json.dumps(d))
     index = json.loads((src/'index.ipynb').read_text())
     filled = blocks(root)
-    for c in index['cells']:  # links and images of the README are relative to the repository's root
+    for c in index['cells']:  # the filled blocks are written for the README, relative to the repository's root
         if c['cell_type'] == 'markdown': c['source'] = fill(''.join(c['source']), filled).replace('](nbs/', '](').replace('](outputs/', '](../outputs/')
     chapters = [p.stem for p in sorted(src.glob('*.ipynb')) if p.stem != 'index'] + ['decisions']
     index['cells'].append(dict(cell_type='markdown', id='toctree', metadata={}, source='```{toctree}\n:maxdepth: 1\n:caption: Chapters\n\n' + '\n'.join(chapters) + '\n```\n'))

