@@ -38,7 +38,9 @@ def notebooks():
 
 
 def markdown_cells(nb: Path) -> str:
-    return '\n\n'.join(''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'markdown')
+    "A notebook's markdown, without the generated blocks that `make readme` fills into the front page's markers."
+    md = '\n\n'.join(''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'markdown')
+    return re.sub(r'<!-- ([\w:]+) -->.*?<!-- /\1 -->', '', md, flags=re.S)
 
 
 def saved_outputs(nb: Path) -> str:

@@ -15,6 +15,14 @@ def test_readme_is_what_the_index_and_the_committed_results_give():
     assert (ROOT / 'README.md').read_text() == readme(), 'README.md is stale: run make readme'
 
 
+def test_the_front_page_notebook_shows_what_the_readme_shows():
+    "index.ipynb's markers hold the README's blocks, with links relative to nbs/, so JupyterLab shows the answer on open."
+    from metaguard_nb.docs import front_page
+    nb = json.loads((ROOT / 'nbs' / 'index.ipynb').read_text())
+    assert nb == front_page(), 'nbs/index.ipynb is stale: run make readme'
+    assert '<!-- answer -->\n**Does AMG beat every baseline' in ''.join(''.join(c['source']) for c in nb['cells'])
+
+
 @pytest.mark.parametrize('preset', ['quick', 'paper'])
 def test_each_committed_report_is_what_the_results_store_gives(preset, tmp_path, monkeypatch):
     from metaguard_nb.figure import write_report as report

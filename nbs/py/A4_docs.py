@@ -33,6 +33,8 @@
 #
 # The front page's own links are written relative to `nbs/`, where it lives, so that they open in
 # JupyterLab and on the site; `root_links` rewrites them for the README, which lives at the root.
+# `make readme` fills the markers of `index.ipynb` too (`front_page`, links relative to `nbs/`), so a
+# reader who opens it in JupyterLab sees the answer where the README shows it.
 
 # %%
 #| default_exp docs
@@ -91,11 +93,17 @@ def notebook_markdown(nb:Path, # a notebook file
         parts.append(src if c['cell_type'] == 'markdown' else f'```python\n{src}\n```')
     return '\n\n'.join(parts) + '\n'
 
+LINK = r'\]\((?![a-z]+:|#|/)([^)\s]+)\)'  # the target of a relative markdown link or image (not a URL, an anchor or an absolute path)
+
 def root_links(md:str, # markdown whose links and images are relative to nbs/ (as JupyterLab and the site resolve the front page's)
               )->str:
     "The same markdown with each relative link and image relative to the repository's root, as README.md needs them."
-    to_root = lambda m: '](' + (m[1][3:] if m[1].startswith('../') else 'nbs/' + m[1]) + ')'
-    return re.sub(r'\]\((?![a-z]+:|#|/)([^)\s]+)\)', to_root, md)
+    return re.sub(LINK, lambda m: '](' + (m[1][3:] if m[1].startswith('../') else 'nbs/' + m[1]) + ')', md)
+
+def nbs_links(md:str, # markdown whose links and images are relative to the repository's root (the generated blocks)
+             )->str:
+    "The same markdown with each relative link and image relative to nbs/, where the front page lives: `root_links` undone."
+    return re.sub(LINK, lambda m: '](' + (m[1][4:] if m[1].startswith('nbs/') else '../' + m[1]) + ')', md)
 
 def readme(root:Path|None=None, # the checkout (default: this one)
           )->str:
@@ -104,19 +112,36 @@ def readme(root:Path|None=None, # the checkout (default: this one)
     head = '<!-- Generated from nbs/index.ipynb and the committed results by `make readme`; edit those, not this file. -->\n\n'
     return head + fill(root_links(notebook_markdown(root/'nbs'/'index.ipynb')), blocks(root))
 
+def front_page(root:Path|None=None, # the checkout (default: this one)
+               nb:dict|None=None, # the front page as a notebook (default: the checkout's nbs/index.ipynb)
+              )->dict:
+    "The front page with its markers filled from the committed files, links relative to nbs/: as JupyterLab opens it, and the site shows it."
+    root = root or _root()
+    nb = nb or json.loads((root/'nbs'/'index.ipynb').read_text())
+    filled = {k: nbs_links(v) for k, v in blocks(root).items()}
+    for c in nb['cells']:
+        if c['cell_type'] == 'markdown': c['source'] = fill(''.join(c['source']), filled).splitlines(True)
+    return nb
+
 def write_readme(root:Path|None=None, # the checkout (default: this one)
                 )->Path:
-    "Write README.md (`readme`'s text) into the checkout; the one place that writes it (`make readme`, `figure report`)."
+    "Write README.md (`readme`'s text) and fill index.ipynb's markers (`front_page`; its text copy in nbs/py follows); the one place that writes them (`make readme`, `figure report`)."
     root = root or _root()
     (root/'README.md').write_text(readme(root))
+    ipynb, text = root/'nbs'/'index.ipynb', json.dumps(front_page(root), sort_keys=True, indent=1, ensure_ascii=False) + '\n'  # nbdev_clean's layout
+    if text != ipynb.read_text():
+        ipynb.write_text(text)
+        import jupytext  # a development tool (requirements.txt), needed only where a checkout's front page has changed
+        (root/'nbs'/'py'/'index.py').write_text(jupytext.writes(jupytext.read(ipynb), fmt='py:percent'))
     return root/'README.md'
 
 
 # %%
 test_eq(fill('a <!-- x -->old<!-- /x --> b', {'x': 'new\n'}), 'a <!-- x -->\nnew\n<!-- /x --> b')
 test_eq(fill('no markers', {'x': 'new'}), 'no markers')
-test_eq(root_links('[a](03_guards.ipynb) ![f](../outputs/x.png) [w](https://x.org) [s](#sec) `f(x)`'),
-        '[a](nbs/03_guards.ipynb) ![f](outputs/x.png) [w](https://x.org) [s](#sec) `f(x)`')
+_md = '[a](03_guards.ipynb) ![f](../outputs/x.png) [w](https://x.org) [s](#sec) `f(x)`'
+test_eq(root_links(_md), '[a](nbs/03_guards.ipynb) ![f](outputs/x.png) [w](https://x.org) [s](#sec) `f(x)`')
+test_eq(nbs_links(root_links(_md)), _md)
 
 # %% [markdown]
 # ## The documentation site
@@ -171,10 +196,7 @@ def site(out:Path|None=None, # the site folder (default: _docs/)
             c['source'] = _without_directives(c)
         d['cells'] = [c for c in d['cells'] if c['cell_type'] != 'code' or c['source'].strip()]
         nb.write_text(json.dumps(d))
-    index = json.loads((src/'index.ipynb').read_text())
-    filled = blocks(root)
-    for c in index['cells']:  # the filled blocks are written for the README, relative to the repository's root
-        if c['cell_type'] == 'markdown': c['source'] = fill(''.join(c['source']), filled).replace('](nbs/', '](').replace('](outputs/', '](../outputs/')
+    index = front_page(root, json.loads((src/'index.ipynb').read_text()))
     chapters = [p.stem for p in sorted(src.glob('*.ipynb')) if p.stem != 'index'] + ['decisions']
     index['cells'].append(dict(cell_type='markdown', id='toctree', metadata={}, source='```{toctree}\n:maxdepth: 1\n:caption: Chapters\n\n' + '\n'.join(chapters) + '\n```\n'))
     (src/'index.ipynb').write_text(json.dumps(index))

@@ -15,9 +15,79 @@
 # never do worse than SGD. We reran the paper's Figure 1 at its own protocol. What we found:
 #
 # <!-- answer -->
+# **Does AMG beat every baseline, as the paper's Figure 1 says?** At the paper's protocol (25 seeds x 2,000 steps, every method on the same seeds and batches), AMG is below all four baselines at step 2,000 on 0 of 4 panels by the mean (none) and lower than all four paired per seed on 0 of 4 (none; a two-sided Wilcoxon signed-rank test at alpha = 0.05 against each baseline).
+#
+# AMG at step 2,000, and each baseline: its mean, then the paired reading (AMG lower, higher, or no difference) and in how many seeds AMG ends lower:
+#
+# | panel | AMG mean (median) | SGD | L2O | LGL2O (w/ Update) | LGL2O (w/o Update) |
+# |---|---|---|---|---|---|
+# | (a) | 0.709 (0.574) | 0.940: no difference (13/25) | 0.710: no difference (18/25) | 0.682: no difference (18/25) | 1.351: lower (24/25) |
+# | (b) | 0.978 (0.682) | 0.409: higher (0/25) | 2.019: lower (23/25) | 1.528: lower (20/25) | 1.177: no difference (10/25) |
+# | (c) | 0.693 (0.276) | 1.915: lower (21/25) | 0.297: no difference (13/25) | 0.262: no difference (13/25) | 1.605: lower (22/25) |
+# | (d) | 0.928 (0.928) | 0.940: no difference (9/25) | 0.761: no difference (12/25) | 0.667: higher (9/25) | 0.828: no difference (11/25) |
+#
+# Paired per seed, AMG is lower than SGD on (c); than L2O on (b); than LGL2O (w/ Update) on (b); than LGL2O (w/o Update) on (a), (c), and higher than SGD on (b); than LGL2O (w/ Update) on (d); elsewhere the paired test finds no difference. So Figure 1's claim that AMG outperforms the baselines in most cases is not reproduced at the paper's own protocol, by either reading.
+#
+# SMG, the paper's other adapting optimizer, is lower than a baseline paired per seed at step 2,000 in 0 of 16 comparisons on 4 panels.
+#
+# The paper's Figure 1 claims, each by its rule on the means and by the paired rule (`report.claims`; yes = reproduced):
+#
+# | claim (by the means / paired per seed) | (a) | (b) | (c) | (d) |
+# |---|---|---|---|---|
+# | L2O beats SGD in the first ~200 steps | yes / yes | no / no | yes / yes | yes / yes |
+# | L2O and LGL2O stall or worsen after ~1000 steps | yes / no | yes / no | no / no | no / no |
+# | SGD keeps improving | yes / yes | yes / yes | yes / no | yes / yes |
+# | SMG keeps improving but is slower than SGD | no / no | no / no | yes / no | no / no |
+# | AMG beats all baselines | no / no | no / no | no / no | no / no |
 # <!-- /answer -->
 #
 # <!-- robustness -->
+# **Does the verdict hold under the paper's open choices?** AMG against all four baselines on panels (a) and (c), for each variant ([07_does_the_verdict_hold](07_does_the_verdict_hold.ipynb)): does it beat every baseline by the mean / by the median / paired per seed (n seeds that AMG and all four baselines have in the store)?
+#
+# | variant | what it changes | (a) step 1,000 | (a) step 2,000 | (c) step 1,000 | (c) step 2,000 |
+# |---|---|---|---|---|---|
+# | `paper` | the paper's protocol as the decisions read it | yes / yes / no (n=25) | no / yes / no (n=25) | no / yes / no (n=25) | no / no / no (n=25) |
+# | `lr1` | lambda_eta = 1 for every method (SGD, the SGD candidates, the fallbacks) | yes / yes / yes (n=25) | no / no / no (n=25) | yes / yes / yes (n=25) | no / yes / no (n=25) |
+# | `lr0.3` | lambda_eta = 0.3 for every method | not planned | not planned | - / - / - (n=0) | - / - / - (n=0) |
+# | `gT` | optimizers meta-trained as g^T defines it: each window ends with g^T's coordinate mean | no / no / no (n=25) | no / no / no (n=25) | yes / no / no (n=25) | no / no / no (n=25) |
+# | `gT_lr1` | the g^T-trained optimizers and lambda_eta = 1 | not planned | not planned | - / - / - (n=0) | - / - / - (n=0) |
+# | `backtrack` | beyond the paper: AMG's fallback halves its step each time 'stay' wins | yes / yes / no (n=25) | yes / no / no (n=25) | yes / yes / yes (n=25) | yes / yes / yes (n=25) |
+#
+# AMG beats every baseline by the paired test on `lr1` (a) at step 1,000, `lr1` (c) at step 1,000, `backtrack` (c) at step 1,000, `backtrack` (c) at step 2,000; by the mean on `paper` (a) at step 1,000, `lr1` (a) at step 1,000, `lr1` (c) at step 1,000, `gT` (c) at step 1,000, `backtrack` (a) at step 1,000, `backtrack` (a) at step 2,000, `backtrack` (c) at step 1,000, `backtrack` (c) at step 2,000; by the median on `paper` (a) at step 1,000, `paper` (a) at step 2,000, `paper` (c) at step 1,000, `lr1` (a) at step 1,000, `lr1` (c) at step 1,000, `lr1` (c) at step 2,000, `backtrack` (a) at step 1,000, `backtrack` (c) at step 1,000, `backtrack` (c) at step 2,000 (of 16 variant, panel and step cells with seeds in). Paired per seed at step 2,000, AMG is lower than LGL2O (w/o Update) on `paper` (a, n=25); SGD, LGL2O (w/o Update) on `paper` (c, n=25); L2O, LGL2O (w/ Update), LGL2O (w/o Update) on `lr1` (a, n=25); L2O, LGL2O (w/ Update), LGL2O (w/o Update) on `lr1` (c, n=25); LGL2O (w/o Update) on `gT` (a, n=25); SGD, LGL2O (w/o Update) on `gT` (c, n=25); L2O, LGL2O (w/o Update) on `backtrack` (a, n=25); SGD, L2O, LGL2O (w/ Update), LGL2O (w/o Update) on `backtrack` (c, n=25). Not yet tested (no AMG seeds in with all four baselines): `lr0.3` (c), `gT_lr1` (c).
+#
+# Against the paper's protocol in the same cell (variants with all 25 seeds in), a variant moves the verdict: `lr1` (a) at step 1,000 by the paired test (yes; the paper's no); `lr1` (a) at step 2,000 by the median (no; the paper's yes); `lr1` (c) at step 1,000 by the mean (yes; the paper's no), the paired test (yes; the paper's no); `lr1` (c) at step 2,000 by the median (yes; the paper's no); `gT` (a) at step 1,000 by the mean (no; the paper's yes), the median (no; the paper's yes); `gT` (a) at step 2,000 by the median (no; the paper's yes); `gT` (c) at step 1,000 by the mean (yes; the paper's no), the median (no; the paper's yes); `backtrack` (a) at step 2,000 by the mean (yes; the paper's no), the median (no; the paper's yes); `backtrack` (c) at step 1,000 by the mean (yes; the paper's no), the paired test (yes; the paper's no); `backtrack` (c) at step 2,000 by the mean (yes; the paper's no), the median (yes; the paper's no), the paired test (yes; the paper's no).
+#
+# **Beyond the paper, a guard that cannot freeze** (`backtrack`: AMG's fallback halves its step each time 'stay' wins): does AMG then beat every baseline at step 2,000? On (a), n=25: by the mean yes, by the median no, paired per seed no (lower than L2O, LGL2O (w/o Update)); 0 of 25 seeds frozen (the paper's AMG: 5 of 25); against the paper's AMG on the same seeds, no difference (below it on 11 of 25 seeds, Wilcoxon p = 0.77); compute-fair, at SGD's budget of 2,000 gradient evaluations (AMG at step 90): by the mean no, by the median no, paired per seed no (lower than LGL2O (w/o Update)). On (c), n=25: by the mean yes, by the median yes, paired per seed yes; 0 of 25 seeds frozen (the paper's AMG: 5 of 25); against the paper's AMG on the same seeds, lower (below it on 17 of 25 seeds, Wilcoxon p = 0.0088); compute-fair, at SGD's budget of 2,000 gradient evaluations (AMG at step 90): by the mean no, by the median yes, paired per seed no (lower than SGD, LGL2O (w/o Update)). With all 25 seeds in on every panel read, it does not beat every baseline by the paired test on every panel read, so `MetaGuard`'s default stays the paper's AMG and `backtrack` is an option.
+#
+# Against the same seeds of the paper's protocol at step 2,000, each method a variant changes: its mean against the paper's, the paired reading, and the seeds where it ends lower, of n, with the Wilcoxon p (blank: a method the variant leaves as it is):
+#
+# | variant (panel) | SGD | L2O | LGL2O (w/ Update) | LGL2O (w/o Update) | AMG | safe AMG |
+# | --- | --- | --- | --- | --- | --- | --- |
+# | `lr1` (a) | 0.529 vs 0.940: lower (18/25, p = 0.002) |  | 0.701 vs 0.682: higher (6/25, p = 0.0096) | 1.338 vs 1.351: no difference (14/25, p = 0.38) | 0.600 vs 0.709: no difference (14/25, p = 0.4) |  |
+# | `lr1` (c) | 0.205 vs 1.915: lower (23/25, p = 6e-07) |  | 0.391 vs 0.262: higher (0/25, p = 6e-08) | 1.426 vs 1.605: lower (25/25, p = 6e-08) | 0.246 vs 0.693: no difference (13/25, p = 0.055) |  |
+# | `gT` (a) |  | 0.710 vs 0.710: lower (22/25, p = 0.0016) | 0.552 vs 0.682: lower (25/25, p = 6e-08) | 1.214 vs 1.351: lower (25/25, p = 6e-08) | 0.953 vs 0.709: higher (6/25, p = 0.0034) | 0.987 vs 0.691: higher (3/10, p = 0.027) |
+# | `gT` (c) |  | 0.579 vs 0.297: no difference (17/25, p = 0.17) | 0.385 vs 0.262: lower (19/25, p = 0.045) | 1.321 vs 1.605: lower (25/25, p = 6e-08) | 0.739 vs 0.693: no difference (8/25, p = 0.47) | 0.401 vs 0.711: no difference (2/2, p = 0.5) |
+# | `backtrack` (a) |  |  |  |  | 0.647 vs 0.709: no difference (11/25, p = 0.77) |  |
+# | `backtrack` (c) |  |  |  |  | 0.198 vs 0.693: lower (17/25, p = 0.0088) |  |
+#
+# Seeds frozen at step 2,000 (the same monitor loss over the last tenth of the run) of the seeds in, and how many of them chose 'stay' at every step of it (blank: a method the variant leaves as it is, read from the paper's row):
+#
+# | variant (panel) | SMG | AMG | safe AMG |
+# | --- | --- | --- | --- |
+# | `paper` (a) | 0/25 | 5/25 (5 on 'stay') | 2/25 (2 on 'stay') |
+# | `paper` (c) | 0/25 | 5/25 (5 on 'stay') | 6/25 (6 on 'stay') |
+# | `lr1` (a) |  | 1/25 (1 on 'stay') |  |
+# | `lr1` (c) |  | 0/25 (0 on 'stay') |  |
+# | `gT` (a) |  | 6/25 (6 on 'stay') | 2/10 (2 on 'stay') |
+# | `gT` (c) |  | 7/25 (7 on 'stay') | 1/2 (1 on 'stay') |
+# | `backtrack` (a) |  | 0/25 (0 on 'stay') |  |
+# | `backtrack` (c) |  | 0/25 (0 on 'stay') |  |
+#
+# **SMG's fallback (V3)** on (c) at step 1,000, paired per seed (seeds where SMG ends lower, of n; the two-sided Wilcoxon test at alpha = 0.05): the paper's SMG (first-order Eq. 5), n=10: mean 1.273 (median 0.432); against SGD no difference (7 of 10), L2O no difference (4 of 10), LGL2O (w/ Update) higher (2 of 10), LGL2O (w/o Update) no difference (6 of 10); `second_order` (Eq. 5's exact gradient through the unroll): no seeds in yet; `lr_theta0` (the fallback leaves theta as it is (lambda_theta = 0)): no seeds in yet.
+#
+# Why AMG's seeds freeze on 'stay', measured in the chapter: On panel (c), where AMG's seed 0 froze in a replay, no candidate beat staying on any of 50 fresh batch pairs (learned 0 times, fallback 0 times, fallback_unrolled 0 times); the closest, the learned candidate, lost by 2.17 on average. The largest eigenvalue of the loss's Hessian there is 27.9, 42 times 2/lambda_eta = 0.667: a gradient step of lambda_eta = 3 overshoots along the sharpest direction, and it went down on B_e in 0 of 50 pairs, while a step of 0.1 went down in most of them. At the moving seed 1 the top eigenvalue is 0.427, below 2/lambda_eta, and its fallback beat staying 17 times of 50.
+#
+# The study's runs: 462 of 1095 seed-runs in the store (lr1 (c) 100/100, lr1 (a) 100/100, gT (c) 102/125, gT (a) 110/125, second_order (c) 0/10, lr_theta0 (c) 0/10, lr0.3 (c) 0/100, gT_lr1 (c) 0/125, gT (b) 0/125, gT (d) 0/125, gT (a) SMG 0/25, gT (b) SMG 0/25, gT (c) SMG 0/25, gT (d) SMG 0/25, backtrack (c) 25/25, backtrack (a) 25/25).
 # <!-- /robustness -->
 
 # %% [markdown]
@@ -92,6 +162,7 @@
 # `outputs/figure1/quick/`.
 #
 # <!-- figure:paper -->
+# ![Figure 1, paper protocol](../outputs/figure1/paper/figure1.png)
 # <!-- /figure:paper -->
 #
 # Beside the paper's x-axis (steps), `figure1_compute.png` draws the same curves against optimizee
