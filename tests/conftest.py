@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -16,3 +17,8 @@ def interrupted_on_call(n, real):
             raise KeyboardInterrupt
         return real(*a, **k)
     return flaky
+
+
+def markdown_of(nb):
+    "A notebook's markdown cells, joined."
+    return '\n\n'.join(''.join(c['source']) for c in json.loads(Path(nb).read_text())['cells'] if c['cell_type'] == 'markdown')

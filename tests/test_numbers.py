@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import markdown_of
 
 ROOT = Path(__file__).resolve().parent.parent
 # A measured-looking number: a decimal, a percentage, or a number with a unit of time or speed.
@@ -27,10 +28,14 @@ def measured(md: str) -> list:
     return [m for m in MEASURED.findall(prose(md)) if m.strip() not in ALLOWED]
 
 
+def without_blocks(md: str) -> str:
+    "Markdown without its generated blocks (between <!-- name --> and <!-- /name -->)."
+    return re.sub(r'<!-- ([\w:]+) -->.*?<!-- /\1 -->', '', md, flags=re.S)
+
+
 def readme_prose() -> str:
-    "README.md without its generated blocks (between <!-- name --> and <!-- /name -->) and its example block."
-    text = (ROOT / 'README.md').read_text()
-    return re.sub(r'<!-- ([\w:]+) -->.*?<!-- /\1 -->', '', text, flags=re.S)
+    "README.md without its generated blocks and its example block."
+    return without_blocks((ROOT / 'README.md').read_text())
 
 
 def notebooks():
@@ -39,8 +44,7 @@ def notebooks():
 
 def markdown_cells(nb: Path) -> str:
     "A notebook's markdown, without the generated blocks that `make readme` fills into the front page's markers."
-    md = '\n\n'.join(''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'markdown')
-    return re.sub(r'<!-- ([\w:]+) -->.*?<!-- /\1 -->', '', md, flags=re.S)
+    return without_blocks(markdown_of(nb))
 
 
 def saved_outputs(nb: Path) -> str:
