@@ -149,7 +149,9 @@ test_eq(nbs_links(root_links(_md)), _md)
 # `make docs` builds a static site from the executed notebooks with Sphinx and myst-nb (from PyPI;
 # pinned in `requirements-docs.txt`), math typeset by MathJax from the npm registry (copied into the
 # site, so pages render without a network), outputs as saved in the notebooks (nothing is executed).
-# The site goes to `_docs/`; open `_docs/index.html`.
+# The site goes to `_docs/`; open `_docs/index.html`. A link to a file outside `nbs/` (the figure's
+# report) becomes MyST's download link, so the site carries a copy of the file; Sphinx would
+# otherwise read it as a cross-reference to a page it does not have, and show the link as plain text.
 
 # %%
 #| export
@@ -180,6 +182,10 @@ def _without_directives(c:dict) -> str:
     "A cell's source without nbdev's directive lines (`#| export`, `#| echo: false`, ...): they are for the tools, not the reader."
     return ''.join(l for l in ''.join(c['source']).splitlines(True) if not l.startswith('#|'))
 
+def _download_links(md:str) -> str:
+    "Links (not images) to files outside nbs/ as MyST's `{download}` role: Sphinx copies the file into the site, where a plain link would be an unresolved cross-reference, shown as text."
+    return re.sub(r'(?<!!)\[([^\]`]*)\]\((\.\./[^)\s]+)\)', lambda m: '{download}`' + m[1] + ' <' + m[2] + '>`', md)
+
 def site(out:Path|None=None, # the site folder (default: _docs/)
          root:Path|None=None, # the checkout (default: this one)
         )->Path:
@@ -188,23 +194,29 @@ def site(out:Path|None=None, # the site folder (default: _docs/)
     out, src = Path(out or root/'_docs'), root/'_docs_src'
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(root/'nbs', src, ignore=shutil.ignore_patterns('py', '.ipynb_checkpoints'))
-    for nb in src.glob('*.ipynb'):  # nbdev's directives (#| export, ...) are for the tools, not the reader
+    (src/'index.ipynb').write_text(json.dumps(front_page(root, json.loads((src/'index.ipynb').read_text()))))
+    for nb in src.glob('*.ipynb'):
         d = json.loads(nb.read_text())
         for c in d['cells']:
-            if c['cell_type'] != 'code': continue
+            if c['cell_type'] == 'markdown': c['source'] = _download_links(''.join(c['source']))
+            if c['cell_type'] != 'code': continue  # nbdev's directives (#| export, ...) are for the tools, not the reader
             if '#| echo: false' in ''.join(c['source']): c['metadata']['tags'] = ['remove-input']  # the output alone, as nbdev shows it
             c['source'] = _without_directives(c)
         d['cells'] = [c for c in d['cells'] if c['cell_type'] != 'code' or c['source'].strip()]
+        if nb.stem == 'index':
+            chapters = [p.stem for p in sorted(src.glob('*.ipynb')) if p.stem != 'index'] + ['decisions']
+            d['cells'].append(dict(cell_type='markdown', id='toctree', metadata={}, source='```{toctree}\n:maxdepth: 1\n:caption: Chapters\n\n' + '\n'.join(chapters) + '\n```\n'))
         nb.write_text(json.dumps(d))
-    index = front_page(root, json.loads((src/'index.ipynb').read_text()))
-    chapters = [p.stem for p in sorted(src.glob('*.ipynb')) if p.stem != 'index'] + ['decisions']
-    index['cells'].append(dict(cell_type='markdown', id='toctree', metadata={}, source='```{toctree}\n:maxdepth: 1\n:caption: Chapters\n\n' + '\n'.join(chapters) + '\n```\n'))
-    (src/'index.ipynb').write_text(json.dumps(index))
     (src/'conf.py').write_text(CONF)
     shutil.copytree(_mathjax(root/'.docs_tools'), src/'_static'/'mathjax')
     subprocess.run([sys.executable, '-m', 'sphinx', '-q', '-b', 'html', str(src), str(out)], check=True)
     shutil.rmtree(src)
     return out/'index.html'
+
+
+# %%
+test_eq(_download_links('[r](../outputs/r.md) ![f](../outputs/f.png) [c](03_guards.ipynb) [d](decisions.md)'),
+        '{download}`r <../outputs/r.md>` ![f](../outputs/f.png) [c](03_guards.ipynb) [d](decisions.md)')
 
 
 # %% [markdown]
