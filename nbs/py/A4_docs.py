@@ -184,7 +184,8 @@ def _without_directives(c:dict) -> str:
 
 def _download_links(md:str) -> str:
     "Links (not images) to files outside nbs/ as MyST's `{download}` role: Sphinx copies the file into the site, where a plain link would be an unresolved cross-reference, shown as text."
-    return re.sub(r'(?<!!)\[([^\]`]*)\]\((\.\./[^)\s]+)\)', lambda m: '{download}`' + m[1] + ' <' + m[2] + '>`', md)
+    download = lambda m: '{download}`' + m[1] + ' <' + m[2] + '>`' if m[2].startswith('../') else m[0]
+    return re.sub(r'(?<!!)\[([^\]`]*)' + LINK, download, md)  # LINK: the relative targets
 
 def site(out:Path|None=None, # the site folder (default: _docs/)
          root:Path|None=None, # the checkout (default: this one)
@@ -194,7 +195,10 @@ def site(out:Path|None=None, # the site folder (default: _docs/)
     out, src = Path(out or root/'_docs'), root/'_docs_src'
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(root/'nbs', src, ignore=shutil.ignore_patterns('py', '.ipynb_checkpoints'))
-    (src/'index.ipynb').write_text(json.dumps(front_page(root, json.loads((src/'index.ipynb').read_text()))))
+    index = front_page(root, json.loads((src/'index.ipynb').read_text()))
+    chapters = [p.stem for p in sorted(src.glob('*.ipynb')) if p.stem != 'index'] + ['decisions']
+    index['cells'].append(dict(cell_type='markdown', id='toctree', metadata={}, source='```{toctree}\n:maxdepth: 1\n:caption: Chapters\n\n' + '\n'.join(chapters) + '\n```\n'))
+    (src/'index.ipynb').write_text(json.dumps(index))
     for nb in src.glob('*.ipynb'):
         d = json.loads(nb.read_text())
         for c in d['cells']:
@@ -203,9 +207,6 @@ def site(out:Path|None=None, # the site folder (default: _docs/)
             if '#| echo: false' in ''.join(c['source']): c['metadata']['tags'] = ['remove-input']  # the output alone, as nbdev shows it
             c['source'] = _without_directives(c)
         d['cells'] = [c for c in d['cells'] if c['cell_type'] != 'code' or c['source'].strip()]
-        if nb.stem == 'index':
-            chapters = [p.stem for p in sorted(src.glob('*.ipynb')) if p.stem != 'index'] + ['decisions']
-            d['cells'].append(dict(cell_type='markdown', id='toctree', metadata={}, source='```{toctree}\n:maxdepth: 1\n:caption: Chapters\n\n' + '\n'.join(chapters) + '\n```\n'))
         nb.write_text(json.dumps(d))
     (src/'conf.py').write_text(CONF)
     shutil.copytree(_mathjax(root/'.docs_tools'), src/'_static'/'mathjax')
