@@ -951,9 +951,94 @@ test_eq(smg_words(_st[_st['variant'] != 'second_order']), smg_words(_st[_st['var
 # and against the paper's SMG (a variant without seeds in shows n = 0):
 
 # %%
-smg = smg_table()
+smg_panels = read_panels(('paper', *V3), 'c', seeds=10, steps=1000)  # V3's size in `STUDY`
+smg = smg_table(panels=smg_panels)
 display(Markdown(smg_words(smg)))
 smg.round(4)
+
+# %% [markdown]
+# Where SMG's loss goes. A network that has learned nothing predicts the ten classes uniformly, at a
+# loss of ln 10; a seed above it has lost everything it learned. For the paper's SMG and each
+# V3 variant, over the seeds in, to step 1,000: the share of steps the fallback won; how many seeds end
+# above ln 10, how many passed it at some evaluation after step 0, and the share of all evaluations
+# above it; and, where the candidates' L^Adapt on B_e are stored (the paper protocol's SMG runs predate
+# that field), the share of steps on which the fallback's score is above ln 10, and each candidate's
+# median score.
+
+# %%
+#| export
+UNIFORM = float(np.log(10))  # the loss of a uniform guess over ten classes: a network that has learned nothing
+
+def smg_evidence(panels:list, # the results read (`read_panels`)
+                 step:int=1000, # read up to this step (V3's run length in `STUDY`)
+                )->pd.DataFrame:
+    "SMG per variant and panel, to `step`: the fallback's share of steps, seeds above ln 10 at `step` and at any evaluation after step 0, the share of evaluations above it, and (where stored) the candidates' scores against ln 10."
+    rows, own = [], get_method('smg').branches
+    for v, s, got in panels:
+        if 'smg' not in got: continue
+        r = got['smg']
+        mon, at = monitor_losses(r)
+        at = np.array(at)
+        end, above = np.array(list(seed_losses(r, step).values())), mon[:, (at > 0) & (at <= step)] > UNIFORM
+        row = dict(variant=v, setting=s, n=len(end), fallback=float((r['record'][:, :step, 0].numpy() == own.index('fallback')).mean()),
+                   above_at_step=int((end > UNIFORM).sum()), above_ever=int(above.any(1).sum()), above_share=float(above.mean()))
+        if 'candidates' in r:
+            c, names = r['candidates'][:, :step].double().numpy(), list(r['candidate_names'])
+            f, l = c[..., names.index('fallback')], c[..., names.index('learned')]
+            row.update(fallback_score_above=float((f > UNIFORM).mean()), fallback_score_median=float(np.median(f)),
+                       learned_score_median=float(np.median(l)))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=['variant', 'setting', 'n', 'fallback', 'above_at_step', 'above_ever', 'above_share', 'fallback_score_above',
+                                       'fallback_score_median', 'learned_score_median'])
+
+def smg_evidence_words(t:pd.DataFrame, # `smg_evidence`
+                       step:int=1000, # the step it was read to
+                      )->str:
+    "Where SMG's loss goes under each variant, in one sentence."
+    def part(r):
+        name = "the paper's SMG" if r.variant == 'paper' else f'`{r.variant}`'
+        txt = (f"{name}, n={r.n}: the fallback wins {r.fallback:.0%} of steps; {r.above_at_step} of {r.n} seeds end above ln 10 "
+               f"({r.above_ever} passed it at some evaluation; {r.above_share:.0%} of all evaluations are above it)")
+        if not np.isnan(r.fallback_score_above):
+            txt += (f"; the fallback's L^Adapt on B_e is above ln 10 on {r.fallback_score_above:.0%} of steps, median "
+                    f"{r.fallback_score_median:.3g} against the learned candidate's {r.learned_score_median:.3g}")
+        return txt
+    if not len(t): return ''
+    return (f"Where SMG's loss goes on ({t['setting'].iloc[0]}), to step {step:,} (ln 10 = {UNIFORM:.3f}, the loss of a uniform guess): "
+            + '; '.join(part(r) for r in t.astype({'fallback_score_above': float}).itertuples()) + '.')
+
+
+# %% [markdown]
+# On toy seeds: a variant whose fallback's scores explode and whose seeds climb past ln 10, beside one
+# without stored scores:
+
+# %%
+def _smg_run(rows, branches, scores=None):  # a runner-like SMG result: monitor loss at steps 0, 10, 20, a branch record, scores
+    r = _toy(rows)
+    r['record'] = torch.tensor(branches, dtype=torch.float32)[..., None].expand(-1, -1, 5)
+    if scores is not None: r.update(candidates=torch.tensor(scores, dtype=torch.float32), candidate_names=['learned', 'fallback'])
+    return r
+_ev = smg_evidence([('paper', 'c', {'smg': _smg_run([[2.3, 1.0, 0.4], [2.3, 1.0, 0.5]], [[0, 1]*10 + [1, 1], [1]*22])}),
+                    ('second_order', 'c', {'smg': _smg_run([[2.3, 1.0, 3.0], [2.3, 2.5, 2.0]], [[0]*20 + [1, 1]]*2,
+                                                           [[[1.0, 50.0]]*22, [[0.5, 0.6]]*10 + [[3.0, 80.0]]*10 + [[0.1, 0.1]]*2])}),
+                    ('lr_theta0', 'c', {})], step=20)
+test_eq(_ev['variant'].tolist(), ['paper', 'second_order'])  # a variant without SMG seeds has no row
+test_eq(_ev[['fallback', 'above_at_step', 'above_ever', 'above_share']].values.tolist(), [[0.75, 0, 0, 0.0], [0.0, 1, 2, 0.5]])  # steps after 20 are not read
+test_eq(np.isnan(_ev['fallback_score_above'].iloc[0]), True)  # the paper's runs: no scores stored
+test_eq(_ev.iloc[1][['fallback_score_above', 'fallback_score_median', 'learned_score_median']].tolist(), [0.75, 50.0, 1.0])
+test_eq(smg_evidence_words(_ev, 20), "Where SMG's loss goes on (c), to step 20 (ln 10 = 2.303, the loss of a uniform guess): the paper's SMG, n=2: "
+        "the fallback wins 75% of steps; 0 of 2 seeds end above ln 10 (0 passed it at some evaluation; 0% of all evaluations are above it); "
+        "`second_order`, n=2: the fallback wins 0% of steps; 1 of 2 seeds end above ln 10 (2 passed it at some evaluation; 50% of all "
+        "evaluations are above it); the fallback's L^Adapt on B_e is above ln 10 on 75% of "
+        "steps, median 50 against the learned candidate's 1.")
+
+# %% [markdown]
+# From the store:
+
+# %%
+smg_ev = smg_evidence(smg_panels)
+display(Markdown(smg_evidence_words(smg_ev)))
+smg_ev.round(3)
 
 
 # %% [markdown]
