@@ -575,8 +575,9 @@ def smg_evidence(panels:list, # the results read (`read_panels`)
         r = got['smg']
         mon, at = monitor_losses(r)
         at = np.array(at)
-        end, above = np.array(list(seed_losses(r, step).values())), mon[:, (at > 0) & (at <= step)] > UNIFORM
-        row = dict(variant=v, setting=s, n=len(end), fallback=float((r['record'][:, :step, 0].numpy() == own.index('fallback')).mean()),
+        end = np.array(list(seed_losses(r, step).values()))  # the one rule for a seed's loss at a step
+        above = mon[:, (at > 0) & (at <= step)] > UNIFORM
+        row = dict(variant=v, setting=s, step=step, n=len(end), fallback=float((r['record'][:, :step, 0].numpy() == own.index('fallback')).mean()),
                    above_at_step=int((end > UNIFORM).sum()), above_ever=int(above.any(1).sum()), above_share=float(above.mean()))
         if 'candidates' in r:
             c, names = r['candidates'][:, :step].double().numpy(), list(r['candidate_names'])
@@ -584,11 +585,10 @@ def smg_evidence(panels:list, # the results read (`read_panels`)
             row.update(fallback_score_above=float((f > UNIFORM).mean()), fallback_score_median=float(np.median(f)),
                        learned_score_median=float(np.median(l)))
         rows.append(row)
-    return pd.DataFrame(rows, columns=['variant', 'setting', 'n', 'fallback', 'above_at_step', 'above_ever', 'above_share', 'fallback_score_above',
+    return pd.DataFrame(rows, columns=['variant', 'setting', 'step', 'n', 'fallback', 'above_at_step', 'above_ever', 'above_share', 'fallback_score_above',
                                        'fallback_score_median', 'learned_score_median'])
 
 def smg_evidence_words(t:pd.DataFrame, # `smg_evidence`
-                       step:int=1000, # the step it was read to
                       )->str:
     "Where SMG's loss goes under each variant, in one sentence."
     def part(r):
@@ -600,7 +600,7 @@ def smg_evidence_words(t:pd.DataFrame, # `smg_evidence`
                     f"{r.fallback_score_median:.3g} against the learned candidate's {r.learned_score_median:.3g}")
         return txt
     if not len(t): return ''
-    return (f"Where SMG's loss goes on ({t['setting'].iloc[0]}), to step {step:,} (ln 10 = {UNIFORM:.3f}, the loss of a uniform guess): "
+    return (f"Where SMG's loss goes on ({t['setting'].iloc[0]}), to step {int(t['step'].iloc[0]):,} (ln 10 = {UNIFORM:.3f}, the loss of a uniform guess): "
             + '; '.join(part(r) for r in t.astype({'fallback_score_above': float}).itertuples()) + '.')
 
 # %% ../nbs/07_does_the_verdict_hold.ipynb #4978144c

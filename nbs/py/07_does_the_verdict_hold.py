@@ -979,8 +979,9 @@ def smg_evidence(panels:list, # the results read (`read_panels`)
         r = got['smg']
         mon, at = monitor_losses(r)
         at = np.array(at)
-        end, above = np.array(list(seed_losses(r, step).values())), mon[:, (at > 0) & (at <= step)] > UNIFORM
-        row = dict(variant=v, setting=s, n=len(end), fallback=float((r['record'][:, :step, 0].numpy() == own.index('fallback')).mean()),
+        end = np.array(list(seed_losses(r, step).values()))  # the one rule for a seed's loss at a step
+        above = mon[:, (at > 0) & (at <= step)] > UNIFORM
+        row = dict(variant=v, setting=s, step=step, n=len(end), fallback=float((r['record'][:, :step, 0].numpy() == own.index('fallback')).mean()),
                    above_at_step=int((end > UNIFORM).sum()), above_ever=int(above.any(1).sum()), above_share=float(above.mean()))
         if 'candidates' in r:
             c, names = r['candidates'][:, :step].double().numpy(), list(r['candidate_names'])
@@ -988,11 +989,10 @@ def smg_evidence(panels:list, # the results read (`read_panels`)
             row.update(fallback_score_above=float((f > UNIFORM).mean()), fallback_score_median=float(np.median(f)),
                        learned_score_median=float(np.median(l)))
         rows.append(row)
-    return pd.DataFrame(rows, columns=['variant', 'setting', 'n', 'fallback', 'above_at_step', 'above_ever', 'above_share', 'fallback_score_above',
+    return pd.DataFrame(rows, columns=['variant', 'setting', 'step', 'n', 'fallback', 'above_at_step', 'above_ever', 'above_share', 'fallback_score_above',
                                        'fallback_score_median', 'learned_score_median'])
 
 def smg_evidence_words(t:pd.DataFrame, # `smg_evidence`
-                       step:int=1000, # the step it was read to
                       )->str:
     "Where SMG's loss goes under each variant, in one sentence."
     def part(r):
@@ -1004,7 +1004,7 @@ def smg_evidence_words(t:pd.DataFrame, # `smg_evidence`
                     f"{r.fallback_score_median:.3g} against the learned candidate's {r.learned_score_median:.3g}")
         return txt
     if not len(t): return ''
-    return (f"Where SMG's loss goes on ({t['setting'].iloc[0]}), to step {step:,} (ln 10 = {UNIFORM:.3f}, the loss of a uniform guess): "
+    return (f"Where SMG's loss goes on ({t['setting'].iloc[0]}), to step {int(t['step'].iloc[0]):,} (ln 10 = {UNIFORM:.3f}, the loss of a uniform guess): "
             + '; '.join(part(r) for r in t.astype({'fallback_score_above': float}).itertuples()) + '.')
 
 
@@ -1026,7 +1026,8 @@ test_eq(_ev['variant'].tolist(), ['paper', 'second_order'])  # a variant without
 test_eq(_ev[['fallback', 'above_at_step', 'above_ever', 'above_share']].values.tolist(), [[0.75, 0, 0, 0.0], [0.0, 1, 2, 0.5]])  # steps after 20 are not read
 test_eq(np.isnan(_ev['fallback_score_above'].iloc[0]), True)  # the paper's runs: no scores stored
 test_eq(_ev.iloc[1][['fallback_score_above', 'fallback_score_median', 'learned_score_median']].tolist(), [0.75, 50.0, 1.0])
-test_eq(smg_evidence_words(_ev, 20), "Where SMG's loss goes on (c), to step 20 (ln 10 = 2.303, the loss of a uniform guess): the paper's SMG, n=2: "
+test_eq(_ev['step'].tolist(), [20, 20])
+test_eq(smg_evidence_words(_ev), "Where SMG's loss goes on (c), to step 20 (ln 10 = 2.303, the loss of a uniform guess): the paper's SMG, n=2: "
         "the fallback wins 75% of steps; 0 of 2 seeds end above ln 10 (0 passed it at some evaluation; 0% of all evaluations are above it); "
         "`second_order`, n=2: the fallback wins 0% of steps; 1 of 2 seeds end above ln 10 (2 passed it at some evaluation; 50% of all "
         "evaluations are above it); the fallback's L^Adapt on B_e is above ln 10 on 75% of "
