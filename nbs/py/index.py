@@ -48,12 +48,12 @@
 # |---|---|---|---|---|---|
 # | `paper` | the paper's protocol as the decisions read it | yes / yes / no (n=25) | no / yes / no (n=25) | no / yes / no (n=25) | no / no / no (n=25) |
 # | `lr1` | lambda_eta = 1 for every method (SGD, the SGD candidates, the fallbacks) | yes / yes / yes (n=25) | no / no / no (n=25) | yes / yes / yes (n=25) | no / yes / no (n=25) |
-# | `lr0.3` | lambda_eta = 0.3 for every method | not planned | not planned | yes / yes / no (n=22) | yes / yes / no (n=22) |
+# | `lr0.3` | lambda_eta = 0.3 for every method | not planned | not planned | yes / yes / no (n=24) | yes / yes / no (n=24) |
 # | `gT` | optimizers meta-trained as g^T defines it: each window ends with g^T's coordinate mean | no / no / no (n=25) | no / no / no (n=25) | yes / no / no (n=25) | no / no / no (n=25) |
 # | `gT_lr1` | the g^T-trained optimizers and lambda_eta = 1 | not planned | not planned | - / - / - (n=0) | - / - / - (n=0) |
 # | `backtrack` | beyond the paper: AMG's fallback halves its step each time 'stay' wins | yes / yes / no (n=25) | yes / no / no (n=25) | yes / yes / yes (n=25) | yes / yes / yes (n=25) |
 #
-# AMG beats every baseline by the paired test on `lr1` (a) at step 1,000, `lr1` (c) at step 1,000, `backtrack` (c) at step 1,000, `backtrack` (c) at step 2,000; by the mean on `paper` (a) at step 1,000, `lr1` (a) at step 1,000, `lr1` (c) at step 1,000, `lr0.3` (c) at step 1,000, `lr0.3` (c) at step 2,000, `gT` (c) at step 1,000, `backtrack` (a) at step 1,000, `backtrack` (a) at step 2,000, `backtrack` (c) at step 1,000, `backtrack` (c) at step 2,000; by the median on `paper` (a) at step 1,000, `paper` (a) at step 2,000, `paper` (c) at step 1,000, `lr1` (a) at step 1,000, `lr1` (c) at step 1,000, `lr1` (c) at step 2,000, `lr0.3` (c) at step 1,000, `lr0.3` (c) at step 2,000, `backtrack` (a) at step 1,000, `backtrack` (c) at step 1,000, `backtrack` (c) at step 2,000 (of 18 variant, panel and step cells with seeds in). Paired per seed at step 2,000, AMG is lower than LGL2O (w/o Update) on `paper` (a, n=25); SGD, LGL2O (w/o Update) on `paper` (c, n=25); L2O, LGL2O (w/ Update), LGL2O (w/o Update) on `lr1` (a, n=25); L2O, LGL2O (w/ Update), LGL2O (w/o Update) on `lr1` (c, n=25); SGD, LGL2O (w/ Update), LGL2O (w/o Update) on `lr0.3` (c, n=22); LGL2O (w/o Update) on `gT` (a, n=25); SGD, LGL2O (w/o Update) on `gT` (c, n=25); L2O, LGL2O (w/o Update) on `backtrack` (a, n=25); SGD, L2O, LGL2O (w/ Update), LGL2O (w/o Update) on `backtrack` (c, n=25). Not yet tested (no AMG seeds in with all four baselines): `gT_lr1` (c).
+# AMG beats every baseline by the paired test on `lr1` (a) at step 1,000, `lr1` (c) at step 1,000, `backtrack` (c) at step 1,000, `backtrack` (c) at step 2,000; by the mean on `paper` (a) at step 1,000, `lr1` (a) at step 1,000, `lr1` (c) at step 1,000, `lr0.3` (c) at step 1,000, `lr0.3` (c) at step 2,000, `gT` (c) at step 1,000, `backtrack` (a) at step 1,000, `backtrack` (a) at step 2,000, `backtrack` (c) at step 1,000, `backtrack` (c) at step 2,000; by the median on `paper` (a) at step 1,000, `paper` (a) at step 2,000, `paper` (c) at step 1,000, `lr1` (a) at step 1,000, `lr1` (c) at step 1,000, `lr1` (c) at step 2,000, `lr0.3` (c) at step 1,000, `lr0.3` (c) at step 2,000, `backtrack` (a) at step 1,000, `backtrack` (c) at step 1,000, `backtrack` (c) at step 2,000 (of 18 variant, panel and step cells with seeds in). Paired per seed at step 2,000, AMG is lower than LGL2O (w/o Update) on `paper` (a, n=25); SGD, LGL2O (w/o Update) on `paper` (c, n=25); L2O, LGL2O (w/ Update), LGL2O (w/o Update) on `lr1` (a, n=25); L2O, LGL2O (w/ Update), LGL2O (w/o Update) on `lr1` (c, n=25); SGD, LGL2O (w/ Update), LGL2O (w/o Update) on `lr0.3` (c, n=24); LGL2O (w/o Update) on `gT` (a, n=25); SGD, LGL2O (w/o Update) on `gT` (c, n=25); L2O, LGL2O (w/o Update) on `backtrack` (a, n=25); SGD, L2O, LGL2O (w/ Update), LGL2O (w/o Update) on `backtrack` (c, n=25). Not yet tested (no AMG seeds in with all four baselines): `gT_lr1` (c).
 #
 # Against the paper's protocol in the same cell (variants with all 25 seeds in), a variant moves the verdict: `lr1` (a) at step 1,000 by the paired test (yes; the paper's no); `lr1` (a) at step 2,000 by the median (no; the paper's yes); `lr1` (c) at step 1,000 by the mean (yes; the paper's no), the paired test (yes; the paper's no); `lr1` (c) at step 2,000 by the median (yes; the paper's no); `gT` (a) at step 1,000 by the mean (no; the paper's yes), the median (no; the paper's yes); `gT` (a) at step 2,000 by the median (no; the paper's yes); `gT` (c) at step 1,000 by the mean (yes; the paper's no), the median (no; the paper's yes); `backtrack` (a) at step 2,000 by the mean (yes; the paper's no), the median (no; the paper's yes); `backtrack` (c) at step 1,000 by the mean (yes; the paper's no), the paired test (yes; the paper's no); `backtrack` (c) at step 2,000 by the mean (yes; the paper's no), the median (yes; the paper's no), the paired test (yes; the paper's no).
 #
@@ -65,7 +65,7 @@
 # | --- | --- | --- | --- | --- | --- | --- |
 # | `lr1` (a) | 0.529 vs 0.940: lower (18/25, p = 0.002) |  | 0.701 vs 0.682: higher (6/25, p = 0.0096) | 1.338 vs 1.351: no difference (14/25, p = 0.38) | 0.600 vs 0.709: no difference (14/25, p = 0.4) |  |
 # | `lr1` (c) | 0.205 vs 1.915: lower (23/25, p = 6e-07) |  | 0.391 vs 0.262: higher (0/25, p = 6e-08) | 1.426 vs 1.605: lower (25/25, p = 6e-08) | 0.246 vs 0.693: no difference (13/25, p = 0.055) |  |
-# | `lr0.3` (c) | 0.759 vs 1.915: lower (22/25, p = 2.7e-05) |  | 0.657 vs 0.262: higher (2/25, p = 3e-07) | 1.660 vs 1.605: higher (6/25, p = 0.0046) | 0.267 vs 0.752: lower (14/22, p = 0.033) |  |
+# | `lr0.3` (c) | 0.759 vs 1.915: lower (22/25, p = 2.7e-05) |  | 0.657 vs 0.262: higher (2/25, p = 3e-07) | 1.660 vs 1.605: higher (6/25, p = 0.0046) | 0.263 vs 0.717: lower (16/24, p = 0.023) |  |
 # | `gT` (a) |  | 0.710 vs 0.710: lower (22/25, p = 0.0016) | 0.552 vs 0.682: lower (25/25, p = 6e-08) | 1.214 vs 1.351: lower (25/25, p = 6e-08) | 0.953 vs 0.709: higher (6/25, p = 0.0034) | 0.981 vs 0.773: higher (9/25, p = 0.024) |
 # | `gT` (c) |  | 0.579 vs 0.297: no difference (17/25, p = 0.17) | 0.385 vs 0.262: lower (19/25, p = 0.045) | 1.321 vs 1.605: lower (25/25, p = 6e-08) | 0.739 vs 0.693: no difference (8/25, p = 0.47) | 0.612 vs 0.703: no difference (11/25, p = 0.6) |
 # | `backtrack` (a) |  |  |  |  | 0.647 vs 0.709: no difference (11/25, p = 0.77) |  |
@@ -79,7 +79,7 @@
 # | `paper` (c) | 0/25 | 5/25 (5 on 'stay') | 6/25 (6 on 'stay') |
 # | `lr1` (a) |  | 1/25 (1 on 'stay') |  |
 # | `lr1` (c) |  | 0/25 (0 on 'stay') |  |
-# | `lr0.3` (c) |  | 0/22 (0 on 'stay') |  |
+# | `lr0.3` (c) |  | 0/24 (0 on 'stay') |  |
 # | `gT` (a) |  | 6/25 (6 on 'stay') | 6/25 (6 on 'stay') |
 # | `gT` (c) |  | 7/25 (7 on 'stay') | 7/25 (7 on 'stay') |
 # | `backtrack` (a) |  | 0/25 (0 on 'stay') |  |
@@ -89,7 +89,7 @@
 #
 # Why AMG's seeds freeze on 'stay', measured in the chapter: On panel (c), where AMG's seed 0 froze in a replay, no candidate beat staying on any of 50 fresh batch pairs (learned 0 times, fallback 0 times, fallback_unrolled 0 times); the closest, the learned candidate, lost by 2.17 on average. The largest eigenvalue of the loss's Hessian there is 27.9, 42 times 2/lambda_eta = 0.667: a gradient step of lambda_eta = 3 overshoots along the sharpest direction, and it went down on B_e in 0 of 50 pairs, while a step of 0.1 went down in most of them. At the moving seed 1 the top eigenvalue is 0.427, below 2/lambda_eta, and its fallback beat staying 17 times of 50.
 #
-# The study's runs: 617 of 1095 seed-runs in the store (lr1 (c) 100/100, lr1 (a) 100/100, gT (c) 125/125, gT (a) 125/125, second_order (c) 10/10, lr_theta0 (c) 10/10, lr0.3 (c) 97/100, gT_lr1 (c) 0/125, gT (b) 0/125, gT (d) 0/125, gT (a) SMG 0/25, gT (b) SMG 0/25, gT (c) SMG 0/25, gT (d) SMG 0/25, backtrack (c) 25/25, backtrack (a) 25/25).
+# The study's runs: 619 of 1095 seed-runs in the store (lr1 (c) 100/100, lr1 (a) 100/100, gT (c) 125/125, gT (a) 125/125, second_order (c) 10/10, lr_theta0 (c) 10/10, lr0.3 (c) 99/100, gT_lr1 (c) 0/125, gT (b) 0/125, gT (d) 0/125, gT (a) SMG 0/25, gT (b) SMG 0/25, gT (c) SMG 0/25, gT (d) SMG 0/25, backtrack (c) 25/25, backtrack (a) 25/25).
 # <!-- /robustness -->
 
 # %% [markdown]
