@@ -193,7 +193,7 @@ def test_the_step_size_points_on_c_are_what_the_seed_files_give():
     t = step_size_table(read_panels(('paper', 'lr1'), 'c')).set_index(['lr_eta', 'method'])
     keys = {run.parent: json.loads(run.read_text()) for run in (STORE / 'c' / 'sgd').glob('*/run.json')}
     lr1 = [folder for folder, key in keys.items() if key['device'] == 'cpu' and key['guard']['lr_eta'] == 1.0
-           and len(list(folder.glob('seed*_2000.npz'))) == 25]
+           and "'memory': 'mean'" not in str(key['checkpoint']) and len(list(folder.glob('seed*_2000.npz'))) == 25]  # not `gT_lr1`'s twin
     if not lr1: pytest.skip('no committed lr1 seeds of (c, sgd)')
     for lr, folder in ((1.0, lr1[0]), (3.0, paper_folder('c', 'sgd'))):
         x = np.array(list(losses_at(folder, 2000).values()))
@@ -205,7 +205,14 @@ def test_the_step_size_points_on_c_are_what_the_seed_files_give():
 
 @pytest.mark.parametrize('method, ignores', [('sgd', 'the optimizers'), ('l2o', 'lambda_eta')])
 def test_a_method_computes_the_same_numbers_under_a_variant_that_leaves_it_alone(method, ignores):
-    "SGD uses no meta-trained optimizer and L2O takes no SGD step: where the store holds two runs of one that differ only there (`gT_lr1` against `lr1`, or against `gT`), every common seed's evaluations are equal, bit for bit."
+    """SGD uses no meta-trained optimizer and L2O takes no SGD step: where the store holds two runs of one that differ only there
+    (`gT_lr1` against `lr1`, or against `gT`), every common seed agrees through step 20 to float32 rounding.
+
+    Not bit for bit: the twins were computed on different machines or in calls of different sizes (the info records AVX2 for
+    `lr1`'s first seeds and `gT`'s L2O, AVX512 for `gT_lr1`'s; `lr1`'s later seeds ran one to a call, `gT_lr1`'s five), and rounding
+    parts a seed's trajectory later on (`python scripts/store_twins.py`).
+    Measured on (c), 2026-12-07: twins agree to 6.4e-6 through step 20 where runs that differ in what the method reads part by 0.018
+    or more. That the two computations are the same, bit for bit on one machine, is tested by recomputing (tests/test_registry.py)."""
     import itertools
     keys = {run.parent: json.loads(run.read_text()) for run in (STORE / 'c' / method).glob('*/run.json')}
     def without(k):  # the key less what `method` does not read
@@ -216,4 +223,5 @@ def test_a_method_computes_the_same_numbers_under_a_variant_that_leaves_it_alone
     if not common: pytest.skip(f'no two runs of (c, {method}) in the store that differ only in {ignores}')
     for f1, f2, name in common:
         with np.load(f1 / name) as a, np.load(f2 / name) as b:
-            assert np.array_equal(a['evals'], b['evals']), (f1, f2, name)
+            assert list(a['eval_steps'][:3]) == list(b['eval_steps'][:3]) == [0, 10, 20]
+            assert np.allclose(a['evals'][:3], b['evals'][:3], rtol=0, atol=1e-4, equal_nan=True), (f1, f2, name)

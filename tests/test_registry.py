@@ -1,4 +1,5 @@
 "A method and a panel added in one place each (the registries), inside the test only: the runner, the grid's plan and the report take them with no edit to any library file."
+import functools
 from dataclasses import replace
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import torch
 from metaguard_nb.figure import write_report as report
 from metaguard_nb.grid import Task, plan
 from metaguard_nb.guards import METHODS, GuardConfig, Method, registered, sgd_step
-from metaguard_nb.runner import PANELS, PROTOCOLS, Panel, Protocol, register_panel, run
+from metaguard_nb.runner import PANELS, PROTOCOLS, VARIANTS, Panel, Protocol, register_panel, run, variant
 
 ROOT = Path(__file__).resolve().parent.parent
 HALF = Method('half_sgd', lambda cfg, *a: sgd_step(replace(cfg, lr_eta=cfg.lr_eta / 2), *a), ('sgd',), 'SGD (half step)', 'tab:gray',
@@ -57,3 +58,31 @@ def test_a_toy_panel_runs_through_the_runner_the_grid_plan_and_the_report(tmp_pa
         assert (tmp_path / 'report' / 'figure1.png').exists() and (tmp_path / 'report' / 'e.csv').exists()
     finally:
         PANELS.pop('e', None)
+
+
+# Each variant's `unchanged` methods (read from the paper protocol's seeds), and the two twins `gT_lr1` runs under its own key
+# (decisions, section 9): SGD computes what `lr1`'s does, L2O what `gT`'s does.
+TWINS = [(v.name, m, 'paper') for v in VARIANTS.values() for m in v.unchanged] + [('gT_lr1', 'sgd', 'lr1'), ('gT_lr1', 'l2o', 'gT')]
+
+
+@functools.cache
+def _evals(name, method):
+    V = variant(name)
+    return run(method, 'c', seeds=[0, 1], store=False, checkpoint=V.checkpoint('c'), **{**KW, 'guard': V.guard_config(compile=False)})['evals']
+
+
+def _same(a, b):  # equal bit for bit, a NaN (no test-split evaluation at that step) where both have one
+    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
+@pytest.mark.parametrize('name, method, twin', TWINS)
+def test_a_variant_computes_what_its_twin_does_for_a_method_it_leaves_alone(name, method, twin):
+    "A method a variant leaves alone computes, on one machine, the same numbers bit for bit under the variant and under its twin; the store's copies are compared in tests/test_paired.py."
+    assert _same(_evals(name, method), _evals(twin, method))
+
+
+def test_the_twins_test_can_tell_a_method_a_variant_changes():
+    "The recomputation parts where a variant does change the method: SGD at lambda_eta = 1 against 3, L2O with the g^T optimizers against the shipped ones."
+    assert _same(_evals('paper', 'sgd'), _evals('paper', 'sgd').clone())
+    assert not _same(_evals('lr1', 'sgd'), _evals('paper', 'sgd'))
+    assert not _same(_evals('gT', 'l2o'), _evals('paper', 'l2o'))
