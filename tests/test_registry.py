@@ -1,4 +1,4 @@
-"A method and a panel added in one place each (the registries), inside the test only: the runner, the grid's plan and the report take them with no edit to any library file."
+"A method and a panel added in one place each (the registries), inside the test only: the runner, the grid's plan and the report take them with no edit to any library file; and each registered variant computes what it says it leaves alone as its twin does."
 import functools
 from dataclasses import replace
 from pathlib import Path
