@@ -22,8 +22,8 @@ IGNORES = {'sgd': lambda k: {**k, 'checkpoint': None, 'checkpoint_weights': None
            'l2o': lambda k: {**k, 'guard': {**k['guard'], 'lr_eta': None}}}
 
 
-def optimizers(key):  # the meta-training memory of the key's checkpoint: 'mean' for the g^T-trained ones
-    return 'gT' if "'memory': 'mean'" in str(key['checkpoint']) else 'shipped'
+def optimizers(key):  # which optimizers the key's checkpoint is: meta-trained as g^T defines it (memory 'mean') or the shipped ones
+    return 'gT' if key['checkpoint'].get('memory') == 'mean' else 'shipped'
 
 
 def main(panel='c'):

@@ -23,6 +23,11 @@ def paper_folder(setting, method):
     pytest.skip(f'no committed paper-protocol seeds of ({setting}, {method})')
 
 
+def g_T_trained(key):
+    "Does the run's key name a checkpoint meta-trained as g^T defines it (`memory='mean'`, the `gT` variants' optimizers)?"
+    return key['checkpoint'].get('memory') == 'mean'
+
+
 def losses_at(folder, step):
     out = {}
     for f in folder.glob('seed*_2000.npz'):
@@ -104,7 +109,7 @@ def test_what_a_variant_does_to_a_baseline_is_what_the_seed_files_give():
     "The shift table's row for LGL2O (w/ Update) under `gT` on (a), recomputed from the two folders' seed files with numpy and scipy."
     from metaguard_nb.robustness import shift_table
     keys = {run.parent: json.loads(run.read_text()) for run in (STORE / 'a' / 'lgl2o').glob('*/run.json')}
-    gT = [folder for folder, key in keys.items() if "'memory': 'mean'" in str(key['checkpoint']) and key['guard']['lr_eta'] == 3.0
+    gT = [folder for folder, key in keys.items() if g_T_trained(key) and key['guard']['lr_eta'] == 3.0
           and len(list(folder.glob('seed*_2000.npz'))) == 25]
     if not gT: pytest.skip('no committed gT seeds of (a, lgl2o)')
     a, b = losses_at(gT[0], 2000), losses_at(paper_folder('a', 'lgl2o'), 2000)
@@ -193,7 +198,7 @@ def test_the_step_size_points_on_c_are_what_the_seed_files_give():
     t = step_size_table(read_panels(('paper', 'lr1'), 'c')).set_index(['lr_eta', 'method'])
     keys = {run.parent: json.loads(run.read_text()) for run in (STORE / 'c' / 'sgd').glob('*/run.json')}
     lr1 = [folder for folder, key in keys.items() if key['device'] == 'cpu' and key['guard']['lr_eta'] == 1.0
-           and "'memory': 'mean'" not in str(key['checkpoint']) and len(list(folder.glob('seed*_2000.npz'))) == 25]  # not `gT_lr1`'s twin
+           and not g_T_trained(key) and len(list(folder.glob('seed*_2000.npz'))) == 25]  # not `gT_lr1`'s twin
     if not lr1: pytest.skip('no committed lr1 seeds of (c, sgd)')
     for lr, folder in ((1.0, lr1[0]), (3.0, paper_folder('c', 'sgd'))):
         x = np.array(list(losses_at(folder, 2000).values()))
