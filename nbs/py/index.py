@@ -42,18 +42,18 @@
 # <!-- /answer -->
 #
 # <!-- robustness -->
-# **Does the verdict hold under the paper's open choices?** AMG against all four baselines on panels (a) and (c), for each variant ([07_does_the_verdict_hold](07_does_the_verdict_hold.ipynb)): does it beat every baseline by the mean / by the median / paired per seed (n seeds that AMG and all four baselines have in the store)?
+# **Does the verdict hold under the paper's open choices?** AMG against all four baselines on panels (a), (b), (c) and (d), for each variant ([07_does_the_verdict_hold](07_does_the_verdict_hold.ipynb)): does it beat every baseline by the mean / by the median / paired per seed (n seeds that AMG and all four baselines have in the store)?
 #
-# | variant | what it changes | (a) step 1,000 | (a) step 2,000 | (c) step 1,000 | (c) step 2,000 |
-# |---|---|---|---|---|---|
-# | `paper` | the paper's protocol as the decisions read it | yes / yes / no (n=25) | no / yes / no (n=25) | no / yes / no (n=25) | no / no / no (n=25) |
-# | `lr1` | lambda_eta = 1 for every method (SGD, the SGD candidates, the fallbacks) | yes / yes / yes (n=25) | no / no / no (n=25) | yes / yes / yes (n=25) | no / yes / no (n=25) |
-# | `lr0.3` | lambda_eta = 0.3 for every method | not planned | not planned | yes / yes / no (n=25) | yes / yes / no (n=25) |
-# | `gT` | optimizers meta-trained as g^T defines it: each window ends with g^T's coordinate mean | no / no / no (n=25) | no / no / no (n=25) | yes / no / no (n=25) | no / no / no (n=25) |
-# | `gT_lr1` | the g^T-trained optimizers and lambda_eta = 1 | not planned | not planned | no / no / no (n=25) | no / no / no (n=25) |
-# | `backtrack` | beyond the paper: AMG's fallback halves its step each time 'stay' wins | yes / yes / no (n=25) | yes / no / no (n=25) | yes / yes / yes (n=25) | yes / yes / yes (n=25) |
+# | variant | what it changes | (a) step 1,000 | (a) step 2,000 | (b) step 1,000 | (b) step 2,000 | (c) step 1,000 | (c) step 2,000 | (d) step 1,000 | (d) step 2,000 |
+# |---|---|---|---|---|---|---|---|---|---|
+# | `paper` | the paper's protocol as the decisions read it | yes / yes / no (n=25) | no / yes / no (n=25) | no / no / no (n=25) | no / no / no (n=25) | no / yes / no (n=25) | no / no / no (n=25) | no / no / no (n=25) | no / no / no (n=25) |
+# | `lr1` | lambda_eta = 1 for every method (SGD, the SGD candidates, the fallbacks) | yes / yes / yes (n=25) | no / no / no (n=25) | not planned | not planned | yes / yes / yes (n=25) | no / yes / no (n=25) | not planned | not planned |
+# | `lr0.3` | lambda_eta = 0.3 for every method | not planned | not planned | not planned | not planned | yes / yes / no (n=25) | yes / yes / no (n=25) | not planned | not planned |
+# | `gT` | optimizers meta-trained as g^T defines it: each window ends with g^T's coordinate mean | no / no / no (n=25) | no / no / no (n=25) | - / - / - (n=0) | - / - / - (n=0) | yes / no / no (n=25) | no / no / no (n=25) | - / - / - (n=0) | - / - / - (n=0) |
+# | `gT_lr1` | the g^T-trained optimizers and lambda_eta = 1 | not planned | not planned | not planned | not planned | no / no / no (n=25) | no / no / no (n=25) | not planned | not planned |
+# | `backtrack` | beyond the paper: AMG's fallback halves its step each time 'stay' wins | yes / yes / no (n=25) | yes / no / no (n=25) | not planned | not planned | yes / yes / yes (n=25) | yes / yes / yes (n=25) | not planned | not planned |
 #
-# AMG beats every baseline by the paired test on `lr1` (a) at step 1,000, `lr1` (c) at step 1,000, `backtrack` (c) at step 1,000, `backtrack` (c) at step 2,000; by the mean on `paper` (a) at step 1,000, `lr1` (a) at step 1,000, `lr1` (c) at step 1,000, `lr0.3` (c) at step 1,000, `lr0.3` (c) at step 2,000, `gT` (c) at step 1,000, `backtrack` (a) at step 1,000, `backtrack` (a) at step 2,000, `backtrack` (c) at step 1,000, `backtrack` (c) at step 2,000; by the median on `paper` (a) at step 1,000, `paper` (a) at step 2,000, `paper` (c) at step 1,000, `lr1` (a) at step 1,000, `lr1` (c) at step 1,000, `lr1` (c) at step 2,000, `lr0.3` (c) at step 1,000, `lr0.3` (c) at step 2,000, `backtrack` (a) at step 1,000, `backtrack` (c) at step 1,000, `backtrack` (c) at step 2,000 (of 20 variant, panel and step cells with seeds in). Paired per seed at step 2,000, AMG is lower than LGL2O (w/o Update) on `paper` (a, n=25); SGD, LGL2O (w/o Update) on `paper` (c, n=25); L2O, LGL2O (w/ Update), LGL2O (w/o Update) on `lr1` (a, n=25); L2O, LGL2O (w/ Update), LGL2O (w/o Update) on `lr1` (c, n=25); SGD, LGL2O (w/ Update), LGL2O (w/o Update) on `lr0.3` (c, n=25); LGL2O (w/o Update) on `gT` (a, n=25); SGD, LGL2O (w/o Update) on `gT` (c, n=25); L2O, LGL2O (w/o Update) on `gT_lr1` (c, n=25); L2O, LGL2O (w/o Update) on `backtrack` (a, n=25); SGD, L2O, LGL2O (w/ Update), LGL2O (w/o Update) on `backtrack` (c, n=25).
+# AMG beats every baseline by the paired test on `lr1` (a) at step 1,000, `lr1` (c) at step 1,000, `backtrack` (c) at step 1,000, `backtrack` (c) at step 2,000; by the mean on `paper` (a) at step 1,000, `lr1` (a) at step 1,000, `lr1` (c) at step 1,000, `lr0.3` (c) at step 1,000, `lr0.3` (c) at step 2,000, `gT` (c) at step 1,000, `backtrack` (a) at step 1,000, `backtrack` (a) at step 2,000, `backtrack` (c) at step 1,000, `backtrack` (c) at step 2,000; by the median on `paper` (a) at step 1,000, `paper` (a) at step 2,000, `paper` (c) at step 1,000, `lr1` (a) at step 1,000, `lr1` (c) at step 1,000, `lr1` (c) at step 2,000, `lr0.3` (c) at step 1,000, `lr0.3` (c) at step 2,000, `backtrack` (a) at step 1,000, `backtrack` (c) at step 1,000, `backtrack` (c) at step 2,000 (of 24 variant, panel and step cells with seeds in). Paired per seed at step 2,000, AMG is lower than LGL2O (w/o Update) on `paper` (a, n=25); L2O, LGL2O (w/ Update) on `paper` (b, n=25); SGD, LGL2O (w/o Update) on `paper` (c, n=25); no baseline on `paper` (d, n=25); L2O, LGL2O (w/ Update), LGL2O (w/o Update) on `lr1` (a, n=25); L2O, LGL2O (w/ Update), LGL2O (w/o Update) on `lr1` (c, n=25); SGD, LGL2O (w/ Update), LGL2O (w/o Update) on `lr0.3` (c, n=25); LGL2O (w/o Update) on `gT` (a, n=25); SGD, LGL2O (w/o Update) on `gT` (c, n=25); L2O, LGL2O (w/o Update) on `gT_lr1` (c, n=25); L2O, LGL2O (w/o Update) on `backtrack` (a, n=25); SGD, L2O, LGL2O (w/ Update), LGL2O (w/o Update) on `backtrack` (c, n=25). Not yet tested (no AMG seeds in with all four baselines): `gT` (b), `gT` (d).
 #
 # Against the paper's protocol in the same cell (variants with all 25 seeds in), a variant moves the verdict: `lr1` (a) at step 1,000 by the paired test (yes; the paper's no); `lr1` (a) at step 2,000 by the median (no; the paper's yes); `lr1` (c) at step 1,000 by the mean (yes; the paper's no), the paired test (yes; the paper's no); `lr1` (c) at step 2,000 by the median (yes; the paper's no); `lr0.3` (c) at step 1,000 by the mean (yes; the paper's no); `lr0.3` (c) at step 2,000 by the mean (yes; the paper's no), the median (yes; the paper's no); `gT` (a) at step 1,000 by the mean (no; the paper's yes), the median (no; the paper's yes); `gT` (a) at step 2,000 by the median (no; the paper's yes); `gT` (c) at step 1,000 by the mean (yes; the paper's no), the median (no; the paper's yes); `gT_lr1` (c) at step 1,000 by the median (no; the paper's yes); `backtrack` (a) at step 2,000 by the mean (yes; the paper's no), the median (no; the paper's yes); `backtrack` (c) at step 1,000 by the mean (yes; the paper's no), the paired test (yes; the paper's no); `backtrack` (c) at step 2,000 by the mean (yes; the paper's no), the median (yes; the paper's no), the paired test (yes; the paper's no).
 #
@@ -67,7 +67,9 @@
 # | `lr1` (c) | 0.205 vs 1.915: lower (23/25, p = 6e-07) |  | 0.391 vs 0.262: higher (0/25, p = 6e-08) | 1.426 vs 1.605: lower (25/25, p = 6e-08) | 0.246 vs 0.693: no difference (13/25, p = 0.055) |  |
 # | `lr0.3` (c) | 0.759 vs 1.915: lower (22/25, p = 2.7e-05) |  | 0.657 vs 0.262: higher (2/25, p = 3e-07) | 1.660 vs 1.605: higher (6/25, p = 0.0046) | 0.270 vs 0.693: lower (16/25, p = 0.045) |  |
 # | `gT` (a) |  | 0.710 vs 0.710: lower (22/25, p = 0.0016) | 0.552 vs 0.682: lower (25/25, p = 6e-08) | 1.214 vs 1.351: lower (25/25, p = 6e-08) | 0.953 vs 0.709: higher (6/25, p = 0.0034) | 0.981 vs 0.773: higher (9/25, p = 0.024) |
+# | `gT` (b) |  | 0.489 vs 2.019: lower (25/25, p = 6e-08) | 0.490 vs 1.528: lower (25/25, p = 6e-08) | 0.854 vs 1.177: no difference (10/25, p = 0.26) |  |  |
 # | `gT` (c) |  | 0.579 vs 0.297: no difference (17/25, p = 0.17) | 0.385 vs 0.262: lower (19/25, p = 0.045) | 1.321 vs 1.605: lower (25/25, p = 6e-08) | 0.739 vs 0.693: no difference (8/25, p = 0.47) | 0.612 vs 0.703: no difference (11/25, p = 0.6) |
+# | `gT` (d) |  | 5.098 vs 0.761: higher (2/25, p = 8.2e-06) | 2.731 vs 0.667: higher (3/25, p = 2e-06) | 1.049 vs 0.828: higher (2/25, p = 1e-05) |  |  |
 # | `gT_lr1` (c) | 0.205 vs 1.915: lower (23/25, p = 6e-07) | 0.586 vs 0.297: no difference (14/25, p = 0.77) | 0.241 vs 0.262: no difference (17/25, p = 0.11) | 1.036 vs 1.605: lower (25/25, p = 6e-08) | 0.229 vs 0.693: no difference (15/25, p = 0.055) |  |
 # | `backtrack` (a) |  |  |  |  | 0.647 vs 0.709: no difference (11/25, p = 0.77) |  |
 # | `backtrack` (c) |  |  |  |  | 0.198 vs 0.693: lower (17/25, p = 0.0088) |  |
@@ -77,7 +79,9 @@
 # | variant (panel) | SMG | AMG | safe AMG |
 # | --- | --- | --- | --- |
 # | `paper` (a) | 0/25 | 5/25 (5 on 'stay') | 2/25 (2 on 'stay') |
+# | `paper` (b) | 0/25 | 1/25 (1 on 'stay') | 1/25 (1 on 'stay') |
 # | `paper` (c) | 0/25 | 5/25 (5 on 'stay') | 6/25 (6 on 'stay') |
+# | `paper` (d) | 0/25 | 5/25 (5 on 'stay') | 5/25 (5 on 'stay') |
 # | `lr1` (a) |  | 1/25 (1 on 'stay') |  |
 # | `lr1` (c) |  | 0/25 (0 on 'stay') |  |
 # | `lr0.3` (c) |  | 0/25 (0 on 'stay') |  |
@@ -91,7 +95,7 @@
 #
 # Why AMG's seeds freeze on 'stay', measured in the chapter: On panel (c), where AMG's seed 0 froze in a replay, no candidate beat staying on any of 50 fresh batch pairs (learned 0 times, fallback 0 times, fallback_unrolled 0 times); the closest, the learned candidate, lost by 2.17 on average. The largest eigenvalue of the loss's Hessian there is 27.9, 42 times 2/lambda_eta = 0.667: a gradient step of lambda_eta = 3 overshoots along the sharpest direction, and it went down on B_e in 0 of 50 pairs, while a step of 0.1 went down in most of them. At the moving seed 1 the top eigenvalue is 0.427, below 2/lambda_eta, and its fallback beat staying 17 times of 50.
 #
-# The study's runs: 745 of 1095 seed-runs in the store (lr1 (c) 100/100, lr1 (a) 100/100, gT (c) 125/125, gT (a) 125/125, second_order (c) 10/10, lr_theta0 (c) 10/10, lr0.3 (c) 100/100, gT_lr1 (c) 125/125, gT (b) 0/125, gT (d) 0/125, gT (a) SMG 0/25, gT (b) SMG 0/25, gT (c) SMG 0/25, gT (d) SMG 0/25, backtrack (c) 25/25, backtrack (a) 25/25).
+# The study's runs: 895 of 1095 seed-runs in the store (lr1 (c) 100/100, lr1 (a) 100/100, gT (c) 125/125, gT (a) 125/125, second_order (c) 10/10, lr_theta0 (c) 10/10, lr0.3 (c) 100/100, gT_lr1 (c) 125/125, gT (b) 75/125, gT (d) 75/125, gT (a) SMG 0/25, gT (b) SMG 0/25, gT (c) SMG 0/25, gT (d) SMG 0/25, backtrack (c) 25/25, backtrack (a) 25/25).
 # <!-- /robustness -->
 
 # %% [markdown]
